@@ -1,0 +1,1 @@
+"""Decision makers behind the core's one protocol (:mod:`race.domain.agent`)."""

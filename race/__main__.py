@@ -1,0 +1,5 @@
+import sys
+
+from race.cli import main
+
+sys.exit(main())

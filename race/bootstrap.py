@@ -1,0 +1,47 @@
+"""The composition root: settings → database → agents → engine. ``function_app.py``, the
+CLI and the tests all build the object graph here, and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agents.registry import AgentServices, build_agent
+from race.clock import Clock, SystemClock
+from race.domain.agent import Agent, AgentSpec
+from race.engine import AgentBuilder, RaceEngine
+from race.settings import Settings, load_settings
+from race.store.database import Database
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    clock: Clock
+    engine: RaceEngine
+    services: AgentServices
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    db: Database | None = None,
+    agent_builder: AgentBuilder | None = None,
+) -> App:
+    settings = settings or load_settings(overrides)
+    clock = clock or SystemClock()
+    db = db or Database(settings.database_url)
+    services = AgentServices(settings=settings, clock=clock)
+
+    def default_builder(spec: AgentSpec) -> Agent:
+        return build_agent(spec, services)
+
+    engine = RaceEngine(db, settings, agent_builder or default_builder, clock=clock)
+    return App(settings=settings, db=db, clock=clock, engine=engine, services=services)

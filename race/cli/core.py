@@ -1,0 +1,121 @@
+"""Core commands: db, cycle, snapshot, backfill, leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from race.cli._common import iso_arg, open_app, progress_bar
+from race.domain.timeutil import floor_time, parse_interval
+from race.leaderboard import render_table, standings
+
+
+def register(commands: Any) -> None:
+    db = commands.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations (Alembic) up to head")
+    upgrade.add_argument("--revision", default="head")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+    current = db_sub.add_parser("current", help="show the schema revision")
+    current.set_defaults(handler=cmd_db_current)
+
+    cycle = commands.add_parser("cycle", help="run one decision cycle now (or at --at)")
+    cycle.add_argument("--at", type=iso_arg,
+                       help="decision time T (ISO-8601, UTC); floored to the candle interval; "
+                            "default: now")
+    cycle.add_argument("--json", action="store_true", help="print the report as JSON")
+    cycle.set_defaults(handler=cmd_cycle)
+
+    snapshot = commands.add_parser("snapshot", help="mark every portfolio to market")
+    snapshot.add_argument("--at", type=iso_arg, help="time (default: newest candle close)")
+    snapshot.set_defaults(handler=cmd_snapshot)
+
+    backfill = commands.add_parser(
+        "backfill", help="replay a past range over stored candles (resumable)")
+    backfill.add_argument("--start", type=iso_arg, required=True, help="ISO-8601 start (UTC)")
+    backfill.add_argument("--end", type=iso_arg, required=True, help="ISO-8601 end (UTC)")
+    backfill.add_argument("--interval", default="1h", help="decision interval (default 1h)")
+    backfill.add_argument("--json", action="store_true", help="print the report as JSON")
+    backfill.set_defaults(handler=cmd_backfill)
+
+    board = commands.add_parser("leaderboard", help="print the standings")
+    board.add_argument("--json", action="store_true", help="JSON instead of a table")
+    board.set_defaults(handler=cmd_leaderboard)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    app = open_app(require_schema=False)
+    app.db.upgrade(args.revision)
+    print(f"database {app.db.describe()} at revision {app.db.current_revision()}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    app = open_app(require_schema=False)
+    app.db.ping()
+    print(app.db.current_revision() or "(empty: run `python -m race db upgrade`)")
+    return 0
+
+
+def cmd_cycle(args: argparse.Namespace) -> int:
+    app = open_app()
+    at = args.at or app.clock.now()
+    cycle_time = floor_time(at, app.settings.candle_interval) if args.at else floor_time(
+        at, parse_interval("15m"))
+    report = asyncio.run(app.engine.run_cycle(cycle_time, trigger="manual"))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"cycle {cycle_time.isoformat()}: {report.status}, {report.decided} decided, "
+              f"{report.fallbacks} fallbacks, {report.trades} trades, "
+              f"{len(report.skipped)} skipped")
+        for agent_id, reason in report.skipped.items():
+            print(f"  skipped agent {agent_id}: {reason}")
+        for agent_id, error in report.errors.items():
+            print(f"  error agent {agent_id}: {error}")
+    return 0 if report.status == "completed" else 1
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from race.market_queries import newest_close
+
+    app = open_app()
+    at = args.at or newest_close(app.db)
+    if at is None:
+        print("no candles yet: nothing to mark")
+        return 0
+    written = app.engine.snapshot(at)
+    print(f"marked {written} portfolio(s) to market at {at.isoformat()}")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    app = open_app()
+    interval = parse_interval(args.interval)
+    bar, update = progress_bar(0, "backfill")
+    try:
+        report = asyncio.run(app.engine.backfill(args.start, args.end, interval,
+                                                 on_progress=update))
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"backfill {report.start.isoformat()} → {report.end.isoformat()} every "
+              f"{args.interval}: {report.done_cycles}/{report.total_cycles} cycles, "
+              f"{report.decisions} decisions, {report.fallbacks} fallbacks, "
+              f"{report.trades} trades")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    app = open_app()
+    with app.db.read() as session:
+        rows = standings(session)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(render_table(rows))
+    return 0

@@ -1,0 +1,179 @@
+"""The one place where an agent's answer becomes orders.
+
+Two levels:
+
+* :func:`parse_model_output` reads a language model's JSON text. The whole answer is
+  refused (→ HOLD with the reason) when it is not JSON, not an object, has no non-blank
+  ``reasoning`` or when ``orders`` is not a list.
+* :func:`parse_orders` turns each proposed order (a mapping or an :class:`Order`) into a
+  typed order. One bad order (unknown asset, bad side, wrong type, quantity ≤ 0, not
+  finite or absurd) is dropped with its reason; the valid ones are kept.
+
+Whatever text an answer carries ("ignore previous instructions…") changes nothing here:
+limits are numbers in :class:`~race.domain.model.RiskLimits`, enforced by the risk rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from race.domain.model import Order, RiskLimits, RiskNote, Side
+from race.domain.money import ZERO, to_decimal
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORECASE)
+
+
+class AnswerRejected(ValueError):  # noqa: N818 - reads as what happened to the answer
+    """The whole answer is unusable; the message is the HOLD's recorded reason."""
+
+
+class _ModelAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    reasoning: str
+    orders: list[Any]
+    cited_rules: list[Any] = []
+
+    @field_validator("reasoning")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("reasoning is blank")
+        return value.strip()
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    reasoning: str
+    orders: list[Any]
+    cited_rules: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "answer"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_model_output(text: str | None) -> ParsedAnswer:
+    """Parse a model's JSON answer (code fences tolerated) or raise :class:`AnswerRejected`."""
+    if text is None or not text.strip():
+        raise AnswerRejected("empty answer from the model")
+    match = _FENCE.match(text)
+    body = match.group(1) if match else text.strip()
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise AnswerRejected(f"answer is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise AnswerRejected(f"answer must be a JSON object, got {type(data).__name__}")
+    if "orders" in data and not isinstance(data["orders"], list):
+        raise AnswerRejected(f"'orders' must be a list, got {type(data['orders']).__name__}")
+    try:
+        parsed = _ModelAnswer.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise AnswerRejected(f"answer does not match the schema: {_describe(exc)}") from None
+    cited = [str(rule) for rule in parsed.cited_rules if isinstance(rule, str | int) and str(rule)]
+    return ParsedAnswer(
+        reasoning=parsed.reasoning,
+        orders=parsed.orders,
+        cited_rules=cited[:20],
+        extra=dict(parsed.model_extra or {}),
+    )
+
+
+def _drop(index: int, asset: str | None, code: str, message: str, raw: object) -> RiskNote:
+    return RiskNote(
+        order_index=index,
+        asset=asset,
+        code=code,
+        message=message,
+        outcome="dropped",
+        requested_quantity=None if raw is None else str(raw)[:64],
+    )
+
+
+def _field(item: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in item:
+            return item[name]
+    return None
+
+
+def parse_orders(
+    raw_orders: Iterable[Any] | None, allowed_assets: Sequence[str], limits: RiskLimits
+) -> tuple[list[tuple[int, Order]], list[RiskNote]]:
+    """Typed orders with their index in the answer, and the reasons any were dropped.
+    Never raises for bad input."""
+    orders: list[tuple[int, Order]] = []
+    notes: list[RiskNote] = []
+    allowed = {a.upper(): a for a in allowed_assets}
+    if raw_orders is None:
+        return orders, notes
+    for index, item in enumerate(raw_orders):
+        if isinstance(item, Order):
+            item = {"asset": item.asset, "side": item.side.value, "quantity": item.quantity}
+        if not isinstance(item, dict):
+            notes.append(
+                _drop(index, None, "bad_order_shape",
+                      f"order must be an object with asset, side and quantity, got "
+                      f"{type(item).__name__}", None)
+            )
+            continue
+        raw_asset = _field(item, "asset", "assetSymbol", "symbol")
+        raw_side = _field(item, "side", "action")
+        raw_quantity = _field(item, "quantity", "qty")
+        if not isinstance(raw_asset, str) or not raw_asset.strip():
+            notes.append(_drop(index, None, "bad_asset", "order has no asset symbol", raw_quantity))
+            continue
+        symbol = allowed.get(raw_asset.strip().upper())
+        if symbol is None:
+            notes.append(
+                _drop(index, raw_asset[:32], "unknown_asset",
+                      f"asset {raw_asset[:32]!r} is not traded in this race "
+                      f"(allowed: {', '.join(allowed_assets)})", raw_quantity)
+            )
+            continue
+        if not isinstance(raw_side, str) or raw_side.strip().upper() not in ("BUY", "SELL"):
+            notes.append(
+                _drop(index, symbol, "bad_side", f"side must be BUY or SELL, got {raw_side!r:.40}",
+                      raw_quantity)
+            )
+            continue
+        side = Side(raw_side.strip().upper())
+        if isinstance(raw_quantity, bool) or not isinstance(raw_quantity, int | float | str | Decimal):
+            notes.append(
+                _drop(index, symbol, "bad_quantity",
+                      f"quantity must be a number, got {type(raw_quantity).__name__}", raw_quantity)
+            )
+            continue
+        try:
+            quantity = to_decimal(raw_quantity, field="quantity")
+        except ValueError as exc:
+            notes.append(_drop(index, symbol, "bad_quantity", str(exc), raw_quantity))
+            continue
+        if quantity <= ZERO:
+            notes.append(
+                _drop(index, symbol, "non_positive_quantity",
+                      f"quantity must be > 0, got {quantity}", raw_quantity)
+            )
+            continue
+        if quantity > limits.max_order_quantity:
+            notes.append(
+                _drop(index, symbol, "absurd_quantity",
+                      f"quantity {quantity:.6g} exceeds the sanity bound "
+                      f"{limits.max_order_quantity}", raw_quantity)
+            )
+            continue
+        orders.append((index, Order(asset=symbol, side=side, quantity=quantity)))
+    return orders, notes

@@ -1,0 +1,210 @@
+"""One agent's step in one cycle, as a pure function: answer → parse → risk rules → fills →
+decision record → equity point. The engine persists what this returns; backfills and live
+cycles share it, so both write the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from race.domain.agent import AgentAnswer, AgentContext
+from race.domain.model import Action, Fill, MarketView, Portfolio, RiskNote
+from race.domain.money import quantize
+from race.domain.parsing import parse_orders
+from race.domain.regime import UNKNOWN, detect_regime
+from race.domain.risk import apply_risk_rules
+
+MAX_TEXT = 8000
+"""Longest rationale stored (characters); raw output and prompts have their own bounds."""
+MAX_RAW = 64_000
+
+
+@dataclass(frozen=True)
+class EquityPoint:
+    time: datetime
+    total_value: Decimal
+    cash_value: Decimal
+    positions_value: Decimal
+    unrealized_pnl: Decimal
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """The audit record of one decision (DESIGN.md §4)."""
+
+    cycle_time: datetime
+    action: Action
+    asset: str | None
+    quantity: Decimal | None
+    rationale: str
+    cited_rules: list[str]
+    regime: str
+    market_conditions: dict[str, Any]
+    value_before: Decimal
+    value_after: Decimal
+    was_validated: bool
+    notes: list[RiskNote]
+    proposed_orders: list[Any]
+    fallback: bool
+    fallback_reason: str | None
+    raw_output: str | None
+    prompt: str | None
+    model: str | None
+    latency_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: Decimal | None
+    confidence: float | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    decision: DecisionRecord
+    fills: tuple[Fill, ...]
+    portfolio: Portfolio
+    equity: EquityPoint
+
+
+class ViewSummary:
+    """Per-view facts computed once per cycle and shared by every agent's record."""
+
+    def __init__(self, view: MarketView, primary: str | None) -> None:
+        self.view = view
+        self.primary = primary
+
+    @cached_property
+    def regime(self) -> str:
+        if self.primary is None:
+            return UNKNOWN
+        return detect_regime(self.view.closes(self.primary))
+
+    @cached_property
+    def conditions(self) -> dict[str, Any]:
+        prices = {s: str(p) for s, p in sorted(self.view.marks.items())}
+        change: dict[str, float | None] = {}
+        for symbol, series in sorted(self.view.candles.items()):
+            closes = self.view.closes(symbol)
+            change[symbol] = (
+                round((closes[-1] / closes[-25] - 1.0) * 100, 4)
+                if len(closes) >= 25 and closes[-25] > 0
+                else None
+            )
+        return {
+            "asOf": self.view.as_of.isoformat(),
+            "prices": prices,
+            "change24hPct": change,
+            "regime": self.regime,
+        }
+
+
+def equity_point(time: datetime, portfolio: Portfolio, view: MarketView) -> EquityPoint:
+    marks = view.marks
+    positions_value = portfolio.positions_value(marks)
+    return EquityPoint(
+        time=time,
+        total_value=quantize(portfolio.cash + positions_value),
+        cash_value=quantize(portfolio.cash),
+        positions_value=positions_value,
+        unrealized_pnl=portfolio.unrealized_pnl(marks),
+    )
+
+
+def _proposed(orders: Sequence[Any]) -> list[Any]:
+    shown: list[Any] = []
+    for item in list(orders)[:50]:
+        if isinstance(item, dict):
+            shown.append({str(k)[:40]: (v if isinstance(v, int | float | bool | None) else
+                                        str(v)[:64]) for k, v in list(item.items())[:10]})
+        elif hasattr(item, "asset") and hasattr(item, "side"):
+            shown.append({"asset": item.asset, "side": str(item.side),
+                          "quantity": str(item.quantity)})
+        else:
+            shown.append(repr(item)[:64])
+    return shown
+
+
+def judge(
+    context: AgentContext,
+    answer: AgentAnswer | None,
+    *,
+    failure: str | None = None,
+    summary: ViewSummary | None = None,
+) -> StepResult:
+    """Turn an agent's answer (or its failure) into the step to persist. Never raises for
+    anything an agent can say."""
+    view = context.market
+    summary = summary or ViewSummary(view, context.allowed_assets[0] if context.allowed_assets else None)
+    before = context.portfolio.equity(view.marks)
+    answer = answer or AgentAnswer()
+    fallback_reason = failure or answer.fallback_reason
+    notes: list[RiskNote] = []
+    fills: tuple[Fill, ...] = ()
+    portfolio = context.portfolio
+    if fallback_reason is None:
+        try:
+            parsed, dropped = parse_orders(answer.orders, context.allowed_assets, context.limits)
+        except Exception as exc:  # noqa: BLE001 - an answer must never stop a cycle
+            parsed, dropped = [], []
+            fallback_reason = f"orders could not be read: {exc.__class__.__name__}"
+        notes.extend(dropped)
+        if parsed:
+            outcome = apply_risk_rules(
+                [order for _, order in parsed],
+                context.portfolio,
+                view.prices,
+                view.marks,
+                context.limits,
+                context.costs,
+                context.allowed_assets,
+                indices=[index for index, _ in parsed],
+            )
+            notes.extend(outcome.notes)
+            fills = outcome.fills
+            portfolio = outcome.portfolio
+    fallback = fallback_reason is not None
+    equity = equity_point(context.cycle_time, portfolio, view)
+    if fills:
+        first = fills[0]
+        action, asset, quantity = Action(first.side.value), first.asset, first.quantity
+    else:
+        action, asset, quantity = Action.HOLD, None, None
+    if fallback:
+        rationale = f"HOLD (fallback): {fallback_reason}"
+        if answer.reasoning and answer.fallback_reason is None and answer.reasoning != rationale:
+            rationale += f" | agent said: {answer.reasoning}"
+    else:
+        rationale = answer.reasoning.strip() or (
+            "HOLD: no orders" if action is Action.HOLD else f"{action.value} {asset}"
+        )
+    decision = DecisionRecord(
+        cycle_time=context.cycle_time,
+        action=action,
+        asset=asset,
+        quantity=quantity,
+        rationale=rationale[:MAX_TEXT],
+        cited_rules=[str(r)[:64] for r in answer.cited_rules][:20],
+        regime=(answer.regime or summary.regime)[:32],
+        market_conditions=summary.conditions,
+        value_before=before,
+        value_after=equity.total_value,
+        was_validated=not fallback and not notes,
+        notes=notes,
+        proposed_orders=_proposed(answer.orders),
+        fallback=fallback,
+        fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
+        raw_output=None if answer.raw_output is None else answer.raw_output[:MAX_RAW],
+        prompt=None if answer.prompt is None else answer.prompt[:MAX_RAW],
+        model=answer.model,
+        latency_ms=answer.latency_ms,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        cost_usd=None if answer.cost_usd is None else quantize(answer.cost_usd),
+        confidence=answer.confidence,
+        details=answer.details,
+    )
+    return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)

@@ -1,0 +1,539 @@
+"""Use-cases of the race: run a cycle, run one agent, mark to market, backfill a range.
+
+Every path ends in the same pure step (:func:`race.domain.step.judge`) and the same writer
+(:func:`race.store.repository.write_batches`), so a live cycle and a replayed one write the
+same rows. Exactly once: an agent's portfolio carries the time of its last step and a
+version; a step for a time it has already passed is skipped, and a writer that loses a race
+for the portfolio (compare-and-set on the version) rolls back. The unique key on
+(agent, cycle) backs this up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from race.clock import Clock, SystemClock
+from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
+from race.domain.step import StepResult, ViewSummary, equity_point, judge
+from race.domain.timeutil import ensure_utc, format_interval, grid
+from race.settings import Settings
+from race.store import repository as repo
+from race.store.database import Database, DatabaseError
+from race.store.tables import CycleRow, DecisionRow, JobRow, TradeRow
+
+log = logging.getLogger("race.engine")
+
+AgentBuilder = Callable[[AgentSpec], Agent]
+
+
+@dataclass
+class CycleReport:
+    cycle_time: datetime
+    status: str = "completed"
+    agents_total: int = 0
+    decided: int = 0
+    fallbacks: int = 0
+    trades: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    duration_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cycleTime": self.cycle_time.isoformat(),
+            "status": self.status,
+            "agentsTotal": self.agents_total,
+            "decided": self.decided,
+            "fallbacks": self.fallbacks,
+            "trades": self.trades,
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+            "errors": {str(k): v for k, v in self.errors.items()},
+            "durationMs": self.duration_ms,
+        }
+
+
+@dataclass
+class BackfillReport:
+    job_id: int
+    start: datetime
+    end: datetime
+    interval: timedelta
+    total_cycles: int
+    done_cycles: int
+    decisions: int = 0
+    fallbacks: int = 0
+    trades: int = 0
+    finished: bool = False
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "interval": format_interval(self.interval),
+            "totalCycles": self.total_cycles,
+            "doneCycles": self.done_cycles,
+            "decisions": self.decisions,
+            "fallbacks": self.fallbacks,
+            "trades": self.trades,
+            "finished": self.finished,
+        }
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RaceEngine:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        build_agent: AgentBuilder,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._build_agent = build_agent
+        self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
+
+    # ----------------------------------------------------------------- agents
+
+    def _secrets(self) -> list[str]:
+        s = self.settings
+        return [
+            v.get_secret_value()
+            for v in (s.admin_key, s.llama_api_key, s.coingecko_api_key,
+                      s.applicationinsights_connection_string)
+            if v is not None
+        ]
+
+    def agent_for(self, spec: AgentSpec) -> Agent | str:
+        """The built agent, or why it could not be built (cached per spec)."""
+        cached = self._agents.get(spec.id)
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        built: Agent | str
+        try:
+            built = self._build_agent(spec)
+        except Exception as exc:  # noqa: BLE001 - a bad config is a HOLD, not a crash
+            built = f"agent cannot be built: {redact(str(exc), self._secrets())}"
+        self._agents[spec.id] = (spec, built)
+        return built
+
+    async def _ask(self, agent: Agent | str, context: AgentContext) -> tuple[AgentAnswer | None, str | None]:
+        if isinstance(agent, str):
+            return None, agent
+        timeout = self.settings.agent_timeout_seconds
+        in_process = bool(getattr(agent, "in_process", False))
+        started = _time.perf_counter()
+        try:
+            if in_process:
+                answer = await agent.decide(context)
+            else:
+                answer = await asyncio.wait_for(agent.decide(context), timeout)
+        except TimeoutError:
+            return None, f"agent timed out after {timeout:g} s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded HOLD
+            message = redact(str(exc), self._secrets())[:500]
+            return None, f"agent failed: {exc.__class__.__name__}: {message}"
+        if not isinstance(answer, AgentAnswer):
+            return None, f"agent answered {type(answer).__name__}, not an AgentAnswer"
+        if answer.latency_ms is None and not in_process:
+            answer.latency_ms = int((_time.perf_counter() - started) * 1000)
+        return answer, None
+
+    def _context(self, spec: AgentSpec, state: repo.PortfolioState, view: Any,
+                 cycle_time: datetime, symbols: Sequence[str]) -> AgentContext:
+        return AgentContext(
+            agent=spec,
+            cycle_time=cycle_time,
+            market=view,
+            portfolio=state.portfolio,
+            limits=self.settings.limits,
+            costs=self.settings.costs,
+            allowed_assets=tuple(symbols),
+            starting_capital=state.starting_capital,
+        )
+
+    # ----------------------------------------------------------------- cycle
+
+    async def run_cycle(
+        self,
+        cycle_time: datetime,
+        *,
+        trigger: str = "manual",
+        agent_ids: Sequence[int] | None = None,
+    ) -> CycleReport:
+        """One decision cycle at ``cycle_time`` (the scheduled time T, not the wall clock)."""
+        cycle_time = ensure_utc(cycle_time, field="cycle time")
+        started = _time.perf_counter()
+        report = CycleReport(cycle_time=cycle_time)
+        try:
+            with self.db.read() as session:
+                assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
+                all_ids = repo.asset_ids(session)
+                specs = repo.active_agents(session, agent_ids)
+                states = repo.portfolio_states(session, [s.id for s in specs])
+                done = repo.decided_agents(session, cycle_time)
+                view = repo.market_view(session, cycle_time, assets, self.settings.context_candles,
+                                        self.settings.max_price_age)
+        except OperationalError as exc:
+            raise self.db.unavailable(exc) from exc
+        report.agents_total = len(specs)
+        if agent_ids is None:
+            self._start_cycle_row(cycle_time, trigger, len(specs))
+        due: list[tuple[AgentSpec, repo.PortfolioState]] = []
+        for spec in specs:
+            state = states.get(spec.id)
+            if state is None:
+                report.skipped[spec.id] = "agent has no portfolio"
+            elif spec.id in done:
+                report.skipped[spec.id] = "already decided for this cycle"
+            elif state.as_of is not None and state.as_of >= cycle_time:
+                report.skipped[spec.id] = f"portfolio already at {state.as_of.isoformat()}"
+            else:
+                due.append((spec, state))
+        symbols = list(assets)
+        summary = ViewSummary(view, symbols[0] if symbols else None)
+        semaphore = asyncio.Semaphore(max(1, self.settings.agent_concurrency))
+
+        async def one(spec: AgentSpec, state: repo.PortfolioState) -> None:
+            context = self._context(spec, state, view, cycle_time, symbols)
+            async with semaphore:
+                answer, failure = await self._ask(self.agent_for(spec), context)
+            step = judge(context, answer, failure=failure, summary=summary)
+            outcome = self._persist(state, step, all_ids)
+            if outcome == "written":
+                report.decided += 1
+                report.fallbacks += int(step.decision.fallback)
+                report.trades += len(step.fills)
+                if step.decision.fallback:
+                    log.warning("agent %s HOLD fallback at %s: %s", spec.name,
+                                cycle_time.isoformat(), step.decision.fallback_reason,
+                                extra={"agent_id": spec.id, "cycle_id": cycle_time.isoformat()})
+            else:
+                report.skipped[spec.id] = outcome
+
+        results = await asyncio.gather(*(one(spec, state) for spec, state in due),
+                                       return_exceptions=True)
+        database_down: DatabaseError | None = None
+        for (spec, _), result in zip(due, results, strict=True):
+            if isinstance(result, DatabaseError):
+                database_down = result
+            elif isinstance(result, OperationalError):
+                database_down = self.db.unavailable(result)
+            elif isinstance(result, BaseException):
+                report.errors[spec.id] = f"{result.__class__.__name__}: {result}"[:500]
+                log.error("agent %s step failed at %s", spec.name, cycle_time.isoformat(),
+                          exc_info=result)
+        if database_down is not None:
+            raise database_down
+        report.status = "completed" if not report.errors else "partial"
+        report.duration_ms = int((_time.perf_counter() - started) * 1000)
+        if agent_ids is None:
+            self._finish_cycle_row(cycle_time, len(specs), report)
+        log.info("cycle %s %s: %d decided, %d fallbacks, %d trades, %d skipped in %d ms",
+                 cycle_time.isoformat(), report.status, report.decided, report.fallbacks,
+                 report.trades, len(report.skipped), report.duration_ms,
+                 extra={"cycle_id": cycle_time.isoformat()})
+        return report
+
+    def _persist(self, state: repo.PortfolioState, step: StepResult, assets: dict[str, int]) -> str:
+        try:
+            with self.db.write() as session:
+                repo.write_batches(session, [repo.AgentBatch(state, [step])], assets)
+        except repo.ConcurrentUpdate:
+            return "another run already moved this portfolio (duplicate run)"
+        except IntegrityError:
+            return "already decided for this cycle (duplicate run)"
+        except OperationalError as exc:
+            raise self.db.unavailable(exc) from exc
+        return "written"
+
+    def _start_cycle_row(self, cycle_time: datetime, trigger: str, total: int) -> None:
+        try:
+            with self.db.write() as session:
+                if session.get(CycleRow, cycle_time) is None:
+                    session.add(CycleRow(cycle_time=cycle_time, status="running", trigger=trigger,
+                                         agents_total=total, started_at=self.clock.now()))
+        except IntegrityError:
+            pass  # another run created it first
+        except OperationalError as exc:
+            raise self.db.unavailable(exc) from exc
+
+    def _finish_cycle_row(self, cycle_time: datetime, total: int, report: CycleReport) -> None:
+        with self.db.write() as session:
+            row = session.get(CycleRow, cycle_time)
+            if row is None:
+                return
+            _recount(session, row, total)
+            row.status = report.status if row.decisions + len(report.skipped) >= total else "partial"
+            if report.errors:
+                row.error = "; ".join(f"agent {k}: {v}" for k, v in report.errors.items())[:4000]
+            row.finished_at = self.clock.now()
+
+    # ----------------------------------------------------------------- mark to market
+
+    def snapshot(self, at: datetime) -> int:
+        """Mark every active portfolio to market at ``at`` (between decision cycles).
+        Returns how many snapshots were written; existing ones are kept."""
+        at = ensure_utc(at)
+        with self.db.read() as session:
+            assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
+            specs = repo.active_agents(session)
+            states = repo.portfolio_states(session, [s.id for s in specs])
+            last = repo.latest_snapshot_times(session, list(states))
+            view = repo.market_view(session, at, assets, 1, None)
+        marks = []
+        for agent_id, state in states.items():
+            if state.as_of is not None and state.as_of > at:
+                continue
+            previous = last.get(agent_id)
+            if previous is not None and previous >= at:
+                continue
+            marks.append((state, equity_point(at, state.portfolio, view)))
+        if not marks:
+            return 0
+        with self.db.write() as session:
+            current = repo.portfolio_states(session, [s.agent_id for s, _ in marks])
+            fresh = [(s, p) for s, p in marks if current[s.agent_id].version == s.version]
+            return repo.write_marks(session, fresh)
+
+    # ----------------------------------------------------------------- backfill
+
+    async def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        interval: timedelta,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
+        chunk_cycles: int = 500,
+        chunk_seconds: float = 5.0,
+    ) -> BackfillReport:
+        """Run the cycle at every ``interval`` in ``[start, end]`` over stored candles.
+
+        Steps are committed in chunks (each a transaction holding whole agent steps, the
+        job's cursor with them), so an interrupted backfill resumes after its last chunk and
+        ends with exactly the rows of an uninterrupted one. ``max_seconds`` stops after the
+        chunk that crosses it (for hosts with a time limit); call again to continue.
+        """
+        start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
+        if end < start:
+            raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
+        times = grid(start, end, interval)
+        job = self._job("backfill", start, end, interval, len(times))
+        report = BackfillReport(job_id=job, start=start, end=end, interval=interval,
+                                total_cycles=len(times), done_cycles=0)
+        if not times:
+            report.finished = True
+            self._update_job(job, "completed", None, 0)
+            return report
+        with self.db.read() as session:
+            assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
+            all_ids = repo.asset_ids(session)
+            specs = repo.active_agents(session)
+            states = repo.portfolio_states(session, [s.id for s in specs])
+            tape = repo.CandleTape.load(session, assets, times[0], times[-1],
+                                        self.settings.context_candles, self.settings.max_price_age)
+        specs = [s for s in specs if s.id in states]
+        symbols = list(assets)
+        horizon = min((states[s.id].as_of for s in specs if states[s.id].as_of), default=None)
+        position = 0
+        if horizon is not None:
+            while position < len(times) and times[position] <= horizon and all(
+                states[s.id].as_of is not None and states[s.id].as_of >= times[position]
+                for s in specs
+            ):
+                position += 1
+        report.done_cycles = position
+        if on_progress:
+            on_progress(position, len(times))
+        began = _time.perf_counter()
+        semaphore = asyncio.Semaphore(max(1, self.settings.agent_concurrency))
+        while position < len(times):
+            chunk_started = _time.perf_counter()
+            batches = {s.id: repo.AgentBatch(states[s.id]) for s in specs}
+            cycles: list[tuple[datetime, int, int, int, int]] = []
+            stop = position
+            while stop < len(times):
+                cycle_time = times[stop]
+                stop += 1
+                due = [
+                    s for s in specs
+                    if (batches[s.id].steps[-1].decision.cycle_time if batches[s.id].steps
+                        else states[s.id].as_of or cycle_time - interval) < cycle_time
+                ]
+                if due:
+                    view = tape.view(cycle_time)
+                    summary = ViewSummary(view, symbols[0] if symbols else None)
+                    steps = await self._decide_all(due, batches, states, view, summary,
+                                                   cycle_time, symbols, semaphore)
+                    cycles.append((cycle_time, len(specs), len(steps),
+                                   sum(s.decision.fallback for s in steps),
+                                   sum(len(s.fills) for s in steps)))
+                if stop - position >= chunk_cycles or (
+                    _time.perf_counter() - chunk_started >= chunk_seconds
+                ):
+                    break
+            try:
+                with self.db.write() as session:
+                    repo.write_batches(session, list(batches.values()), all_ids)
+                    self._write_cycles(session, cycles)
+                    job_row = session.get(JobRow, job)
+                    if job_row is not None:
+                        job_row.cursor = times[stop - 1]
+                        job_row.done = stop
+                        job_row.status = "completed" if stop >= len(times) else "running"
+                        job_row.updated_at = self.clock.now()
+            except (repo.ConcurrentUpdate, IntegrityError) as exc:
+                report.retries += 1
+                if report.retries > 5:
+                    raise RuntimeError(f"backfill keeps conflicting with another run: {exc}") from exc
+                log.warning("backfill chunk conflicted with another run (%s); reloading", exc)
+                with self.db.read() as session:
+                    states = repo.portfolio_states(session, [s.id for s in specs])
+                continue
+            except OperationalError as exc:
+                raise self.db.unavailable(exc) from exc
+            for cycle in cycles:
+                report.decisions += cycle[2]
+                report.fallbacks += cycle[3]
+                report.trades += cycle[4]
+            position = stop
+            report.done_cycles = position
+            if on_progress:
+                on_progress(position, len(times))
+            if max_seconds is not None and _time.perf_counter() - began >= max_seconds:
+                break
+        report.finished = position >= len(times)
+        if report.finished:
+            self._update_job(job, "completed", None, len(times))
+        return report
+
+    async def _decide_all(
+        self,
+        due: Sequence[AgentSpec],
+        batches: dict[int, repo.AgentBatch],
+        states: dict[int, repo.PortfolioState],
+        view: Any,
+        summary: ViewSummary,
+        cycle_time: datetime,
+        symbols: Sequence[str],
+        semaphore: asyncio.Semaphore,
+    ) -> list[StepResult]:
+        contexts = []
+        for spec in due:
+            batch = batches[spec.id]
+            current = states[spec.id]
+            if batch.steps:
+                current = repo.PortfolioState(
+                    agent_id=current.agent_id, portfolio_id=current.portfolio_id,
+                    version=current.version, as_of=batch.steps[-1].decision.cycle_time,
+                    portfolio=batch.steps[-1].portfolio,
+                    starting_capital=current.starting_capital,
+                )
+            contexts.append(self._context(spec, current, view, cycle_time, symbols))
+        agents = [self.agent_for(spec) for spec in due]
+        if all(getattr(a, "in_process", False) for a in agents):
+            answers = [await self._ask(a, c) for a, c in zip(agents, contexts, strict=True)]
+        else:
+            async def bounded(agent: Agent | str, context: AgentContext) -> tuple[
+                AgentAnswer | None, str | None
+            ]:
+                async with semaphore:
+                    return await self._ask(agent, context)
+
+            answers = list(await asyncio.gather(
+                *(bounded(a, c) for a, c in zip(agents, contexts, strict=True))
+            ))
+        steps = []
+        for spec, context, (answer, failure) in zip(due, contexts, answers, strict=True):
+            step = judge(context, answer, failure=failure, summary=summary)
+            batches[spec.id].steps.append(step)
+            steps.append(step)
+        return steps
+
+    def _write_cycles(self, session: Any, cycles: list[tuple[datetime, int, int, int, int]]) -> None:
+        if not cycles:
+            return
+        times = [c[0] for c in cycles]
+        existing = set(session.scalars(select(CycleRow.cycle_time).where(
+            CycleRow.cycle_time.in_(times))))
+        now = self.clock.now()
+        new_rows = [
+            {"cycle_time": t, "status": "completed", "trigger": "backfill", "agents_total": total,
+             "decisions": decided, "fallbacks": fallbacks, "skipped": total - decided,
+             "trades": trades, "started_at": now, "finished_at": now, "error": None}
+            for t, total, decided, fallbacks, trades in cycles if t not in existing
+        ]
+        if new_rows:
+            session.execute(CycleRow.__table__.insert(), new_rows)
+        for t in existing:
+            row = session.get(CycleRow, t)
+            _recount(session, row, row.agents_total)
+
+    # ----------------------------------------------------------------- jobs
+
+    def _job(self, kind: str, start: datetime, end: datetime, interval: timedelta,
+             total: int) -> int:
+        key = f"{kind}:{start.isoformat()}:{end.isoformat()}:{format_interval(interval)}"
+        now = self.clock.now()
+        for _ in range(2):
+            try:
+                with self.db.write() as session:
+                    row = session.scalar(select(JobRow).where(JobRow.key == key))
+                    if row is None:
+                        row = JobRow(kind=kind, key=key, status="running", total=total, done=0,
+                                     params={"start": start.isoformat(), "end": end.isoformat(),
+                                             "interval": format_interval(interval)},
+                                     created_at=now, updated_at=now)
+                        session.add(row)
+                        session.flush()
+                    elif row.status != "running":
+                        row.status = "running"
+                        row.updated_at = now
+                    return row.id
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not create or find job {key}")
+
+    def _update_job(self, job: int, status: str, error: str | None, done: int) -> None:
+        with self.db.write() as session:
+            row = session.get(JobRow, job)
+            if row is not None:
+                row.status, row.error, row.done = status, error, done
+                row.updated_at = self.clock.now()
+
+
+def _recount(session: Any, row: CycleRow, total: int) -> None:
+    row.decisions = session.scalar(
+        select(func.count()).select_from(DecisionRow).where(DecisionRow.cycle_time == row.cycle_time)
+    ) or 0
+    row.fallbacks = session.scalar(
+        select(func.count()).select_from(DecisionRow).where(
+            DecisionRow.cycle_time == row.cycle_time, DecisionRow.fallback)
+    ) or 0
+    row.trades = session.scalar(
+        select(func.count()).select_from(TradeRow).where(TradeRow.executed_at == row.cycle_time)
+    ) or 0
+    row.skipped = max(total - row.decisions, 0)

@@ -1,0 +1,150 @@
+"""The standings, read from the stored per-agent stats (never recomputed from the whole
+equity curve on a read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from race.domain.money import HUNDRED, ZERO
+from race.store.tables import AgentRow, AgentStatsRow, PortfolioRow
+
+
+@dataclass(frozen=True)
+class Standing:
+    rank: int
+    agent_id: int
+    name: str
+    provider: str
+    model: str | None
+    strategy: str
+    is_active: bool
+    created_at: datetime
+    starting_capital: Decimal
+    current_value: Decimal
+    return_pct: float
+    max_drawdown_pct: float
+    sharpe: float | None
+    sortino: float | None
+    volatility_pct: float | None
+    total_trades: int
+    winning_trades: int
+    losing_trades: int
+    fees_paid: Decimal
+    decisions: int
+    fallbacks: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+    last_updated: datetime | None
+
+    @property
+    def total_return(self) -> Decimal:
+        return self.current_value - self.starting_capital
+
+    @property
+    def win_rate_pct(self) -> float | None:
+        closed = self.winning_trades + self.losing_trades
+        return self.winning_trades / closed * 100 if closed else None
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return self.fallbacks / self.decisions if self.decisions else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "agentId": str(self.agent_id),
+            "name": self.name,
+            "provider": self.provider,
+            "model": self.model,
+            "equity": float(self.current_value),
+            "returnPct": round(self.return_pct, 4),
+            "maxDrawdownPct": round(self.max_drawdown_pct, 4),
+            "sharpe": None if self.sharpe is None else round(self.sharpe, 4),
+            "sortino": None if self.sortino is None else round(self.sortino, 4),
+            "trades": self.total_trades,
+            "winRatePct": None if self.win_rate_pct is None else round(self.win_rate_pct, 2),
+            "fees": float(self.fees_paid),
+            "decisions": self.decisions,
+            "fallbacks": self.fallbacks,
+            "costUsd": float(self.cost_usd),
+            "lastUpdated": None if self.last_updated is None else self.last_updated.isoformat(),
+        }
+
+
+def standings(session: Session, *, include_inactive: bool = True) -> list[Standing]:
+    query = (
+        select(AgentRow, PortfolioRow.starting_capital, AgentStatsRow)
+        .join(PortfolioRow, PortfolioRow.agent_id == AgentRow.id)
+        .outerjoin(AgentStatsRow, AgentStatsRow.agent_id == AgentRow.id)
+    )
+    if not include_inactive:
+        query = query.where(AgentRow.is_active)
+    rows = []
+    for agent, starting, stats in session.execute(query):
+        has_value = stats is not None and stats.snapshot_count > 0
+        current = stats.current_value if has_value else starting
+        ret = float((current - starting) / starting * HUNDRED) if starting else 0.0
+        rows.append(dict(
+            agent_id=agent.id, name=agent.name, provider=agent.provider, model=agent.model,
+            strategy=agent.strategy, is_active=agent.is_active, created_at=agent.created_at,
+            starting_capital=starting, current_value=current, return_pct=ret,
+            max_drawdown_pct=stats.max_drawdown_pct if stats else 0.0,
+            sharpe=stats.sharpe if stats else None,
+            sortino=stats.sortino if stats else None,
+            volatility_pct=stats.volatility_pct if stats else None,
+            total_trades=stats.total_trades if stats else 0,
+            winning_trades=stats.winning_trades if stats else 0,
+            losing_trades=stats.losing_trades if stats else 0,
+            fees_paid=stats.fees_paid if stats else ZERO,
+            decisions=stats.decisions if stats else 0,
+            fallbacks=stats.fallbacks if stats else 0,
+            prompt_tokens=stats.prompt_tokens if stats else 0,
+            completion_tokens=stats.completion_tokens if stats else 0,
+            cost_usd=stats.cost_usd if stats else ZERO,
+            last_updated=stats.last_captured_at if stats else None,
+        ))
+    rows.sort(key=lambda r: (-r["current_value"], r["agent_id"]))
+    return [Standing(rank=i + 1, **r) for i, r in enumerate(rows)]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def render_table(rows: list[Standing]) -> str:
+    headers = ("#", "Agent", "Provider", "Equity (USD)", "Return %", "Max DD %", "Sharpe",
+               "Trades", "Fees (USD)")
+    body = [
+        (
+            str(r.rank),
+            r.name,
+            r.provider,
+            f"{r.current_value:,.2f}",
+            f"{r.return_pct:+.2f}",
+            f"{r.max_drawdown_pct:.2f}",
+            _fmt(r.sharpe, ".2f"),
+            str(r.total_trades),
+            f"{r.fees_paid:,.2f}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+              for i, h in enumerate(headers)]
+    right = {0, 3, 4, 5, 6, 7, 8}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in body)
+    if not body:
+        out.append("(no agents yet: run `python -m race demo` or `python -m race agents add`)")
+    return "\n".join(out)

@@ -1,0 +1,192 @@
+"""Engines, sessions and migrations for the configured ``RACE_DATABASE_URL``.
+
+SQLite runs in WAL mode with a busy timeout, so concurrent writers wait instead of failing,
+and write transactions start with ``BEGIN IMMEDIATE`` (a deferred transaction that reads
+first could not wait for the write lock). PostgreSQL and SQL Server use the driver's
+transactions; every writer uses optimistic version checks and unique keys, which hold on
+any backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used; the message names ``RACE_DATABASE_URL``."""
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with any password hidden: for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """Owns one SQLAlchemy engine. Build it once per process (composition root)."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int | None = None) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise DatabaseError(
+                f"RACE_DATABASE_URL is not a valid SQLAlchemy URL: {url[:80]!r}"
+            ) from None
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database in ("", ":memory:"):
+                raise DatabaseError(
+                    "RACE_DATABASE_URL points at an in-memory SQLite database; use a file, "
+                    "e.g. sqlite:///race.db"
+                )
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise DatabaseError(
+                    f"RACE_DATABASE_URL={safe_url(parsed)}: folder {folder} does not exist"
+                )
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                      "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+            if pool_size is not None:
+                kwargs["pool_size"] = pool_size
+            if self.dialect == "postgresql":
+                kwargs.setdefault("connect_args", {})["connect_timeout"] = 10
+        try:
+            self.engine = create_engine(parsed, **kwargs)
+        except (ArgumentError, ImportError) as exc:
+            raise DatabaseError(
+                f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: {exc}"
+            ) from None
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({safe_url(self.url)})"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def describe(self) -> str:
+        return safe_url(self.url)
+
+    def unavailable(self, exc: BaseException) -> DatabaseError:
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+        first = detail[0] if detail else exc.__class__.__name__
+        return DatabaseError(f"database unreachable at RACE_DATABASE_URL={self.describe()}: {first}")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads. Never commits."""
+        session = self._sessions()
+        try:
+            yield session
+        except (OperationalError, DBAPIError) as exc:
+            if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+                raise self.unavailable(exc) from exc
+            raise
+        finally:
+            session.rollback()
+            session.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: commits on success, rolls back on any error."""
+        session = self._sessions()
+        if self.is_sqlite:
+            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseError` (naming the setting) unless the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except (OperationalError, DBAPIError) as exc:
+            raise self.unavailable(exc) from None
+
+    def has_schema(self) -> bool:
+        with self.engine.connect() as connection:
+            return inspect(connection).has_table("alembic_version")
+
+    def require_schema(self) -> None:
+        self.ping()
+        if not self.has_schema():
+            raise DatabaseError(
+                f"RACE_DATABASE_URL={self.describe()} has no race schema yet: run "
+                "`python -m race db upgrade` (or `python -m race demo`)"
+            )
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations up to ``revision``."""
+        from alembic import command
+
+        self.ping()
+        with self.engine.begin() as connection:
+            config = alembic_config(connection)
+            command.upgrade(config, revision)
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(connection: Any | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config

@@ -1,0 +1,479 @@
+"""Queries and writes of the race, on a SQLAlchemy session. No business rules here: the
+rows written are those the pure core computed."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from race.domain.agent import AgentSpec
+from race.domain.metrics import EquityStats
+from race.domain.model import Candle, MarketView, Portfolio, Position, Provider
+from race.domain.money import ZERO
+from race.domain.step import EquityPoint, StepResult
+from race.store.tables import (
+    AgentRow,
+    AgentStatsRow,
+    Asset,
+    CandleRow,
+    DecisionRow,
+    EquitySnapshotRow,
+    PortfolioRow,
+    PositionRow,
+    TradeRow,
+)
+
+
+class ConcurrentUpdate(RuntimeError):  # noqa: N818 - names the situation
+    """Another writer moved a portfolio first; the caller reloads and skips or retries."""
+
+
+@dataclass
+class PortfolioState:
+    agent_id: int
+    portfolio_id: int
+    version: int
+    as_of: datetime | None
+    portfolio: Portfolio
+    starting_capital: Decimal
+
+
+# ---------------------------------------------------------------- assets and agents
+
+
+def enabled_assets(session: Session) -> list[Asset]:
+    return list(session.scalars(select(Asset).where(Asset.enabled).order_by(Asset.id)))
+
+
+def asset_ids(session: Session) -> dict[str, int]:
+    return {symbol: id_ for id_, symbol in session.execute(select(Asset.id, Asset.symbol))}
+
+
+def to_spec(row: AgentRow) -> AgentSpec:
+    return AgentSpec(
+        id=row.id,
+        name=row.name,
+        provider=Provider(row.provider),
+        model=row.model,
+        strategy=row.strategy,
+        instructions=row.instructions,
+        params=dict(row.params or {}),
+    )
+
+
+def active_agents(session: Session, agent_ids: Iterable[int] | None = None) -> list[AgentSpec]:
+    query = select(AgentRow).where(AgentRow.is_active).order_by(AgentRow.id)
+    if agent_ids is not None:
+        query = query.where(AgentRow.id.in_(list(agent_ids)))
+    return [to_spec(row) for row in session.scalars(query)]
+
+
+# ---------------------------------------------------------------- portfolios
+
+
+def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, PortfolioState]:
+    if not agent_ids:
+        return {}
+    rows = session.execute(
+        select(PortfolioRow).where(PortfolioRow.agent_id.in_(list(agent_ids)))
+    ).scalars()
+    states: dict[int, PortfolioState] = {}
+    by_portfolio: dict[int, PortfolioState] = {}
+    for row in rows:
+        state = PortfolioState(
+            agent_id=row.agent_id,
+            portfolio_id=row.id,
+            version=row.version,
+            as_of=row.as_of,
+            portfolio=Portfolio(cash=row.cash, positions={}),
+            starting_capital=row.starting_capital,
+        )
+        states[row.agent_id] = state
+        by_portfolio[row.id] = state
+    if by_portfolio:
+        positions: dict[int, dict[str, Position]] = {pid: {} for pid in by_portfolio}
+        query = (
+            select(PositionRow, Asset.symbol)
+            .join(Asset, Asset.id == PositionRow.asset_id)
+            .where(PositionRow.portfolio_id.in_(list(by_portfolio)))
+            .order_by(PositionRow.portfolio_id, Asset.id)
+        )
+        for position, symbol in session.execute(query):
+            positions[position.portfolio_id][symbol] = Position(
+                symbol, position.quantity, position.average_price, position.cost_basis
+            )
+        for pid, state in by_portfolio.items():
+            state.portfolio = Portfolio(cash=state.portfolio.cash, positions=positions[pid])
+    return states
+
+
+def decided_agents(session: Session, cycle_time: datetime) -> set[int]:
+    return set(
+        session.scalars(select(DecisionRow.agent_id).where(DecisionRow.cycle_time == cycle_time))
+    )
+
+
+# ---------------------------------------------------------------- market views
+
+
+def market_view(
+    session: Session,
+    as_of: datetime,
+    symbols: Mapping[str, int],
+    depth: int,
+    max_price_age: timedelta | None,
+) -> MarketView:
+    """The last ``depth`` candles closed at or before ``as_of`` for each asset."""
+    candles: dict[str, list[Candle]] = {}
+    for symbol, asset_id in symbols.items():
+        rows = session.execute(
+            select(CandleRow)
+            .where(CandleRow.asset_id == asset_id, CandleRow.close_time <= as_of)
+            .order_by(CandleRow.close_time.desc())
+            .limit(depth)
+        ).scalars()
+        series = [_candle(symbol, row) for row in rows]
+        series.reverse()
+        candles[symbol] = series
+    return MarketView(as_of=as_of, candles=candles, max_price_age=max_price_age)
+
+
+def _candle(symbol: str, row: CandleRow) -> Candle:
+    return Candle(symbol, row.close_time, row.open, row.high, row.low, row.close, row.volume)
+
+
+@dataclass
+class CandleTape:
+    """Candles of a range held in memory, to build the same views as :func:`market_view`
+    without a query per cycle (backfills)."""
+
+    depth: int
+    max_price_age: timedelta | None
+    series: dict[str, list[Candle]] = field(default_factory=dict)
+    times: dict[str, list[datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        symbols: Mapping[str, int],
+        start: datetime,
+        end: datetime,
+        depth: int,
+        max_price_age: timedelta | None,
+    ) -> CandleTape:
+        tape = cls(depth=depth, max_price_age=max_price_age)
+        for symbol, asset_id in symbols.items():
+            head = list(
+                session.execute(
+                    select(CandleRow)
+                    .where(CandleRow.asset_id == asset_id, CandleRow.close_time < start)
+                    .order_by(CandleRow.close_time.desc())
+                    .limit(depth)
+                ).scalars()
+            )
+            head.reverse()
+            body = session.execute(
+                select(CandleRow)
+                .where(
+                    CandleRow.asset_id == asset_id,
+                    CandleRow.close_time >= start,
+                    CandleRow.close_time <= end,
+                )
+                .order_by(CandleRow.close_time)
+            ).scalars()
+            series = [_candle(symbol, row) for row in head] + [_candle(symbol, r) for r in body]
+            tape.series[symbol] = series
+            tape.times[symbol] = [c.close_time for c in series]
+        return tape
+
+    def view(self, as_of: datetime) -> MarketView:
+        candles: dict[str, Sequence[Candle]] = {}
+        for symbol, series in self.series.items():
+            stop = bisect.bisect_right(self.times[symbol], as_of)
+            candles[symbol] = series[max(0, stop - self.depth) : stop]
+        return MarketView(as_of=as_of, candles=candles, max_price_age=self.max_price_age)
+
+
+# ---------------------------------------------------------------- writing steps
+
+
+def _decision_row(agent_id: int, step: StepResult) -> dict[str, Any]:
+    d = step.decision
+    return {
+        "agent_id": agent_id,
+        "cycle_time": d.cycle_time,
+        "action": d.action.value,
+        "asset_symbol": d.asset,
+        "quantity": d.quantity,
+        "rationale": d.rationale,
+        "cited_rules": d.cited_rules,
+        "regime": d.regime,
+        "market_conditions": d.market_conditions,
+        "value_before": d.value_before,
+        "value_after": d.value_after,
+        "was_validated": d.was_validated,
+        "validation_errors": [n.as_dict() for n in d.notes] or None,
+        "proposed_orders": d.proposed_orders,
+        "fallback": d.fallback,
+        "fallback_reason": d.fallback_reason,
+        "raw_output": d.raw_output,
+        "prompt": d.prompt,
+        "model": d.model,
+        "latency_ms": d.latency_ms,
+        "prompt_tokens": d.prompt_tokens,
+        "completion_tokens": d.completion_tokens,
+        "cost_usd": d.cost_usd,
+        "confidence": d.confidence,
+        "details": d.details,
+    }
+
+
+def _snapshot_row(agent_id: int, portfolio_id: int, point: EquityPoint, source: str) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "portfolio_id": portfolio_id,
+        "captured_at": point.time,
+        "total_value": point.total_value,
+        "cash_value": point.cash_value,
+        "positions_value": point.positions_value,
+        "unrealized_pnl": point.unrealized_pnl,
+        "source": source,
+    }
+
+
+@dataclass
+class AgentBatch:
+    """Consecutive steps of one agent, applied on top of ``state`` (its stored version)."""
+
+    state: PortfolioState
+    steps: list[StepResult] = field(default_factory=list)
+
+
+def write_batches(session: Session, batches: Sequence[AgentBatch], assets: Mapping[str, int]) -> None:
+    """Persist steps atomically with the caller's transaction: decisions, trades, equity
+    snapshots, the portfolios (compare-and-set on their version), positions and stats.
+    Raises :class:`ConcurrentUpdate` if a portfolio moved underneath; the caller rolls back.
+    """
+    batches = [b for b in batches if b.steps]
+    if not batches:
+        return
+    decision_rows: list[dict[str, Any]] = []
+    owners: list[tuple[AgentBatch, StepResult]] = []
+    for batch in batches:
+        for step in batch.steps:
+            decision_rows.append(_decision_row(batch.state.agent_id, step))
+            owners.append((batch, step))
+    # Claim the portfolios first: a concurrent writer of the same agent fails here, before
+    # anything else is written (and on SQLite the write lock is already ours).
+    for batch in batches:
+        last = batch.steps[-1]
+        result = session.execute(
+            update(PortfolioRow)
+            .where(
+                PortfolioRow.id == batch.state.portfolio_id,
+                PortfolioRow.version == batch.state.version,
+            )
+            .values(
+                cash=last.portfolio.cash,
+                as_of=last.decision.cycle_time,
+                version=batch.state.version + len(batch.steps),
+            )
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConcurrentUpdate(
+                f"portfolio of agent {batch.state.agent_id} changed while its step was computed"
+            )
+    ids = list(
+        session.scalars(
+            insert(DecisionRow).returning(DecisionRow.id, sort_by_parameter_order=True),
+            decision_rows,
+        )
+    )
+    trade_rows: list[dict[str, Any]] = []
+    snapshot_rows: list[dict[str, Any]] = []
+    for decision_id, (batch, step) in zip(ids, owners, strict=True):
+        agent_id = batch.state.agent_id
+        for sequence, fill in enumerate(step.fills):
+            trade_rows.append(
+                {
+                    "decision_id": decision_id,
+                    "sequence": sequence,
+                    "agent_id": agent_id,
+                    "asset_id": assets[fill.asset],
+                    "executed_at": step.decision.cycle_time,
+                    "side": fill.side.value,
+                    "quantity": fill.quantity,
+                    "reference_price": fill.reference_price,
+                    "price": fill.price,
+                    "notional": fill.notional,
+                    "fee": fill.fee,
+                    "slippage_cost": fill.slippage_cost,
+                    "realized_pnl": fill.realized_pnl,
+                }
+            )
+        snapshot_rows.append(
+            _snapshot_row(agent_id, batch.state.portfolio_id, step.equity, "cycle")
+        )
+    if trade_rows:
+        session.execute(insert(TradeRow), trade_rows)
+    _insert_snapshots(session, snapshot_rows)
+    portfolio_ids = [b.state.portfolio_id for b in batches]
+    session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
+    position_rows = [
+        {
+            "portfolio_id": batch.state.portfolio_id,
+            "asset_id": assets[symbol],
+            "quantity": position.quantity,
+            "average_price": position.average_price,
+            "cost_basis": position.cost_basis,
+        }
+        for batch in batches
+        for symbol, position in batch.steps[-1].portfolio.positions.items()
+    ]
+    if position_rows:
+        session.execute(insert(PositionRow), position_rows)
+    for batch in batches:
+        update_stats(
+            session,
+            batch.state.agent_id,
+            [s.equity for s in batch.steps],
+            steps=batch.steps,
+        )
+    for batch in batches:
+        last = batch.steps[-1]
+        batch.state.version += len(batch.steps)
+        batch.state.as_of = last.decision.cycle_time
+        batch.state.portfolio = last.portfolio
+
+
+def _insert_snapshots(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(EquitySnapshotRow), rows)
+
+
+def write_marks(
+    session: Session, marks: Sequence[tuple[PortfolioState, EquityPoint]]
+) -> int:
+    """Mark-to-market snapshots; one per agent and time (existing ones are kept)."""
+    written = 0
+    for state, point in marks:
+        exists = session.scalar(
+            select(func.count())
+            .select_from(EquitySnapshotRow)
+            .where(
+                EquitySnapshotRow.agent_id == state.agent_id,
+                EquitySnapshotRow.captured_at == point.time,
+            )
+        )
+        if exists:
+            continue
+        _insert_snapshots(session, [_snapshot_row(state.agent_id, state.portfolio_id, point, "mark")])
+        update_stats(session, state.agent_id, [point])
+        written += 1
+    return written
+
+
+# ---------------------------------------------------------------- leaderboard stats
+
+
+def _empty_stats(agent_id: int) -> AgentStatsRow:
+    return AgentStatsRow(
+        agent_id=agent_id,
+        equity_state=EquityStats().to_state(),
+        snapshot_count=0,
+        last_captured_at=None,
+        current_value=ZERO,
+        max_drawdown_pct=0.0,
+        total_trades=0,
+        winning_trades=0,
+        losing_trades=0,
+        fees_paid=ZERO,
+        decisions=0,
+        fallbacks=0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        cost_usd=ZERO,
+    )
+
+
+def recompute_equity_stats(session: Session, agent_id: int) -> EquityStats:
+    stats = EquityStats()
+    rows = session.execute(
+        select(EquitySnapshotRow.captured_at, EquitySnapshotRow.total_value)
+        .where(EquitySnapshotRow.agent_id == agent_id)
+        .order_by(EquitySnapshotRow.captured_at)
+    )
+    for captured_at, value in rows:
+        stats.add(captured_at, value)
+    return stats
+
+
+def update_stats(
+    session: Session,
+    agent_id: int,
+    points: Sequence[EquityPoint],
+    *,
+    steps: Sequence[StepResult] = (),
+) -> None:
+    """Fold new equity points and steps into the agent's leaderboard row. A point older than
+    the newest one already counted triggers a full recompute of the equity statistics."""
+    row = session.get(AgentStatsRow, agent_id)
+    if row is None:
+        row = _empty_stats(agent_id)
+        session.add(row)
+    stats = EquityStats.from_state(row.equity_state)
+    ordered = sorted(points, key=lambda p: p.time)
+    if stats.last_time is not None and ordered and ordered[0].time <= stats.last_time:
+        # Out of order (a late cycle after a later mark): rebuild from the stored curve.
+        session.flush()
+        stats = recompute_equity_stats(session, agent_id)
+        row.current_value = session.scalar(
+            select(EquitySnapshotRow.total_value)
+            .where(EquitySnapshotRow.agent_id == agent_id)
+            .order_by(EquitySnapshotRow.captured_at.desc())
+            .limit(1)
+        )
+    else:
+        for point in ordered:
+            stats.add(point.time, point.total_value)
+        if ordered:
+            row.current_value = ordered[-1].total_value
+    row.equity_state = stats.to_state()
+    row.snapshot_count = stats.count
+    row.last_captured_at = stats.last_time
+    row.max_drawdown_pct = stats.max_drawdown_pct
+    row.sharpe = stats.sharpe
+    row.sortino = stats.sortino
+    row.volatility_pct = stats.volatility_pct
+    for step in steps:
+        row.decisions += 1
+        row.fallbacks += int(step.decision.fallback)
+        row.prompt_tokens += step.decision.prompt_tokens or 0
+        row.completion_tokens += step.decision.completion_tokens or 0
+        row.cost_usd += step.decision.cost_usd or ZERO
+        for fill in step.fills:
+            row.total_trades += 1
+            row.fees_paid += fill.fee
+            if fill.realized_pnl is not None:
+                if fill.realized_pnl > 0:
+                    row.winning_trades += 1
+                else:
+                    row.losing_trades += 1
+
+
+def latest_snapshot_times(session: Session, agent_ids: Sequence[int]) -> dict[int, datetime | None]:
+    rows = session.execute(
+        select(AgentStatsRow.agent_id, AgentStatsRow.last_captured_at).where(
+            AgentStatsRow.agent_id.in_(list(agent_ids))
+        )
+    )
+    return {agent_id: last for agent_id, last in rows}
+

@@ -1,0 +1,245 @@
+"""SQLAlchemy 2.0 typed models. Schema changes go through Alembic (``migrations/``).
+
+Rows that a replay writes (decisions, trades, equity snapshots) hold no wall-clock value:
+everything in them follows from the candles, the agents and their seeds, so two replays of
+the same range produce identical rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from race.store.types import Fixed, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    coingecko_id: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CandleRow(Base):
+    __tablename__ = "candles"
+    __table_args__ = (UniqueConstraint("asset_id", "close_time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    close_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    open: Mapped[Decimal] = mapped_column(Fixed)
+    high: Mapped[Decimal] = mapped_column(Fixed)
+    low: Mapped[Decimal] = mapped_column(Fixed)
+    close: Mapped[Decimal] = mapped_column(Fixed)
+    volume: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32))
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    strategy: Mapped[str] = mapped_column(String(500), default="")
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PortfolioRow(Base):
+    __tablename__ = "portfolios"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), unique=True)
+    cash: Mapped[Decimal] = mapped_column(Fixed)
+    starting_capital: Mapped[Decimal] = mapped_column(Fixed)
+    as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Decision time of the last step applied: the portfolio's place on its timeline."""
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    """Bumped by every step; writers compare-and-set it (optimistic concurrency)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PositionRow(Base):
+    __tablename__ = "positions"
+    __table_args__ = (UniqueConstraint("portfolio_id", "asset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    portfolio_id: Mapped[int] = mapped_column(ForeignKey("portfolios.id"))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    quantity: Mapped[Decimal] = mapped_column(Fixed)
+    average_price: Mapped[Decimal] = mapped_column(Fixed)
+    cost_basis: Mapped[Decimal] = mapped_column(Fixed)
+
+
+class CycleRow(Base):
+    __tablename__ = "cycles"
+
+    cycle_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    agents_total: Mapped[int] = mapped_column(Integer, default=0)
+    decisions: Mapped[int] = mapped_column(Integer, default=0)
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    trades: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "cycle_time"),
+        Index("ix_decisions_agent_fallback", "agent_id", "fallback"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    cycle_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(8))
+    asset_symbol: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    quantity: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+    rationale: Mapped[str] = mapped_column(Text)
+    cited_rules: Mapped[list[str]] = mapped_column(JSON)
+    regime: Mapped[str] = mapped_column(String(32))
+    market_conditions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    value_before: Mapped[Decimal] = mapped_column(Fixed)
+    value_after: Mapped[Decimal] = mapped_column(Fixed)
+    was_validated: Mapped[bool] = mapped_column(Boolean)
+    validation_errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    proposed_orders: Mapped[list[Any]] = mapped_column(JSON)
+    fallback: Mapped[bool] = mapped_column(Boolean)
+    fallback_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    raw_output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class TradeRow(Base):
+    __tablename__ = "trades"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "sequence"),
+        Index("ix_trades_agent_time", "agent_id", "executed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    executed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Fixed)
+    reference_price: Mapped[Decimal] = mapped_column(Fixed)
+    price: Mapped[Decimal] = mapped_column(Fixed)
+    notional: Mapped[Decimal] = mapped_column(Fixed)
+    fee: Mapped[Decimal] = mapped_column(Fixed)
+    slippage_cost: Mapped[Decimal] = mapped_column(Fixed)
+    realized_pnl: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+
+
+class EquitySnapshotRow(Base):
+    __tablename__ = "equity_snapshots"
+    __table_args__ = (UniqueConstraint("agent_id", "captured_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    portfolio_id: Mapped[int] = mapped_column(ForeignKey("portfolios.id"))
+    captured_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    total_value: Mapped[Decimal] = mapped_column(Fixed)
+    cash_value: Mapped[Decimal] = mapped_column(Fixed)
+    positions_value: Mapped[Decimal] = mapped_column(Fixed)
+    unrealized_pnl: Mapped[Decimal] = mapped_column(Fixed)
+    source: Mapped[str] = mapped_column(String(8))
+    """``cycle`` (after a decision) or ``mark`` (mark-to-market between cycles)."""
+
+
+class AgentStatsRow(Base):
+    """Leaderboard figures kept up to date as snapshots and trades land, so reads never
+    recompute them from the whole equity curve."""
+
+    __tablename__ = "agent_stats"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    equity_state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    snapshot_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    current_value: Mapped[Decimal] = mapped_column(Fixed)
+    max_drawdown_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    sharpe: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sortino: Mapped[float | None] = mapped_column(Float, nullable=True)
+    volatility_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_trades: Mapped[int] = mapped_column(Integer, default=0)
+    winning_trades: Mapped[int] = mapped_column(Integer, default=0)
+    losing_trades: Mapped[int] = mapped_column(Integer, default=0)
+    fees_paid: Mapped[Decimal] = mapped_column(Fixed)
+    decisions: Mapped[int] = mapped_column(Integer, default=0)
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Fixed)
+
+
+class JobRow(Base):
+    """A long-running job (backfill, ingestion range) with a cursor, so it resumes."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    """Identity of the work (kind + parameters): a retried request finds the same job."""
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    cursor: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,84 @@
+"""Column types that keep money exact and time in UTC on every backend.
+
+* :class:`Fixed` — a fixed-scale decimal. ``NUMERIC(28, 8)`` on PostgreSQL and SQL Server;
+  on SQLite (which has no decimal type and would round-trip through float) a 64-bit integer
+  count of 10⁻⁸ units, so values come back exactly and still sort and sum in SQL.
+* :class:`UTCDateTime` — timezone-aware UTC in, timezone-aware UTC out. Naive datetimes are
+  refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from race.domain.money import SCALE, quantize
+
+_FACTOR = Decimal(10) ** SCALE
+_MAX_SQLITE = 2**63 - 1
+
+
+class Fixed(TypeDecorator[Decimal]):
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(28, SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = Decimal(value)
+            else:
+                raise TypeError(f"money/quantity columns take Decimal, got {type(value).__name__}")
+        if not value.is_finite():
+            raise ValueError(f"cannot store non-finite {value}")
+        value = quantize(value)
+        if dialect.name == "sqlite":
+            scaled = int(value * _FACTOR)
+            if abs(scaled) > _MAX_SQLITE:
+                raise ValueError(f"{value} is out of range for a fixed-scale column")
+            return scaled
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-SCALE)
+        return quantize(Decimal(value))
+
+    def literal_processor(self, dialect: Dialect) -> Any:
+        return None
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: pass UTC-aware times")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
