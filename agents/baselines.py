@@ -156,7 +156,9 @@ class SmaCross(Baseline):
         self.slow = _integer(params, "slow", 30, 3, 1000)
         self.fraction = Decimal(str(_number(params, "fraction", 0.25, 0.0, 1.0)))
         if self.fast >= self.slow:
-            raise BaselineConfigError(f"param 'fast' ({self.fast}) must be below 'slow' ({self.slow})")
+            raise BaselineConfigError(
+                f"param 'fast' ({self.fast}) must be below 'slow' ({self.slow})"
+            )
 
     async def decide(self, context: AgentContext) -> AgentAnswer:
         orders, notes = [], []
@@ -172,19 +174,22 @@ class SmaCross(Baseline):
                 order = _buy(context, symbol, equity * self.fraction)
                 if order:
                     orders.append(order)
-                    notes.append(f"{symbol}: SMA{self.fast} {fast:.2f} > SMA{self.slow} "
-                                 f"{slow:.2f}, entering")
+                    notes.append(
+                        f"{symbol}: SMA{self.fast} {fast:.2f} > SMA{self.slow} {slow:.2f}, entering"
+                    )
             elif fast < slow and held > ZERO:
                 order = _sell_all(context, symbol)
                 if order:
                     orders.append(order)
-                    notes.append(f"{symbol}: SMA{self.fast} {fast:.2f} < SMA{self.slow} "
-                                 f"{slow:.2f}, exiting")
+                    notes.append(
+                        f"{symbol}: SMA{self.fast} {fast:.2f} < SMA{self.slow} {slow:.2f}, exiting"
+                    )
             else:
                 state = "long" if held > ZERO else "flat"
                 notes.append(f"{symbol}: no cross signal, staying {state}")
-        return AgentAnswer(orders=orders, reasoning="SMA cross: " + "; ".join(notes),
-                           model=self.name)
+        return AgentAnswer(
+            orders=orders, reasoning="SMA cross: " + "; ".join(notes), model=self.name
+        )
 
 
 class RsiReversion(Baseline):
@@ -199,7 +204,9 @@ class RsiReversion(Baseline):
         self.high = _number(params, "high", 70, 0, 100)
         self.fraction = Decimal(str(_number(params, "fraction", 0.2, 0.0, 1.0)))
         if self.low >= self.high:
-            raise BaselineConfigError(f"param 'low' ({self.low}) must be below 'high' ({self.high})")
+            raise BaselineConfigError(
+                f"param 'low' ({self.low}) must be below 'high' ({self.high})"
+            )
 
     async def decide(self, context: AgentContext) -> AgentAnswer:
         orders, notes = [], []
@@ -222,8 +229,9 @@ class RsiReversion(Baseline):
                     notes.append(f"{symbol}: RSI {value:.1f} > {self.high:g}, taking profit")
             else:
                 notes.append(f"{symbol}: RSI {value:.1f}, no signal")
-        return AgentAnswer(orders=orders, reasoning="RSI reversion: " + "; ".join(notes),
-                           model=self.name)
+        return AgentAnswer(
+            orders=orders, reasoning="RSI reversion: " + "; ".join(notes), model=self.name
+        )
 
 
 class RandomTrader(Baseline):
@@ -252,14 +260,18 @@ class RandomTrader(Baseline):
         else:
             held = context.portfolio.quantity(symbol)
             order = (
-                {"asset": symbol, "side": "SELL",
-                 "quantity": quantize_down(held * Decimal(str(rng.uniform(0.2, 1.0))))}
+                {
+                    "asset": symbol,
+                    "side": "SELL",
+                    "quantity": quantize_down(held * Decimal(str(rng.uniform(0.2, 1.0)))),
+                }
                 if held > ZERO
                 else None
             )
         if order is None:
-            return AgentAnswer.hold(f"Random: wanted to {side} {symbol}, nothing to do.",
-                                    model=self.name)
+            return AgentAnswer.hold(
+                f"Random: wanted to {side} {symbol}, nothing to do.", model=self.name
+            )
         return AgentAnswer(orders=[order], reasoning=f"Random: {side} {symbol}.", model=self.name)
 
 
@@ -272,17 +284,31 @@ BASELINES: dict[str, Callable[[Mapping[str, Any]], Baseline]] = {
 }
 
 DEFAULT_BASELINES: list[dict[str, Any]] = [
-    {"name": "Cash Keeper", "model": "cash", "strategy": "Holds cash: the zero line",
-     "params": {}},
-    {"name": "Buy & Hold", "model": "buy_and_hold",
-     "strategy": "Buys BTC and ETH once, holds forever", "params": {"allocation": 0.98}},
-    {"name": "SMA Cross 10/30", "model": "sma_cross",
-     "strategy": "Long while SMA10 > SMA30", "params": {"fast": 10, "slow": 30, "fraction": 0.25}},
-    {"name": "RSI Reversion", "model": "rsi_reversion",
-     "strategy": "Buys RSI<30 dips, sells RSI>70",
-     "params": {"period": 14, "low": 30, "high": 70, "fraction": 0.2}},
-    {"name": "Random Walker", "model": "random", "strategy": "Seeded coin flips",
-     "params": {"seed": 42, "trade_probability": 0.3, "fraction": 0.1}},
+    {"name": "Cash Keeper", "model": "cash", "strategy": "Holds cash: the zero line", "params": {}},
+    {
+        "name": "Buy & Hold",
+        "model": "buy_and_hold",
+        "strategy": "Buys BTC and ETH once, holds forever",
+        "params": {"allocation": 0.98},
+    },
+    {
+        "name": "SMA Cross 10/30",
+        "model": "sma_cross",
+        "strategy": "Long while SMA10 > SMA30",
+        "params": {"fast": 10, "slow": 30, "fraction": 0.25},
+    },
+    {
+        "name": "RSI Reversion",
+        "model": "rsi_reversion",
+        "strategy": "Buys RSI<30 dips, sells RSI>70",
+        "params": {"period": 14, "low": 30, "high": 70, "fraction": 0.2},
+    },
+    {
+        "name": "Random Walker",
+        "model": "random",
+        "strategy": "Seeded coin flips",
+        "params": {"seed": 42, "trade_probability": 0.3, "fraction": 0.1},
+    },
 ]
 
 

@@ -13,7 +13,7 @@ from race.domain.model import Provider
 from race.settings import Settings
 
 
-class AgentUnavailable(RuntimeError):  # noqa: N818 - reads as the agent's state
+class AgentUnavailable(RuntimeError):
     """The agent cannot run with the current settings; the message says what is missing."""
 
 

@@ -16,6 +16,7 @@ import time as _time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
+from race.domain.money import ZERO
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.settings import Settings
@@ -118,8 +120,12 @@ class RaceEngine:
         s = self.settings
         return [
             v.get_secret_value()
-            for v in (s.admin_key, s.llama_api_key, s.coingecko_api_key,
-                      s.applicationinsights_connection_string)
+            for v in (
+                s.admin_key,
+                s.llama_api_key,
+                s.coingecko_api_key,
+                s.applicationinsights_connection_string,
+            )
             if v is not None
         ]
 
@@ -131,12 +137,14 @@ class RaceEngine:
         built: Agent | str
         try:
             built = self._build_agent(spec)
-        except Exception as exc:  # noqa: BLE001 - a bad config is a HOLD, not a crash
+        except Exception as exc:
             built = f"agent cannot be built: {redact(str(exc), self._secrets())}"
         self._agents[spec.id] = (spec, built)
         return built
 
-    async def _ask(self, agent: Agent | str, context: AgentContext) -> tuple[AgentAnswer | None, str | None]:
+    async def _ask(
+        self, agent: Agent | str, context: AgentContext
+    ) -> tuple[AgentAnswer | None, str | None]:
         if isinstance(agent, str):
             return None, agent
         timeout = self.settings.agent_timeout_seconds
@@ -151,7 +159,7 @@ class RaceEngine:
             return None, f"agent timed out after {timeout:g} s"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded HOLD
+        except Exception as exc:
             message = redact(str(exc), self._secrets())[:500]
             return None, f"agent failed: {exc.__class__.__name__}: {message}"
         if not isinstance(answer, AgentAnswer):
@@ -160,8 +168,15 @@ class RaceEngine:
             answer.latency_ms = int((_time.perf_counter() - started) * 1000)
         return answer, None
 
-    def _context(self, spec: AgentSpec, state: repo.PortfolioState, view: Any,
-                 cycle_time: datetime, symbols: Sequence[str]) -> AgentContext:
+    def _context(
+        self,
+        spec: AgentSpec,
+        state: repo.PortfolioState,
+        view: Any,
+        cycle_time: datetime,
+        symbols: Sequence[str],
+        spent_today: Decimal = ZERO,
+    ) -> AgentContext:
         return AgentContext(
             agent=spec,
             cycle_time=cycle_time,
@@ -171,6 +186,7 @@ class RaceEngine:
             costs=self.settings.costs,
             allowed_assets=tuple(symbols),
             starting_capital=state.starting_capital,
+            spent_today_usd=spent_today,
         )
 
     # ----------------------------------------------------------------- cycle
@@ -193,8 +209,14 @@ class RaceEngine:
                 specs = repo.active_agents(session, agent_ids)
                 states = repo.portfolio_states(session, [s.id for s in specs])
                 done = repo.decided_agents(session, cycle_time)
-                view = repo.market_view(session, cycle_time, assets, self.settings.context_candles,
-                                        self.settings.max_price_age)
+                spent = repo.spent_today(session, cycle_time, [s.id for s in specs])
+                view = repo.market_view(
+                    session,
+                    cycle_time,
+                    assets,
+                    self.settings.context_candles,
+                    self.settings.max_price_age,
+                )
         except OperationalError as exc:
             raise self.db.unavailable(exc) from exc
         report.agents_total = len(specs)
@@ -216,7 +238,9 @@ class RaceEngine:
         semaphore = asyncio.Semaphore(max(1, self.settings.agent_concurrency))
 
         async def one(spec: AgentSpec, state: repo.PortfolioState) -> None:
-            context = self._context(spec, state, view, cycle_time, symbols)
+            context = self._context(
+                spec, state, view, cycle_time, symbols, spent.get(spec.id, ZERO)
+            )
             async with semaphore:
                 answer, failure = await self._ask(self.agent_for(spec), context)
             step = judge(context, answer, failure=failure, summary=summary)
@@ -226,14 +250,19 @@ class RaceEngine:
                 report.fallbacks += int(step.decision.fallback)
                 report.trades += len(step.fills)
                 if step.decision.fallback:
-                    log.warning("agent %s HOLD fallback at %s: %s", spec.name,
-                                cycle_time.isoformat(), step.decision.fallback_reason,
-                                extra={"agent_id": spec.id, "cycle_id": cycle_time.isoformat()})
+                    log.warning(
+                        "agent %s HOLD fallback at %s: %s",
+                        spec.name,
+                        cycle_time.isoformat(),
+                        step.decision.fallback_reason,
+                        extra={"agent_id": spec.id, "cycle_id": cycle_time.isoformat()},
+                    )
             else:
                 report.skipped[spec.id] = outcome
 
-        results = await asyncio.gather(*(one(spec, state) for spec, state in due),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(one(spec, state) for spec, state in due), return_exceptions=True
+        )
         database_down: DatabaseError | None = None
         for (spec, _), result in zip(due, results, strict=True):
             if isinstance(result, DatabaseError):
@@ -242,18 +271,26 @@ class RaceEngine:
                 database_down = self.db.unavailable(result)
             elif isinstance(result, BaseException):
                 report.errors[spec.id] = f"{result.__class__.__name__}: {result}"[:500]
-                log.error("agent %s step failed at %s", spec.name, cycle_time.isoformat(),
-                          exc_info=result)
+                log.error(
+                    "agent %s step failed at %s", spec.name, cycle_time.isoformat(), exc_info=result
+                )
         if database_down is not None:
             raise database_down
         report.status = "completed" if not report.errors else "partial"
         report.duration_ms = int((_time.perf_counter() - started) * 1000)
         if agent_ids is None:
             self._finish_cycle_row(cycle_time, len(specs), report)
-        log.info("cycle %s %s: %d decided, %d fallbacks, %d trades, %d skipped in %d ms",
-                 cycle_time.isoformat(), report.status, report.decided, report.fallbacks,
-                 report.trades, len(report.skipped), report.duration_ms,
-                 extra={"cycle_id": cycle_time.isoformat()})
+        log.info(
+            "cycle %s %s: %d decided, %d fallbacks, %d trades, %d skipped in %d ms",
+            cycle_time.isoformat(),
+            report.status,
+            report.decided,
+            report.fallbacks,
+            report.trades,
+            len(report.skipped),
+            report.duration_ms,
+            extra={"cycle_id": cycle_time.isoformat()},
+        )
         return report
 
     def _persist(self, state: repo.PortfolioState, step: StepResult, assets: dict[str, int]) -> str:
@@ -272,8 +309,15 @@ class RaceEngine:
         try:
             with self.db.write() as session:
                 if session.get(CycleRow, cycle_time) is None:
-                    session.add(CycleRow(cycle_time=cycle_time, status="running", trigger=trigger,
-                                         agents_total=total, started_at=self.clock.now()))
+                    session.add(
+                        CycleRow(
+                            cycle_time=cycle_time,
+                            status="running",
+                            trigger=trigger,
+                            agents_total=total,
+                            started_at=self.clock.now(),
+                        )
+                    )
         except IntegrityError:
             pass  # another run created it first
         except OperationalError as exc:
@@ -285,7 +329,9 @@ class RaceEngine:
             if row is None:
                 return
             _recount(session, row, total)
-            row.status = report.status if row.decisions + len(report.skipped) >= total else "partial"
+            row.status = (
+                report.status if row.decisions + len(report.skipped) >= total else "partial"
+            )
             if report.errors:
                 row.error = "; ".join(f"agent {k}: {v}" for k, v in report.errors.items())[:4000]
             row.finished_at = self.clock.now()
@@ -342,8 +388,14 @@ class RaceEngine:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
         times = grid(start, end, interval)
         job = self._job("backfill", start, end, interval, len(times))
-        report = BackfillReport(job_id=job, start=start, end=end, interval=interval,
-                                total_cycles=len(times), done_cycles=0)
+        report = BackfillReport(
+            job_id=job,
+            start=start,
+            end=end,
+            interval=interval,
+            total_cycles=len(times),
+            done_cycles=0,
+        )
         if not times:
             report.finished = True
             self._update_job(job, "completed", None, 0)
@@ -353,16 +405,27 @@ class RaceEngine:
             all_ids = repo.asset_ids(session)
             specs = repo.active_agents(session)
             states = repo.portfolio_states(session, [s.id for s in specs])
-            tape = repo.CandleTape.load(session, assets, times[0], times[-1],
-                                        self.settings.context_candles, self.settings.max_price_age)
+            tape = repo.CandleTape.load(
+                session,
+                assets,
+                times[0],
+                times[-1],
+                self.settings.context_candles,
+                self.settings.max_price_age,
+            )
         specs = [s for s in specs if s.id in states]
         symbols = list(assets)
+        spend = _SpendTracker(self.db)
         horizon = min((states[s.id].as_of for s in specs if states[s.id].as_of), default=None)
         position = 0
         if horizon is not None:
-            while position < len(times) and times[position] <= horizon and all(
-                states[s.id].as_of is not None and states[s.id].as_of >= times[position]
-                for s in specs
+            while (
+                position < len(times)
+                and times[position] <= horizon
+                and all(
+                    states[s.id].as_of is not None and states[s.id].as_of >= times[position]
+                    for s in specs
+                )
             ):
                 position += 1
         report.done_cycles = position
@@ -379,18 +442,30 @@ class RaceEngine:
                 cycle_time = times[stop]
                 stop += 1
                 due = [
-                    s for s in specs
-                    if (batches[s.id].steps[-1].decision.cycle_time if batches[s.id].steps
-                        else states[s.id].as_of or cycle_time - interval) < cycle_time
+                    s
+                    for s in specs
+                    if (
+                        batches[s.id].steps[-1].decision.cycle_time
+                        if batches[s.id].steps
+                        else states[s.id].as_of or cycle_time - interval
+                    )
+                    < cycle_time
                 ]
                 if due:
                     view = tape.view(cycle_time)
                     summary = ViewSummary(view, symbols[0] if symbols else None)
-                    steps = await self._decide_all(due, batches, states, view, summary,
-                                                   cycle_time, symbols, semaphore)
-                    cycles.append((cycle_time, len(specs), len(steps),
-                                   sum(s.decision.fallback for s in steps),
-                                   sum(len(s.fills) for s in steps)))
+                    steps = await self._decide_all(
+                        due, batches, states, view, summary, cycle_time, symbols, semaphore, spend
+                    )
+                    cycles.append(
+                        (
+                            cycle_time,
+                            len(specs),
+                            len(steps),
+                            sum(s.decision.fallback for s in steps),
+                            sum(len(s.fills) for s in steps),
+                        )
+                    )
                 if stop - position >= chunk_cycles or (
                     _time.perf_counter() - chunk_started >= chunk_seconds
                 ):
@@ -408,7 +483,9 @@ class RaceEngine:
             except (repo.ConcurrentUpdate, IntegrityError) as exc:
                 report.retries += 1
                 if report.retries > 5:
-                    raise RuntimeError(f"backfill keeps conflicting with another run: {exc}") from exc
+                    raise RuntimeError(
+                        f"backfill keeps conflicting with another run: {exc}"
+                    ) from exc
                 log.warning("backfill chunk conflicted with another run (%s); reloading", exc)
                 with self.db.read() as session:
                     states = repo.portfolio_states(session, [s.id for s in specs])
@@ -440,6 +517,7 @@ class RaceEngine:
         cycle_time: datetime,
         symbols: Sequence[str],
         semaphore: asyncio.Semaphore,
+        spend: _SpendTracker,
     ) -> list[StepResult]:
         contexts = []
         for spec in due:
@@ -447,44 +525,68 @@ class RaceEngine:
             current = states[spec.id]
             if batch.steps:
                 current = repo.PortfolioState(
-                    agent_id=current.agent_id, portfolio_id=current.portfolio_id,
-                    version=current.version, as_of=batch.steps[-1].decision.cycle_time,
+                    agent_id=current.agent_id,
+                    portfolio_id=current.portfolio_id,
+                    version=current.version,
+                    as_of=batch.steps[-1].decision.cycle_time,
                     portfolio=batch.steps[-1].portfolio,
                     starting_capital=current.starting_capital,
                 )
-            contexts.append(self._context(spec, current, view, cycle_time, symbols))
+            contexts.append(
+                self._context(
+                    spec, current, view, cycle_time, symbols, spend.before(spec.id, cycle_time)
+                )
+            )
         agents = [self.agent_for(spec) for spec in due]
         if all(getattr(a, "in_process", False) for a in agents):
             answers = [await self._ask(a, c) for a, c in zip(agents, contexts, strict=True)]
         else:
-            async def bounded(agent: Agent | str, context: AgentContext) -> tuple[
-                AgentAnswer | None, str | None
-            ]:
+
+            async def bounded(
+                agent: Agent | str, context: AgentContext
+            ) -> tuple[AgentAnswer | None, str | None]:
                 async with semaphore:
                     return await self._ask(agent, context)
 
-            answers = list(await asyncio.gather(
-                *(bounded(a, c) for a, c in zip(agents, contexts, strict=True))
-            ))
+            answers = list(
+                await asyncio.gather(
+                    *(bounded(a, c) for a, c in zip(agents, contexts, strict=True))
+                )
+            )
         steps = []
         for spec, context, (answer, failure) in zip(due, contexts, answers, strict=True):
             step = judge(context, answer, failure=failure, summary=summary)
             batches[spec.id].steps.append(step)
+            spend.add(spec.id, cycle_time, step.decision.cost_usd)
             steps.append(step)
         return steps
 
-    def _write_cycles(self, session: Any, cycles: list[tuple[datetime, int, int, int, int]]) -> None:
+    def _write_cycles(
+        self, session: Any, cycles: list[tuple[datetime, int, int, int, int]]
+    ) -> None:
         if not cycles:
             return
         times = [c[0] for c in cycles]
-        existing = set(session.scalars(select(CycleRow.cycle_time).where(
-            CycleRow.cycle_time.in_(times))))
+        existing = set(
+            session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(times)))
+        )
         now = self.clock.now()
         new_rows = [
-            {"cycle_time": t, "status": "completed", "trigger": "backfill", "agents_total": total,
-             "decisions": decided, "fallbacks": fallbacks, "skipped": total - decided,
-             "trades": trades, "started_at": now, "finished_at": now, "error": None}
-            for t, total, decided, fallbacks, trades in cycles if t not in existing
+            {
+                "cycle_time": t,
+                "status": "completed",
+                "trigger": "backfill",
+                "agents_total": total,
+                "decisions": decided,
+                "fallbacks": fallbacks,
+                "skipped": total - decided,
+                "trades": trades,
+                "started_at": now,
+                "finished_at": now,
+                "error": None,
+            }
+            for t, total, decided, fallbacks, trades in cycles
+            if t not in existing
         ]
         if new_rows:
             session.execute(CycleRow.__table__.insert(), new_rows)
@@ -494,8 +596,9 @@ class RaceEngine:
 
     # ----------------------------------------------------------------- jobs
 
-    def _job(self, kind: str, start: datetime, end: datetime, interval: timedelta,
-             total: int) -> int:
+    def _job(
+        self, kind: str, start: datetime, end: datetime, interval: timedelta, total: int
+    ) -> int:
         key = f"{kind}:{start.isoformat()}:{end.isoformat()}:{format_interval(interval)}"
         now = self.clock.now()
         for _ in range(2):
@@ -503,10 +606,20 @@ class RaceEngine:
                 with self.db.write() as session:
                     row = session.scalar(select(JobRow).where(JobRow.key == key))
                     if row is None:
-                        row = JobRow(kind=kind, key=key, status="running", total=total, done=0,
-                                     params={"start": start.isoformat(), "end": end.isoformat(),
-                                             "interval": format_interval(interval)},
-                                     created_at=now, updated_at=now)
+                        row = JobRow(
+                            kind=kind,
+                            key=key,
+                            status="running",
+                            total=total,
+                            done=0,
+                            params={
+                                "start": start.isoformat(),
+                                "end": end.isoformat(),
+                                "interval": format_interval(interval),
+                            },
+                            created_at=now,
+                            updated_at=now,
+                        )
                         session.add(row)
                         session.flush()
                     elif row.status != "running":
@@ -525,15 +638,54 @@ class RaceEngine:
                 row.updated_at = self.clock.now()
 
 
+class _SpendTracker:
+    """Daily LLM spend per agent during a backfill: read from SQL for the first cycle of a
+    day, then carried in memory."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._days: dict[int, tuple[datetime, Decimal]] = {}
+
+    def before(self, agent_id: int, cycle_time: datetime) -> Decimal:
+        day = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
+        known = self._days.get(agent_id)
+        if known is None or known[0] != day:
+            if cycle_time == day:
+                total = ZERO
+            else:
+                with self.db.read() as session:
+                    total = repo.spent_today(session, cycle_time, [agent_id]).get(agent_id, ZERO)
+            self._days[agent_id] = (day, total)
+            return total
+        return known[1]
+
+    def add(self, agent_id: int, cycle_time: datetime, cost: Decimal | None) -> None:
+        if cost:
+            day, total = self._days.get(agent_id, (cycle_time, ZERO))
+            self._days[agent_id] = (day, total + cost)
+
+
 def _recount(session: Any, row: CycleRow, total: int) -> None:
-    row.decisions = session.scalar(
-        select(func.count()).select_from(DecisionRow).where(DecisionRow.cycle_time == row.cycle_time)
-    ) or 0
-    row.fallbacks = session.scalar(
-        select(func.count()).select_from(DecisionRow).where(
-            DecisionRow.cycle_time == row.cycle_time, DecisionRow.fallback)
-    ) or 0
-    row.trades = session.scalar(
-        select(func.count()).select_from(TradeRow).where(TradeRow.executed_at == row.cycle_time)
-    ) or 0
+    row.decisions = (
+        session.scalar(
+            select(func.count())
+            .select_from(DecisionRow)
+            .where(DecisionRow.cycle_time == row.cycle_time)
+        )
+        or 0
+    )
+    row.fallbacks = (
+        session.scalar(
+            select(func.count())
+            .select_from(DecisionRow)
+            .where(DecisionRow.cycle_time == row.cycle_time, DecisionRow.fallback)
+        )
+        or 0
+    )
+    row.trades = (
+        session.scalar(
+            select(func.count()).select_from(TradeRow).where(TradeRow.executed_at == row.cycle_time)
+        )
+        or 0
+    )
     row.skipped = max(total - row.decisions, 0)

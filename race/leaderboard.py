@@ -91,25 +91,34 @@ def standings(session: Session, *, include_inactive: bool = True) -> list[Standi
         has_value = stats is not None and stats.snapshot_count > 0
         current = stats.current_value if has_value else starting
         ret = float((current - starting) / starting * HUNDRED) if starting else 0.0
-        rows.append(dict(
-            agent_id=agent.id, name=agent.name, provider=agent.provider, model=agent.model,
-            strategy=agent.strategy, is_active=agent.is_active, created_at=agent.created_at,
-            starting_capital=starting, current_value=current, return_pct=ret,
-            max_drawdown_pct=stats.max_drawdown_pct if stats else 0.0,
-            sharpe=stats.sharpe if stats else None,
-            sortino=stats.sortino if stats else None,
-            volatility_pct=stats.volatility_pct if stats else None,
-            total_trades=stats.total_trades if stats else 0,
-            winning_trades=stats.winning_trades if stats else 0,
-            losing_trades=stats.losing_trades if stats else 0,
-            fees_paid=stats.fees_paid if stats else ZERO,
-            decisions=stats.decisions if stats else 0,
-            fallbacks=stats.fallbacks if stats else 0,
-            prompt_tokens=stats.prompt_tokens if stats else 0,
-            completion_tokens=stats.completion_tokens if stats else 0,
-            cost_usd=stats.cost_usd if stats else ZERO,
-            last_updated=stats.last_captured_at if stats else None,
-        ))
+        rows.append(
+            dict(
+                agent_id=agent.id,
+                name=agent.name,
+                provider=agent.provider,
+                model=agent.model,
+                strategy=agent.strategy,
+                is_active=agent.is_active,
+                created_at=agent.created_at,
+                starting_capital=starting,
+                current_value=current,
+                return_pct=ret,
+                max_drawdown_pct=stats.max_drawdown_pct if stats else 0.0,
+                sharpe=stats.sharpe if stats else None,
+                sortino=stats.sortino if stats else None,
+                volatility_pct=stats.volatility_pct if stats else None,
+                total_trades=stats.total_trades if stats else 0,
+                winning_trades=stats.winning_trades if stats else 0,
+                losing_trades=stats.losing_trades if stats else 0,
+                fees_paid=stats.fees_paid if stats else ZERO,
+                decisions=stats.decisions if stats else 0,
+                fallbacks=stats.fallbacks if stats else 0,
+                prompt_tokens=stats.prompt_tokens if stats else 0,
+                completion_tokens=stats.completion_tokens if stats else 0,
+                cost_usd=stats.cost_usd if stats else ZERO,
+                last_updated=stats.last_captured_at if stats else None,
+            )
+        )
     rows.sort(key=lambda r: (-r["current_value"], r["agent_id"]))
     return [Standing(rank=i + 1, **r) for i, r in enumerate(rows)]
 
@@ -119,8 +128,17 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def render_table(rows: list[Standing]) -> str:
-    headers = ("#", "Agent", "Provider", "Equity (USD)", "Return %", "Max DD %", "Sharpe",
-               "Trades", "Fees (USD)")
+    headers = (
+        "#",
+        "Agent",
+        "Provider",
+        "Equity (USD)",
+        "Return %",
+        "Max DD %",
+        "Sharpe",
+        "Trades",
+        "Fees (USD)",
+    )
     body = [
         (
             str(r.rank),
@@ -135,13 +153,17 @@ def render_table(rows: list[Standing]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+        for i, h in enumerate(headers)
+    ]
     right = {0, 3, 4, 5, 6, 7, 8}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out.extend(line(row) for row in body)

@@ -31,8 +31,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int | None = None, fmt: str | None = None) -> None:
-    fmt = fmt or os.environ.get("RACE_LOG_FORMAT") or (
-        "json" if os.environ.get("FUNCTIONS_WORKER_RUNTIME") else "text"
+    fmt = (
+        fmt
+        or os.environ.get("RACE_LOG_FORMAT")
+        or ("json" if os.environ.get("FUNCTIONS_WORKER_RUNTIME") else "text")
     )
     if level is None:
         name = os.environ.get("RACE_LOG_LEVEL", "INFO").upper()

@@ -32,14 +32,15 @@ T = TypeVar("T")
 class TransientError(Exception):
     """A failure worth retrying (429, 5xx, timeout, connection error)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
 
 
-class RetriesExhausted(Exception):  # noqa: N818 - reads as what happened
+class RetriesExhausted(Exception):
     """Every attempt failed with a transient error; wraps the last one."""
 
     def __init__(self, message: str, attempts: int, last: BaseException) -> None:
@@ -83,8 +84,9 @@ class RetryPolicy:
     jitter: float = 0.1
     max_retry_after: float = 300.0
 
-    def delay(self, retry_number: int, retry_after: float | None = None,
-              rng: random.Random | None = None) -> float:
+    def delay(
+        self, retry_number: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         delay = self.base * self.factor ** (retry_number - 1)
@@ -146,8 +148,14 @@ class RateLimiter:
     after a quiet spell (default: a full minute's worth), and optionally at most
     ``max_concurrent`` calls in flight. Fair: waiters are served in arrival order."""
 
-    def __init__(self, per_minute: float, *, burst: float | None = None,
-                 max_concurrent: int | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        max_concurrent: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
         self.per_minute = per_minute
@@ -198,13 +206,19 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-class CircuitOpen(Exception):  # noqa: N818 - reads as the state
+class CircuitOpen(Exception):
     """The provider is considered down; the caller answers HOLD at once."""
 
 
 class CircuitBreaker:
-    def __init__(self, *, failure_threshold: int = 5, reset_timeout: float = 60.0,
-                 clock: Clock | None = None, name: str = "provider") -> None:
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 60.0,
+        clock: Clock | None = None,
+        name: str = "provider",
+    ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be ≥ 1")
         self.failure_threshold = failure_threshold
@@ -218,8 +232,10 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if (self._state is BreakerState.OPEN
-                and self.clock.monotonic() - self._opened_at >= self.reset_timeout):
+        if (
+            self._state is BreakerState.OPEN
+            and self.clock.monotonic() - self._opened_at >= self.reset_timeout
+        ):
             return BreakerState.HALF_OPEN
         return self._state
 
@@ -250,11 +266,16 @@ class CircuitBreaker:
             self._opened_at = self.clock.monotonic()
         self._probe_in_flight = False
 
-    async def call(self, fn: Callable[[], Awaitable[T]],
-                   is_failure: Callable[[BaseException], bool] = lambda _: True) -> T:
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        is_failure: Callable[[BaseException], bool] = lambda _: True,
+    ) -> T:
         if not self.allow():
-            raise CircuitOpen(f"{self.name} unavailable (circuit open after "
-                              f"{self._failures} consecutive failures)")
+            raise CircuitOpen(
+                f"{self.name} unavailable (circuit open after "
+                f"{self._failures} consecutive failures)"
+            )
         try:
             result = await fn()
         except BaseException as exc:

@@ -89,8 +89,13 @@ class Settings(BaseSettings):
         "APPLICATIONINSIGHTS_CONNECTION_STRING", default=None
     )
 
-    @field_validator("starting_capital", "min_cash_reserve", "max_order_notional",
-                     "min_order_notional", "max_order_quantity")
+    @field_validator(
+        "starting_capital",
+        "min_cash_reserve",
+        "max_order_notional",
+        "min_order_notional",
+        "max_order_quantity",
+    )
     @classmethod
     def _positive(cls, value: Decimal) -> Decimal:
         if not value.is_finite() or value < 0:

@@ -17,9 +17,15 @@ from race.domain.money import ZERO
 from race.store.database import Database
 from race.store.tables import AgentRow, AgentStatsRow, Asset, PortfolioRow
 
-KNOWN_NAMES = {"bitcoin": "Bitcoin", "ethereum": "Ethereum", "solana": "Solana",
-               "binancecoin": "BNB", "ripple": "XRP", "cardano": "Cardano",
-               "dogecoin": "Dogecoin"}
+KNOWN_NAMES = {
+    "bitcoin": "Bitcoin",
+    "ethereum": "Ethereum",
+    "solana": "Solana",
+    "binancecoin": "BNB",
+    "ripple": "XRP",
+    "cardano": "Cardano",
+    "dogecoin": "Dogecoin",
+}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,12}$")
 _COIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
@@ -28,8 +34,15 @@ class UniverseError(ValueError):
     """A bad asset or agent definition; the message names the field."""
 
 
-def add_asset(db: Database, symbol: str, coingecko_id: str, clock: Clock,
-              name: str | None = None, *, enabled: bool = True) -> tuple[Asset, bool]:
+def add_asset(
+    db: Database,
+    symbol: str,
+    coingecko_id: str,
+    clock: Clock,
+    name: str | None = None,
+    *,
+    enabled: bool = True,
+) -> tuple[Asset, bool]:
     """Add (or re-enable) an asset. Returns the row and whether it was created."""
     symbol = symbol.strip().upper()
     coingecko_id = coingecko_id.strip().lower()
@@ -46,9 +59,13 @@ def add_asset(db: Database, symbol: str, coingecko_id: str, clock: Clock,
                 )
             row.enabled = row.enabled or enabled
             return row, False
-        row = Asset(symbol=symbol, coingecko_id=coingecko_id,
-                    name=name or KNOWN_NAMES.get(coingecko_id, coingecko_id.title()),
-                    enabled=enabled, created_at=clock.now())
+        row = Asset(
+            symbol=symbol,
+            coingecko_id=coingecko_id,
+            name=name or KNOWN_NAMES.get(coingecko_id, coingecko_id.title()),
+            enabled=enabled,
+            created_at=clock.now(),
+        )
         session.add(row)
         session.flush()
         return row, True
@@ -78,8 +95,9 @@ class NewAgent:
     params: Mapping[str, Any] | None = None
 
 
-def add_agent(db: Database, new: NewAgent, starting_capital: Decimal, clock: Clock,
-              *, exist_ok: bool = False) -> tuple[AgentRow, bool]:
+def add_agent(
+    db: Database, new: NewAgent, starting_capital: Decimal, clock: Clock, *, exist_ok: bool = False
+) -> tuple[AgentRow, bool]:
     """Create an agent with its portfolio (and empty stats) in one transaction."""
     name = new.name.strip()
     if not name or len(name) > 100:
@@ -94,19 +112,46 @@ def add_agent(db: Database, new: NewAgent, starting_capital: Decimal, clock: Clo
                 return existing, False
             raise UniverseError(f"an agent named {name!r} already exists")
         now = clock.now()
-        row = AgentRow(name=name, provider=new.provider.value, model=new.model,
-                       strategy=new.strategy[:500], instructions=new.instructions,
-                       params=params, is_active=True, created_at=now)
+        row = AgentRow(
+            name=name,
+            provider=new.provider.value,
+            model=new.model,
+            strategy=new.strategy[:500],
+            instructions=new.instructions,
+            params=params,
+            is_active=True,
+            created_at=now,
+        )
         session.add(row)
         session.flush()
-        session.add(PortfolioRow(agent_id=row.id, cash=starting_capital,
-                                 starting_capital=starting_capital, as_of=None, version=0,
-                                 created_at=now))
-        session.add(AgentStatsRow(
-            agent_id=row.id, equity_state=EquityStats().to_state(), snapshot_count=0,
-            current_value=starting_capital, max_drawdown_pct=0.0, total_trades=0,
-            winning_trades=0, losing_trades=0, fees_paid=ZERO, decisions=0, fallbacks=0,
-            prompt_tokens=0, completion_tokens=0, cost_usd=ZERO))
+        session.add(
+            PortfolioRow(
+                agent_id=row.id,
+                cash=starting_capital,
+                starting_capital=starting_capital,
+                as_of=None,
+                version=0,
+                created_at=now,
+            )
+        )
+        session.add(
+            AgentStatsRow(
+                agent_id=row.id,
+                equity_state=EquityStats().to_state(),
+                snapshot_count=0,
+                current_value=starting_capital,
+                max_drawdown_pct=0.0,
+                total_trades=0,
+                winning_trades=0,
+                losing_trades=0,
+                fees_paid=ZERO,
+                decisions=0,
+                fallbacks=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=ZERO,
+            )
+        )
         return row, True
 
 

@@ -71,8 +71,9 @@ def _truncate_pg(url: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
-                 pg_url: str | None) -> str:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, pg_url: str | None
+) -> str:
     """A migrated, empty database: a SQLite file, or the worker's PostgreSQL schema."""
     if request.param == "sqlite":
         target = tmp_path / "race.db"

@@ -20,8 +20,9 @@ from race.universe import NewAgent, add_agent, add_asset
 HOUR = timedelta(hours=1)
 
 
-def seed_assets(app: App, pairs: Sequence[tuple[str, str]] = (("BTC", "bitcoin"),
-                                                               ("ETH", "ethereum"))) -> dict[str, int]:
+def seed_assets(
+    app: App, pairs: Sequence[tuple[str, str]] = (("BTC", "bitcoin"), ("ETH", "ethereum"))
+) -> dict[str, int]:
     ids = {}
     for symbol, coin in pairs:
         row, _ = add_asset(app.db, symbol, coin, app.clock)
@@ -35,31 +36,63 @@ def seed_baselines(app: App, names: Iterable[str] | None = None) -> dict[str, in
     for spec in DEFAULT_BASELINES:
         if wanted is not None and spec["model"] not in wanted:
             continue
-        row, _ = add_agent(app.db, NewAgent(name=spec["name"], provider=Provider.MOCK,
-                                            model=spec["model"], strategy=spec["strategy"],
-                                            params=spec["params"]),
-                           app.settings.starting_capital, app.clock)
+        row, _ = add_agent(
+            app.db,
+            NewAgent(
+                name=spec["name"],
+                provider=Provider.MOCK,
+                model=spec["model"],
+                strategy=spec["strategy"],
+                params=spec["params"],
+            ),
+            app.settings.starting_capital,
+            app.clock,
+        )
         ids[spec["model"]] = row.id
     return ids
 
 
-def seed_agent(app: App, name: str, provider: Provider = Provider.MOCK, model: str = "cash",
-               params: dict[str, Any] | None = None, **kwargs: Any) -> int:
-    row, _ = add_agent(app.db, NewAgent(name=name, provider=provider, model=model,
-                                        params=params or {}, **kwargs),
-                       app.settings.starting_capital, app.clock)
+def seed_agent(
+    app: App,
+    name: str,
+    provider: Provider = Provider.MOCK,
+    model: str = "cash",
+    params: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> int:
+    row, _ = add_agent(
+        app.db,
+        NewAgent(name=name, provider=provider, model=model, params=params or {}, **kwargs),
+        app.settings.starting_capital,
+        app.clock,
+    )
     return row.id
 
 
-def wave_prices(n: int, base: float = 100.0, amplitude: float = 0.1, period: int = 40,
-                drift: float = 0.0) -> list[Decimal]:
-    return [quantize(Decimal(str(round(base * (1 + amplitude * math.sin(2 * math.pi * i / period)
-                                                   + drift * i), 6))))
-            for i in range(n)]
+def wave_prices(
+    n: int, base: float = 100.0, amplitude: float = 0.1, period: int = 40, drift: float = 0.0
+) -> list[Decimal]:
+    return [
+        quantize(
+            Decimal(
+                str(
+                    round(
+                        base * (1 + amplitude * math.sin(2 * math.pi * i / period) + drift * i), 6
+                    )
+                )
+            )
+        )
+        for i in range(n)
+    ]
 
 
-def make_candles(symbol: str, start: datetime, closes: Sequence[Decimal],
-                 interval: timedelta = HOUR, volume: Decimal | None = Decimal("10")) -> list[Candle]:
+def make_candles(
+    symbol: str,
+    start: datetime,
+    closes: Sequence[Decimal],
+    interval: timedelta = HOUR,
+    volume: Decimal | None = Decimal("10"),
+) -> list[Candle]:
     """Consistent candles: open = previous close, high/low 0.5 % around."""
     candles = []
     previous = closes[0]
@@ -72,14 +105,25 @@ def make_candles(symbol: str, start: datetime, closes: Sequence[Decimal],
     return candles
 
 
-def insert_candles(app: App, candles: Iterable[Candle], interval: timedelta = HOUR,
-                   source: str = "test") -> int:
+def insert_candles(
+    app: App, candles: Iterable[Candle], interval: timedelta = HOUR, source: str = "test"
+) -> int:
     with app.db.write() as session:
         ids = {s: i for i, s in session.execute(select(Asset.id, Asset.symbol))}
-        rows = [dict(asset_id=ids[c.symbol], close_time=c.close_time, open=c.open, high=c.high,
-                     low=c.low, close=c.close, volume=c.volume,
-                     interval_seconds=int(interval.total_seconds()), source=source)
-                for c in candles]
+        rows = [
+            dict(
+                asset_id=ids[c.symbol],
+                close_time=c.close_time,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                interval_seconds=int(interval.total_seconds()),
+                source=source,
+            )
+            for c in candles
+        ]
         if rows:
             session.execute(insert(CandleRow), rows)
         return len(rows)

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from race.store.tables import DecisionRow, EquitySnapshotRow
-from tests.factories import HOUR, insert_candles, make_candles, seed_assets, seed_baselines, wave_prices
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    make_candles,
+    seed_assets,
+    seed_baselines,
+    wave_prices,
+)
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -11,9 +11,7 @@ from collections.abc import Sequence
 
 from race.store.database import DatabaseError
 
-COMMAND_MODULES = (
-    "race.cli.core",
-)
+COMMAND_MODULES = ("race.cli.core",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished work is saved; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            "interrupted: finished work is saved; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130

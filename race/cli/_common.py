@@ -26,12 +26,21 @@ def iso_arg(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def progress_bar(total: int, desc: str, *, unit: str = "cycle") -> tuple[Any, Callable[[int, int], None]]:
+def progress_bar(
+    total: int, desc: str, *, unit: str = "cycle"
+) -> tuple[Any, Callable[[int, int], None]]:
     """A tqdm bar on stderr and an ``on_progress(done, total)`` callback that drives it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-               disable=None, mininterval=0.5)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=None,
+        mininterval=0.5,
+    )
 
     def update(done: int, total_now: int) -> None:
         bar.total = total_now

@@ -22,9 +22,11 @@ def register(commands: Any) -> None:
     current.set_defaults(handler=cmd_db_current)
 
     cycle = commands.add_parser("cycle", help="run one decision cycle now (or at --at)")
-    cycle.add_argument("--at", type=iso_arg,
-                       help="decision time T (ISO-8601, UTC); floored to the candle interval; "
-                            "default: now")
+    cycle.add_argument(
+        "--at",
+        type=iso_arg,
+        help="decision time T (ISO-8601, UTC); floored to the candle interval; default: now",
+    )
     cycle.add_argument("--json", action="store_true", help="print the report as JSON")
     cycle.set_defaults(handler=cmd_cycle)
 
@@ -33,7 +35,8 @@ def register(commands: Any) -> None:
     snapshot.set_defaults(handler=cmd_snapshot)
 
     backfill = commands.add_parser(
-        "backfill", help="replay a past range over stored candles (resumable)")
+        "backfill", help="replay a past range over stored candles (resumable)"
+    )
     backfill.add_argument("--start", type=iso_arg, required=True, help="ISO-8601 start (UTC)")
     backfill.add_argument("--end", type=iso_arg, required=True, help="ISO-8601 end (UTC)")
     backfill.add_argument("--interval", default="1h", help="decision interval (default 1h)")
@@ -62,15 +65,20 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 def cmd_cycle(args: argparse.Namespace) -> int:
     app = open_app()
     at = args.at or app.clock.now()
-    cycle_time = floor_time(at, app.settings.candle_interval) if args.at else floor_time(
-        at, parse_interval("15m"))
+    cycle_time = (
+        floor_time(at, app.settings.candle_interval)
+        if args.at
+        else floor_time(at, parse_interval("15m"))
+    )
     report = asyncio.run(app.engine.run_cycle(cycle_time, trigger="manual"))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print(f"cycle {cycle_time.isoformat()}: {report.status}, {report.decided} decided, "
-              f"{report.fallbacks} fallbacks, {report.trades} trades, "
-              f"{len(report.skipped)} skipped")
+        print(
+            f"cycle {cycle_time.isoformat()}: {report.status}, {report.decided} decided, "
+            f"{report.fallbacks} fallbacks, {report.trades} trades, "
+            f"{len(report.skipped)} skipped"
+        )
         for agent_id, reason in report.skipped.items():
             print(f"  skipped agent {agent_id}: {reason}")
         for agent_id, error in report.errors.items():
@@ -96,17 +104,20 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     interval = parse_interval(args.interval)
     bar, update = progress_bar(0, "backfill")
     try:
-        report = asyncio.run(app.engine.backfill(args.start, args.end, interval,
-                                                 on_progress=update))
+        report = asyncio.run(
+            app.engine.backfill(args.start, args.end, interval, on_progress=update)
+        )
     finally:
         bar.close()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print(f"backfill {report.start.isoformat()} → {report.end.isoformat()} every "
-              f"{args.interval}: {report.done_cycles}/{report.total_cycles} cycles, "
-              f"{report.decisions} decisions, {report.fallbacks} fallbacks, "
-              f"{report.trades} trades")
+        print(
+            f"backfill {report.start.isoformat()} → {report.end.isoformat()} every "
+            f"{args.interval}: {report.done_cycles}/{report.total_cycles} cycles, "
+            f"{report.decisions} decisions, {report.fallbacks} fallbacks, "
+            f"{report.trades} trades"
+        )
     return 0
 
 

@@ -40,6 +40,8 @@ class AgentContext:
     costs: Costs
     allowed_assets: Sequence[str]
     starting_capital: Decimal
+    spent_today_usd: Decimal = Decimal(0)
+    """What this agent's decisions earlier in T's UTC day cost (USD): for daily budgets."""
 
     @property
     def equity(self) -> Decimal:
@@ -74,8 +76,9 @@ class AgentAnswer:
 
     @classmethod
     def fallback(cls, reason: str, **kwargs: Any) -> AgentAnswer:
-        return cls(orders=[], reasoning=f"HOLD (fallback): {reason}", fallback_reason=reason,
-                   **kwargs)
+        return cls(
+            orders=[], reasoning=f"HOLD (fallback): {reason}", fallback_reason=reason, **kwargs
+        )
 
 
 @runtime_checkable

@@ -37,7 +37,12 @@ def max_affordable_quantity(budget: Decimal, price: Decimal, costs: Costs) -> De
 
 
 def execute(
-    portfolio: Portfolio, asset: str, side: Side, quantity: Decimal, reference: Decimal, costs: Costs
+    portfolio: Portfolio,
+    asset: str,
+    side: Side,
+    quantity: Decimal,
+    reference: Decimal,
+    costs: Costs,
 ) -> tuple[Portfolio, Fill]:
     """Apply one already-validated order. Raises ``ValueError`` if it would break an invariant
     (negative cash or quantity): the risk rules must have prevented that."""
@@ -52,12 +57,16 @@ def execute(
     if side is Side.BUY:
         cash = portfolio.cash - notional - fee
         if cash < ZERO:
-            raise ValueError(f"BUY {quantity} {asset} needs {notional + fee}, cash {portfolio.cash}")
+            raise ValueError(
+                f"BUY {quantity} {asset} needs {notional + fee}, cash {portfolio.cash}"
+            )
         if held is None:
             positions[asset] = Position(asset, quantity, price, notional + fee)
         else:
             new_quantity = held.quantity + quantity
-            average = quantize((held.quantity * held.average_price + quantity * price) / new_quantity)
+            average = quantize(
+                (held.quantity * held.average_price + quantity * price) / new_quantity
+            )
             positions[asset] = Position(
                 asset, new_quantity, average, held.cost_basis + notional + fee
             )

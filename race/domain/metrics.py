@@ -161,9 +161,7 @@ class Performance:
         return float((self.current_value - self.initial_value) / self.initial_value * HUNDRED)
 
 
-def trade_stats(
-    realized_pnls: list[Decimal | None], fees: list[Decimal]
-) -> TradeStats:
+def trade_stats(realized_pnls: list[Decimal | None], fees: list[Decimal]) -> TradeStats:
     """A closed round trip is a SELL (it closes units bought earlier, at their average cost);
     it wins when its realised P&L, all fees included, is positive."""
     closed = [p for p in realized_pnls if p is not None]

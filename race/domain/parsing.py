@@ -30,7 +30,7 @@ from race.domain.money import ZERO, to_decimal
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORECASE)
 
 
-class AnswerRejected(ValueError):  # noqa: N818 - reads as what happened to the answer
+class AnswerRejected(ValueError):
     """The whole answer is unusable; the message is the HOLD's recorded reason."""
 
 
@@ -74,7 +74,9 @@ def parse_model_output(text: str | None) -> ParsedAnswer:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise AnswerRejected(f"answer is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+        raise AnswerRejected(
+            f"answer is not valid JSON ({exc.__class__.__name__}: {exc})"
+        ) from None
     if not isinstance(data, dict):
         raise AnswerRejected(f"answer must be a JSON object, got {type(data).__name__}")
     if "orders" in data and not isinstance(data["orders"], list):
@@ -125,9 +127,14 @@ def parse_orders(
             item = {"asset": item.asset, "side": item.side.value, "quantity": item.quantity}
         if not isinstance(item, dict):
             notes.append(
-                _drop(index, None, "bad_order_shape",
-                      f"order must be an object with asset, side and quantity, got "
-                      f"{type(item).__name__}", None)
+                _drop(
+                    index,
+                    None,
+                    "bad_order_shape",
+                    f"order must be an object with asset, side and quantity, got "
+                    f"{type(item).__name__}",
+                    None,
+                )
             )
             continue
         raw_asset = _field(item, "asset", "assetSymbol", "symbol")
@@ -139,22 +146,39 @@ def parse_orders(
         symbol = allowed.get(raw_asset.strip().upper())
         if symbol is None:
             notes.append(
-                _drop(index, raw_asset[:32], "unknown_asset",
-                      f"asset {raw_asset[:32]!r} is not traded in this race "
-                      f"(allowed: {', '.join(allowed_assets)})", raw_quantity)
+                _drop(
+                    index,
+                    raw_asset[:32],
+                    "unknown_asset",
+                    f"asset {raw_asset[:32]!r} is not traded in this race "
+                    f"(allowed: {', '.join(allowed_assets)})",
+                    raw_quantity,
+                )
             )
             continue
         if not isinstance(raw_side, str) or raw_side.strip().upper() not in ("BUY", "SELL"):
             notes.append(
-                _drop(index, symbol, "bad_side", f"side must be BUY or SELL, got {raw_side!r:.40}",
-                      raw_quantity)
+                _drop(
+                    index,
+                    symbol,
+                    "bad_side",
+                    f"side must be BUY or SELL, got {raw_side!r:.40}",
+                    raw_quantity,
+                )
             )
             continue
         side = Side(raw_side.strip().upper())
-        if isinstance(raw_quantity, bool) or not isinstance(raw_quantity, int | float | str | Decimal):
+        if isinstance(raw_quantity, bool) or not isinstance(
+            raw_quantity, int | float | str | Decimal
+        ):
             notes.append(
-                _drop(index, symbol, "bad_quantity",
-                      f"quantity must be a number, got {type(raw_quantity).__name__}", raw_quantity)
+                _drop(
+                    index,
+                    symbol,
+                    "bad_quantity",
+                    f"quantity must be a number, got {type(raw_quantity).__name__}",
+                    raw_quantity,
+                )
             )
             continue
         try:
@@ -164,15 +188,24 @@ def parse_orders(
             continue
         if quantity <= ZERO:
             notes.append(
-                _drop(index, symbol, "non_positive_quantity",
-                      f"quantity must be > 0, got {quantity}", raw_quantity)
+                _drop(
+                    index,
+                    symbol,
+                    "non_positive_quantity",
+                    f"quantity must be > 0, got {quantity}",
+                    raw_quantity,
+                )
             )
             continue
         if quantity > limits.max_order_quantity:
             notes.append(
-                _drop(index, symbol, "absurd_quantity",
-                      f"quantity {quantity:.6g} exceeds the sanity bound "
-                      f"{limits.max_order_quantity}", raw_quantity)
+                _drop(
+                    index,
+                    symbol,
+                    "absurd_quantity",
+                    f"quantity {quantity:.6g} exceeds the sanity bound {limits.max_order_quantity}",
+                    raw_quantity,
+                )
             )
             continue
         orders.append((index, Order(asset=symbol, side=side, quantity=quantity)))

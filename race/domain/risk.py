@@ -71,37 +71,62 @@ def apply_risk_rules(
         index = indices[offset] if indices is not None else offset
         if offset >= limits.max_orders_per_cycle:
             notes.append(
-                _note(index, order, "max_orders_per_cycle", "refused",
-                      f"only {limits.max_orders_per_cycle} orders are allowed per cycle")
+                _note(
+                    index,
+                    order,
+                    "max_orders_per_cycle",
+                    "refused",
+                    f"only {limits.max_orders_per_cycle} orders are allowed per cycle",
+                )
             )
             continue
         if order.asset not in allowed:
             notes.append(
-                _note(index, order, "unknown_asset", "refused",
-                      f"asset {order.asset!r} is not traded in this race "
-                      f"(allowed: {', '.join(sorted(allowed))})")
+                _note(
+                    index,
+                    order,
+                    "unknown_asset",
+                    "refused",
+                    f"asset {order.asset!r} is not traded in this race "
+                    f"(allowed: {', '.join(sorted(allowed))})",
+                )
             )
             continue
         if order.quantity <= ZERO:
             notes.append(
-                _note(index, order, "non_positive_quantity", "refused",
-                      f"quantity must be > 0, got {order.quantity}")
+                _note(
+                    index,
+                    order,
+                    "non_positive_quantity",
+                    "refused",
+                    f"quantity must be > 0, got {order.quantity}",
+                )
             )
             continue
         reference = prices.get(order.asset)
         if reference is None or reference <= ZERO:
             notes.append(
-                _note(index, order, "no_price", "refused",
-                      f"no recent price for {order.asset} at the decision time")
+                _note(
+                    index,
+                    order,
+                    "no_price",
+                    "refused",
+                    f"no recent price for {order.asset} at the decision time",
+                )
             )
             continue
         held = state.quantity(order.asset)
         closes_position = order.side is Side.SELL and held > ZERO and order.quantity >= held
         if quantize(order.quantity * reference) < limits.min_order_notional and not closes_position:
             notes.append(
-                _note(index, order, "below_min_notional", "refused",
-                      f"order notional {quantize(order.quantity * reference)} USD is below the "
-                      f"minimum {limits.min_order_notional} USD")
+                _note(
+                    index,
+                    order,
+                    "below_min_notional",
+                    "refused",
+                    f"order notional {quantize(order.quantity * reference)} USD is below the "
+                    f"minimum {limits.min_order_notional} USD",
+                )
             )
             continue
         quantity = quantize_down(order.quantity)
@@ -111,18 +136,29 @@ def apply_risk_rules(
             if quantity > max_by_notional:
                 quantity = max_by_notional
                 notes.append(
-                    _note(index, order, "clipped_max_order_notional", "clipped",
-                          f"clipped to the maximum order notional of "
-                          f"{limits.max_order_notional} USD", quantity)
+                    _note(
+                        index,
+                        order,
+                        "clipped_max_order_notional",
+                        "clipped",
+                        f"clipped to the maximum order notional of {limits.max_order_notional} USD",
+                        quantity,
+                    )
                 )
             budget = state.cash - limits.min_cash_reserve
             max_by_cash = max_affordable_quantity(budget, price, costs)
             if quantity > max_by_cash:
                 quantity = max_by_cash
                 notes.append(
-                    _note(index, order, "clipped_cash_reserve", "clipped",
-                          f"clipped to cash {quantize(state.cash)} USD less the reserve of "
-                          f"{limits.min_cash_reserve} USD and the fee", quantity)
+                    _note(
+                        index,
+                        order,
+                        "clipped_cash_reserve",
+                        "clipped",
+                        f"clipped to cash {quantize(state.cash)} USD less the reserve of "
+                        f"{limits.min_cash_reserve} USD and the fee",
+                        quantity,
+                    )
                 )
             equity = state.equity(marks)
             cap_value = equity * limits.max_position_fraction
@@ -131,32 +167,55 @@ def apply_risk_rules(
             if quantity > max_by_cap:
                 quantity = max_by_cap
                 notes.append(
-                    _note(index, order, "clipped_position_cap", "clipped",
-                          f"clipped so the {order.asset} position stays within "
-                          f"{limits.max_position_fraction * 100:.4g} % of equity "
-                          f"({quantize(cap_value)} USD)", quantity)
+                    _note(
+                        index,
+                        order,
+                        "clipped_position_cap",
+                        "clipped",
+                        f"clipped so the {order.asset} position stays within "
+                        f"{limits.max_position_fraction * 100:.4g} % of equity "
+                        f"({quantize(cap_value)} USD)",
+                        quantity,
+                    )
                 )
         else:
             if held <= ZERO:
                 notes.append(
-                    _note(index, order, "no_position", "refused",
-                          f"cannot sell {order.asset}: no position (no shorting)")
+                    _note(
+                        index,
+                        order,
+                        "no_position",
+                        "refused",
+                        f"cannot sell {order.asset}: no position (no shorting)",
+                    )
                 )
                 continue
             if quantity > held:
                 quantity = held
                 notes.append(
-                    _note(index, order, "clipped_to_holdings", "clipped",
-                          f"clipped to the {held} {order.asset} held", quantity)
+                    _note(
+                        index,
+                        order,
+                        "clipped_to_holdings",
+                        "clipped",
+                        f"clipped to the {held} {order.asset} held",
+                        quantity,
+                    )
                 )
         whole_position = order.side is Side.SELL and quantity == held
         if quantity <= ZERO or (
             quantize(quantity * reference) < limits.min_order_notional and not whole_position
         ):
             notes.append(
-                _note(index, order, "below_min_after_clip", "refused",
-                      f"after clipping, the order ({quantity} {order.asset}) is below the "
-                      f"minimum notional of {limits.min_order_notional} USD", ZERO)
+                _note(
+                    index,
+                    order,
+                    "below_min_after_clip",
+                    "refused",
+                    f"after clipping, the order ({quantity} {order.asset}) is below the "
+                    f"minimum notional of {limits.min_order_notional} USD",
+                    ZERO,
+                )
             )
             continue
         state, fill = execute(state, order.asset, order.side, quantity, reference, costs)

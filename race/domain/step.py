@@ -87,7 +87,7 @@ class ViewSummary:
     def conditions(self) -> dict[str, Any]:
         prices = {s: str(p) for s, p in sorted(self.view.marks.items())}
         change: dict[str, float | None] = {}
-        for symbol, series in sorted(self.view.candles.items()):
+        for symbol, _series in sorted(self.view.candles.items()):
             closes = self.view.closes(symbol)
             change[symbol] = (
                 round((closes[-1] / closes[-25] - 1.0) * 100, 4)
@@ -118,11 +118,16 @@ def _proposed(orders: Sequence[Any]) -> list[Any]:
     shown: list[Any] = []
     for item in list(orders)[:50]:
         if isinstance(item, dict):
-            shown.append({str(k)[:40]: (v if isinstance(v, int | float | bool | None) else
-                                        str(v)[:64]) for k, v in list(item.items())[:10]})
+            shown.append(
+                {
+                    str(k)[:40]: (v if isinstance(v, int | float | bool | None) else str(v)[:64])
+                    for k, v in list(item.items())[:10]
+                }
+            )
         elif hasattr(item, "asset") and hasattr(item, "side"):
-            shown.append({"asset": item.asset, "side": str(item.side),
-                          "quantity": str(item.quantity)})
+            shown.append(
+                {"asset": item.asset, "side": str(item.side), "quantity": str(item.quantity)}
+            )
         else:
             shown.append(repr(item)[:64])
     return shown
@@ -138,7 +143,9 @@ def judge(
     """Turn an agent's answer (or its failure) into the step to persist. Never raises for
     anything an agent can say."""
     view = context.market
-    summary = summary or ViewSummary(view, context.allowed_assets[0] if context.allowed_assets else None)
+    summary = summary or ViewSummary(
+        view, context.allowed_assets[0] if context.allowed_assets else None
+    )
     before = context.portfolio.equity(view.marks)
     answer = answer or AgentAnswer()
     fallback_reason = failure or answer.fallback_reason
@@ -148,7 +155,7 @@ def judge(
     if fallback_reason is None:
         try:
             parsed, dropped = parse_orders(answer.orders, context.allowed_assets, context.limits)
-        except Exception as exc:  # noqa: BLE001 - an answer must never stop a cycle
+        except Exception as exc:
             parsed, dropped = [], []
             fallback_reason = f"orders could not be read: {exc.__class__.__name__}"
         notes.extend(dropped)

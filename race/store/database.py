@@ -81,8 +81,10 @@ class Database:
                 raise DatabaseError(
                     f"RACE_DATABASE_URL={safe_url(parsed)}: folder {folder} does not exist"
                 )
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                      "check_same_thread": False}
+            kwargs["connect_args"] = {
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "check_same_thread": False,
+            }
         else:
             kwargs["pool_pre_ping"] = True
             if pool_size is not None:
@@ -112,7 +114,9 @@ class Database:
     def unavailable(self, exc: BaseException) -> DatabaseError:
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()
         first = detail[0] if detail else exc.__class__.__name__
-        return DatabaseError(f"database unreachable at RACE_DATABASE_URL={self.describe()}: {first}")
+        return DatabaseError(
+            f"database unreachable at RACE_DATABASE_URL={self.describe()}: {first}"
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -31,7 +31,7 @@ from race.store.tables import (
 )
 
 
-class ConcurrentUpdate(RuntimeError):  # noqa: N818 - names the situation
+class ConcurrentUpdate(RuntimeError):
     """Another writer moved a portfolio first; the caller reloads and skips or retries."""
 
 
@@ -112,6 +112,25 @@ def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, Po
         for pid, state in by_portfolio.items():
             state.portfolio = Portfolio(cash=state.portfolio.cash, positions=positions[pid])
     return states
+
+
+def spent_today(
+    session: Session, cycle_time: datetime, agent_ids: Sequence[int] | None = None
+) -> dict[int, Decimal]:
+    """Per agent, the summed ``cost_usd`` of its decisions earlier in ``cycle_time``'s UTC day."""
+    day_start = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
+    query = (
+        select(DecisionRow.agent_id, func.sum(DecisionRow.cost_usd))
+        .where(
+            DecisionRow.cycle_time >= day_start,
+            DecisionRow.cycle_time < cycle_time,
+            DecisionRow.cost_usd.is_not(None),
+        )
+        .group_by(DecisionRow.agent_id)
+    )
+    if agent_ids is not None:
+        query = query.where(DecisionRow.agent_id.in_(list(agent_ids)))
+    return {agent_id: total or ZERO for agent_id, total in session.execute(query)}
 
 
 def decided_agents(session: Session, cycle_time: datetime) -> set[int]:
@@ -236,7 +255,9 @@ def _decision_row(agent_id: int, step: StepResult) -> dict[str, Any]:
     }
 
 
-def _snapshot_row(agent_id: int, portfolio_id: int, point: EquityPoint, source: str) -> dict[str, Any]:
+def _snapshot_row(
+    agent_id: int, portfolio_id: int, point: EquityPoint, source: str
+) -> dict[str, Any]:
     return {
         "agent_id": agent_id,
         "portfolio_id": portfolio_id,
@@ -257,7 +278,9 @@ class AgentBatch:
     steps: list[StepResult] = field(default_factory=list)
 
 
-def write_batches(session: Session, batches: Sequence[AgentBatch], assets: Mapping[str, int]) -> None:
+def write_batches(
+    session: Session, batches: Sequence[AgentBatch], assets: Mapping[str, int]
+) -> None:
     """Persist steps atomically with the caller's transaction: decisions, trades, equity
     snapshots, the portfolios (compare-and-set on their version), positions and stats.
     Raises :class:`ConcurrentUpdate` if a portfolio moved underneath; the caller rolls back.
@@ -359,9 +382,7 @@ def _insert_snapshots(session: Session, rows: list[dict[str, Any]]) -> None:
         session.execute(insert(EquitySnapshotRow), rows)
 
 
-def write_marks(
-    session: Session, marks: Sequence[tuple[PortfolioState, EquityPoint]]
-) -> int:
+def write_marks(session: Session, marks: Sequence[tuple[PortfolioState, EquityPoint]]) -> int:
     """Mark-to-market snapshots; one per agent and time (existing ones are kept)."""
     written = 0
     for state, point in marks:
@@ -375,7 +396,9 @@ def write_marks(
         )
         if exists:
             continue
-        _insert_snapshots(session, [_snapshot_row(state.agent_id, state.portfolio_id, point, "mark")])
+        _insert_snapshots(
+            session, [_snapshot_row(state.agent_id, state.portfolio_id, point, "mark")]
+        )
         update_stats(session, state.agent_id, [point])
         written += 1
     return written
@@ -476,4 +499,3 @@ def latest_snapshot_times(session: Session, agent_ids: Sequence[int]) -> dict[in
         )
     )
     return {agent_id: last for agent_id, last in rows}
-
