@@ -54,6 +54,8 @@ class MarketView:
     as_of: datetime
     candles: Mapping[str, Sequence[Candle]]
     max_price_age: timedelta | None = None
+    close_floats: Mapping[str, list[float]] | None = None
+    """Closes as floats, when the caller already has them (a replay's candle tape)."""
 
     @cached_property
     def prices(self) -> dict[str, Decimal]:
@@ -74,7 +76,9 @@ class MarketView:
         return {symbol: series[-1].close for symbol, series in self.candles.items() if series}
 
     @cached_property
-    def _closes(self) -> dict[str, list[float]]:
+    def _closes(self) -> Mapping[str, list[float]]:
+        if self.close_floats is not None:
+            return self.close_floats
         return {symbol: [float(c.close) for c in series] for symbol, series in self.candles.items()}
 
     def closes(self, symbol: str) -> list[float]:
@@ -120,7 +124,9 @@ class Portfolio:
         return quantize(total)
 
     def equity(self, marks: Mapping[str, Decimal]) -> Decimal:
-        return quantize(self.cash + self.positions_value(marks))
+        """Cash plus the positions marked at ``marks``: ``total = cash + positions`` exactly,
+        the positions' value rounded once to the fixed scale."""
+        return quantize(self.cash) + self.positions_value(marks)
 
     def unrealized_pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
         cost = sum((p.cost_basis for p in self.positions.values()), ZERO)

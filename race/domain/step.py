@@ -13,7 +13,7 @@ from typing import Any
 
 from race.domain.agent import AgentAnswer, AgentContext
 from race.domain.model import Action, Fill, MarketView, Portfolio, RiskNote
-from race.domain.money import quantize
+from race.domain.money import ZERO, quantize
 from race.domain.parsing import parse_orders
 from race.domain.regime import UNKNOWN, detect_regime
 from race.domain.risk import apply_risk_rules
@@ -104,13 +104,19 @@ class ViewSummary:
 
 def equity_point(time: datetime, portfolio: Portfolio, view: MarketView) -> EquityPoint:
     marks = view.marks
-    positions_value = portfolio.positions_value(marks)
+    positions_value = ZERO
+    cost = ZERO
+    for symbol, position in portfolio.positions.items():
+        price = marks.get(symbol)
+        positions_value += position.cost_basis if price is None else position.quantity * price
+        cost += position.cost_basis
+    positions_value = quantize(positions_value)
     return EquityPoint(
         time=time,
-        total_value=quantize(portfolio.cash + positions_value),
+        total_value=quantize(portfolio.cash) + positions_value,
         cash_value=quantize(portfolio.cash),
         positions_value=positions_value,
-        unrealized_pnl=portfolio.unrealized_pnl(marks),
+        unrealized_pnl=quantize(positions_value - cost),
     )
 
 
@@ -146,13 +152,13 @@ def judge(
     summary = summary or ViewSummary(
         view, context.allowed_assets[0] if context.allowed_assets else None
     )
-    before = context.portfolio.equity(view.marks)
+    before = context.equity
     answer = answer or AgentAnswer()
     fallback_reason = failure or answer.fallback_reason
     notes: list[RiskNote] = []
     fills: tuple[Fill, ...] = ()
     portfolio = context.portfolio
-    if fallback_reason is None:
+    if fallback_reason is None and answer.orders:
         try:
             parsed, dropped = parse_orders(answer.orders, context.allowed_assets, context.limits)
         except Exception as exc:

@@ -129,7 +129,7 @@ class Database:
                 raise self.unavailable(exc) from exc
             raise
         finally:
-            session.rollback()
+            # close() ends the transaction without committing; loaded objects stay readable.
             session.close()
 
     @contextmanager

@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from race.domain.money import SCALE, quantize
+from race.domain.money import QUANTUM, SCALE, quantize
 
-_FACTOR = Decimal(10) ** SCALE
 _MAX_SQLITE = 2**63 - 1
 
 
@@ -41,13 +40,28 @@ class Fixed(TypeDecorator[Decimal]):
                 raise TypeError(f"money/quantity columns take Decimal, got {type(value).__name__}")
         if not value.is_finite():
             raise ValueError(f"cannot store non-finite {value}")
-        value = quantize(value)
+        value = value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
         if dialect.name == "sqlite":
-            scaled = int(value * _FACTOR)
+            scaled = int(value.scaleb(SCALE))
             if abs(scaled) > _MAX_SQLITE:
                 raise ValueError(f"{value} is out of range for a fixed-scale column")
             return scaled
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        # The hot path of every replay: a direct closure instead of the generic wrapper.
+        slow = self.process_bind_param
+
+        def process(value: Any) -> Any:
+            if type(value) is Decimal and value.is_finite():
+                scaled = int(value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(SCALE))
+                if -_MAX_SQLITE <= scaled <= _MAX_SQLITE:
+                    return scaled
+            return slow(value, dialect)
+
+        return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:

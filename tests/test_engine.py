@@ -1,0 +1,498 @@
+"""The engine: exactly once, same view, no look-ahead, HOLD fallbacks, replay determinism."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from agents.registry import AgentServices, build_agent
+from race.bootstrap import bootstrap
+from race.domain.agent import AgentAnswer, AgentContext
+from race.domain.model import Provider
+from race.store.tables import (
+    AgentStatsRow,
+    CycleRow,
+    DecisionRow,
+    EquitySnapshotRow,
+    JobRow,
+    PortfolioRow,
+    TradeRow,
+)
+from tests.digest import digest, table_rows
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    make_candles,
+    seed_agent,
+    seed_assets,
+    seed_baselines,
+    wave_prices,
+)
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seed_market(app, n=200):
+    seed_assets(app)
+    insert_candles(app, make_candles("BTC", START, wave_prices(n, base=40000.0)))
+    insert_candles(app, make_candles("ETH", START, wave_prices(n, base=2000.0, period=25)))
+
+
+def count(app, table, *where):
+    with app.db.read() as session:
+        return session.scalar(select(func.count()).select_from(table).where(*where))
+
+
+class Scripted:
+    """A test agent: answers from a function of the context, remembers what it saw."""
+
+    def __init__(self, fn, in_process=False):
+        self.fn = fn
+        self.seen: list[AgentContext] = []
+        self.in_process = in_process
+
+    async def decide(self, context):
+        self.seen.append(context)
+        result = self.fn(context)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+
+def app_with(database_url, clock, scripted: dict[str, Scripted], **overrides):
+    """An app whose agents named in ``scripted`` are test agents; others are built normally."""
+    settings_overrides = {"RACE_DATABASE_URL": database_url, **overrides}
+    holder = {}
+
+    def builder(spec):
+        if spec.name in scripted:
+            return scripted[spec.name]
+        return build_agent(spec, holder["services"])
+
+    application = bootstrap(overrides=settings_overrides, clock=clock, agent_builder=builder)
+    holder["services"] = AgentServices(settings=application.settings, clock=clock)
+    return application
+
+
+# ------------------------------------------------------------------ exactly once
+
+
+def test_same_cycle_twice_leaves_one_decision_per_agent(app):
+    seed_market(app)
+    agents = seed_baselines(app)
+    cycle_time = START + 120 * HOUR
+    first = asyncio.run(app.engine.run_cycle(cycle_time))
+    second = asyncio.run(app.engine.run_cycle(cycle_time))
+    assert first.decided == len(agents)
+    assert second.decided == 0
+    assert set(second.skipped) == set(agents.values())
+    assert count(app, DecisionRow) == len(agents)
+    with app.db.read() as session:
+        cycle = session.get(CycleRow, cycle_time)
+    assert cycle.status == "completed"
+    assert cycle.decisions == len(agents)
+    assert cycle.trades == count(app, TradeRow)
+
+
+def test_same_cycle_from_threads_at_once(app, database_url, clock):
+    seed_market(app)
+    agents = seed_baselines(app)
+    cycle_time = START + 130 * HOUR
+    apps = [bootstrap(overrides={"RACE_DATABASE_URL": database_url}, clock=clock) for _ in range(4)]
+    barrier = threading.Barrier(len(apps))
+    reports = []
+
+    def worker(application):
+        barrier.wait()
+        reports.append(asyncio.run(application.engine.run_cycle(cycle_time)))
+
+    threads = [threading.Thread(target=worker, args=(a,)) for a in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for application in apps:
+        application.close()
+    assert sum(r.decided for r in reports) == len(agents)
+    assert count(app, DecisionRow) == len(agents)
+    assert count(app, EquitySnapshotRow) == len(agents)
+    # Portfolios match the one decision each agent has.
+    with app.db.read() as session:
+        for agent_id in agents.values():
+            portfolio = session.scalar(
+                select(PortfolioRow).where(PortfolioRow.agent_id == agent_id)
+            )
+            decision = session.scalar(select(DecisionRow).where(DecisionRow.agent_id == agent_id))
+            snapshot = session.scalar(
+                select(EquitySnapshotRow).where(EquitySnapshotRow.agent_id == agent_id)
+            )
+            assert portfolio.version == 1
+            assert portfolio.as_of == cycle_time
+            assert snapshot.cash_value == portfolio.cash
+            assert decision.value_after == snapshot.total_value
+
+
+def test_same_cycle_from_processes_at_once(app, database_url):
+    seed_market(app)
+    agents = seed_baselines(app)
+    at = (START + 140 * HOUR).isoformat()
+    env = {**os.environ, "RACE_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "race", "cycle", "--at", at, "--json"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err.decode()
+    assert count(app, DecisionRow) == len(agents)
+    assert count(app, EquitySnapshotRow) == len(agents)
+    with app.db.read() as session:
+        versions = session.scalars(select(PortfolioRow.version)).all()
+    assert versions == [1] * len(agents)
+
+
+def test_agent_already_past_t_is_skipped(app):
+    seed_market(app)
+    seed_baselines(app, ["cash"])
+    asyncio.run(app.engine.run_cycle(START + 150 * HOUR))
+    earlier = asyncio.run(app.engine.run_cycle(START + 140 * HOUR))
+    assert earlier.decided == 0
+    assert "portfolio already at" in next(iter(earlier.skipped.values()))
+
+
+# ------------------------------------------------------------------ same view, no look-ahead
+
+
+def test_every_agent_sees_the_same_view_and_nothing_after_t(database_url, clock):
+    spies = {
+        "spy-a": Scripted(lambda c: AgentAnswer.hold("watching")),
+        "spy-b": Scripted(lambda c: AgentAnswer.hold("watching")),
+    }
+    application = app_with(database_url, clock, spies)
+    seed_market(application, n=100)
+    for name in spies:
+        seed_agent(application, name, Provider.MOCK, "cash")
+    cycle_time = START + 60 * HOUR
+    # A planted candle after T with an absurd price must never reach an agent or a price.
+    insert_candles(application, make_candles("BTC", START + 200 * HOUR, [D("999999")]))
+    asyncio.run(application.engine.run_cycle(cycle_time))
+    views = [spy.seen[0].market for spy in spies.values()]
+    assert views[0] is views[1]
+    for symbol, series in views[0].candles.items():
+        assert len(series) == 50
+        assert all(c.close_time <= cycle_time for c in series), symbol
+        assert series[-1].close_time == cycle_time
+    assert views[0].prices["BTC"] != D("999999")
+    application.close()
+
+
+def test_trades_execute_at_the_price_at_t_even_with_later_candles(database_url, clock):
+    buyer = Scripted(
+        lambda c: AgentAnswer(
+            orders=[{"asset": "ETH", "side": "BUY", "quantity": 1}], reasoning="buy one"
+        )
+    )
+    application = app_with(database_url, clock, {"buyer": buyer})
+    seed_market(application, n=100)
+    seed_agent(application, "buyer")
+    cycle_time = START + 70 * HOUR
+    insert_candles(application, make_candles("ETH", START + 300 * HOUR, [D("123456")]))
+    asyncio.run(application.engine.run_cycle(cycle_time))
+    expected = buyer.seen[0].market.candles["ETH"][-1].close
+    with application.db.read() as session:
+        trade = session.scalar(select(TradeRow))
+    assert trade.reference_price == expected
+    assert trade.price == (expected * D("1.0005")).quantize(D("0.00000001"))
+    application.close()
+
+
+# ------------------------------------------------------------------ HOLD fallbacks
+
+
+def test_failures_become_recorded_holds_and_the_cycle_completes(database_url, clock):
+    async def slow(_):
+        await asyncio.sleep(5)
+        return AgentAnswer.hold("too late")
+
+    def boom(_):
+        raise RuntimeError("provider exploded")
+
+    scripted = {
+        "raises": Scripted(boom),
+        "slow": Scripted(slow),
+        "garbage": Scripted(lambda c: {"orders": "all in"}),
+        "bad-orders": Scripted(
+            lambda c: AgentAnswer(
+                orders=[
+                    {"asset": "DOGE", "side": "BUY", "quantity": 1},
+                    {"asset": "ETH", "side": "HODL", "quantity": 1},
+                    {"asset": "ETH", "side": "BUY", "quantity": "NaN"},
+                    {"asset": "ETH", "side": "BUY", "quantity": -3},
+                    {"asset": "ETH", "side": "SELL", "quantity": 1},
+                    {"asset": "ETH", "side": "BUY", "quantity": 1},
+                ],
+                reasoning="mixed bag",
+            )
+        ),
+        "self-fallback": Scripted(lambda c: AgentAnswer.fallback("budget exhausted")),
+    }
+    application = app_with(database_url, clock, scripted, RACE_AGENT_TIMEOUT_SECONDS="0.3")
+    seed_market(application, n=100)
+    ids = {name: seed_agent(application, name) for name in scripted}
+    ids["broken-config"] = seed_agent(application, "broken-config", Provider.MOCK, "no_such")
+    ids["cash"] = seed_agent(application, "cash", Provider.MOCK, "cash")
+    report = asyncio.run(application.engine.run_cycle(START + 80 * HOUR))
+    assert report.status == "completed"
+    assert report.decided == len(ids)
+    with application.db.read() as session:
+        rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
+    by_name = {name: rows[agent_id] for name, agent_id in ids.items()}
+    assert "RuntimeError: provider exploded" in by_name["raises"].fallback_reason
+    assert "timed out" in by_name["slow"].fallback_reason
+    assert "not an AgentAnswer" in by_name["garbage"].fallback_reason
+    assert by_name["self-fallback"].fallback_reason == "budget exhausted"
+    assert "cannot be built" in by_name["broken-config"].fallback_reason
+    for name in ("raises", "slow", "garbage", "self-fallback", "broken-config"):
+        row = by_name[name]
+        assert row.fallback is True
+        assert row.action == "HOLD"
+        assert row.rationale.startswith("HOLD (fallback)")
+        assert row.was_validated is False
+    mixed = by_name["bad-orders"]
+    assert mixed.fallback is False
+    assert mixed.action == "BUY" and mixed.asset_symbol == "ETH" and mixed.quantity == D(1)
+    assert [e["code"] for e in mixed.validation_errors] == [
+        "unknown_asset",
+        "bad_side",
+        "bad_quantity",
+        "non_positive_quantity",
+        "no_position",
+    ]
+    assert mixed.was_validated is False
+    assert by_name["cash"].fallback is False and by_name["cash"].was_validated is True
+    application.close()
+
+
+def test_answers_are_audited(database_url, clock):
+    answer = AgentAnswer(
+        orders=[{"asset": "BTC", "side": "BUY", "quantity": "0.1"}],
+        reasoning="momentum",
+        cited_rules=["R1", "R2"],
+        raw_output='{"x": 1}',
+        prompt="the prompt",
+        model="llama-x",
+        latency_ms=321,
+        prompt_tokens=900,
+        completion_tokens=80,
+        cost_usd=D("0.00123"),
+        regime="BULLISH",
+        confidence=0.7,
+        details={"votes": [1, 2]},
+    )
+    application = app_with(database_url, clock, {"llm": Scripted(lambda c: answer)})
+    seed_market(application, n=100)
+    seed_agent(application, "llm", Provider.LLAMA, "llama-x")
+    asyncio.run(application.engine.run_cycle(START + 90 * HOUR))
+    with application.db.read() as session:
+        row = session.scalar(select(DecisionRow))
+        trade = session.scalar(select(TradeRow))
+    assert (row.raw_output, row.prompt, row.model) == ('{"x": 1}', "the prompt", "llama-x")
+    assert (row.latency_ms, row.prompt_tokens, row.completion_tokens) == (321, 900, 80)
+    assert row.cost_usd == D("0.00123")
+    assert row.cited_rules == ["R1", "R2"]
+    assert row.regime == "BULLISH"
+    assert row.details == {"votes": [1, 2]}
+    assert row.proposed_orders == [{"asset": "BTC", "side": "BUY", "quantity": "0.1"}]
+    assert row.market_conditions["prices"]["BTC"]
+    assert trade.decision_id == row.id
+    assert row.value_before - row.value_after == trade.fee + trade.slippage_cost
+    application.close()
+
+
+def test_spent_today_is_given_to_agents_and_resets_at_midnight(database_url, clock):
+    spender = Scripted(lambda c: AgentAnswer.hold("thinking", cost_usd=D("0.25")))
+    application = app_with(database_url, clock, {"spender": spender})
+    seed_market(application, n=100)
+    seed_agent(application, "spender", Provider.LLAMA, "m")
+    day2 = START + 48 * HOUR
+    for t in (day2 - 2 * HOUR, day2 - HOUR, day2, day2 + HOUR):
+        asyncio.run(application.engine.run_cycle(t))
+    assert [c.spent_today_usd for c in spender.seen] == [D(0), D("0.25"), D(0), D("0.25")]
+    application.close()
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def test_snapshot_marks_to_market_once(app):
+    seed_market(app)
+    seed_baselines(app, ["buy_and_hold", "cash"])
+    asyncio.run(app.engine.run_cycle(START + 100 * HOUR))
+    assert app.engine.snapshot(START + 101 * HOUR) == 2
+    assert app.engine.snapshot(START + 101 * HOUR) == 0
+    assert app.engine.snapshot(START + 99 * HOUR) == 0  # before the portfolios' last step
+    assert count(app, EquitySnapshotRow) == 4
+    with app.db.read() as session:
+        marks = session.scalars(
+            select(EquitySnapshotRow).where(EquitySnapshotRow.source == "mark")
+        ).all()
+    for mark in marks:
+        assert mark.total_value == mark.cash_value + mark.positions_value
+
+
+# ------------------------------------------------------------------ backfill
+
+
+def test_backfill_replays_every_time_and_resumes(app):
+    seed_market(app)
+    agents = seed_baselines(app)
+    start, end = START + 60 * HOUR, START + 150 * HOUR
+    report = asyncio.run(app.engine.backfill(start, end, HOUR))
+    assert report.finished and report.total_cycles == 91
+    assert report.decisions == 91 * len(agents)
+    assert count(app, DecisionRow) == 91 * len(agents)
+    again = asyncio.run(app.engine.backfill(start, end, HOUR))
+    assert again.decisions == 0 and again.finished
+    with app.db.read() as session:
+        job = session.scalar(select(JobRow))
+        cycles = session.scalar(select(func.count()).select_from(CycleRow))
+    assert (job.status, job.done, job.total) == ("completed", 91, 91)
+    assert cycles == 91
+
+
+def _fresh_app(tmp_path: Path, name: str, sqlite_template, clock):
+    import shutil
+
+    target = tmp_path / name
+    shutil.copy(sqlite_template, target)
+    application = bootstrap(overrides={"RACE_DATABASE_URL": f"sqlite:///{target}"}, clock=clock)
+    seed_market(application)
+    seed_baselines(application)
+    return application
+
+
+def test_replays_are_identical_row_for_row(tmp_path, sqlite_template, clock):
+    first = _fresh_app(tmp_path, "a.db", sqlite_template, clock)
+    second = _fresh_app(tmp_path, "b.db", sqlite_template, clock)
+    for application in (first, second):
+        asyncio.run(application.engine.backfill(START + 55 * HOUR, START + 190 * HOUR, HOUR))
+    assert table_rows(first.db)["trades"], "the replay should trade"
+    assert digest(first.db) == digest(second.db)
+
+
+def test_interrupted_backfill_resumes_to_the_same_rows(tmp_path, sqlite_template, clock):
+    whole = _fresh_app(tmp_path, "whole.db", sqlite_template, clock)
+    asyncio.run(whole.engine.backfill(START + 55 * HOUR, START + 190 * HOUR, HOUR))
+    broken = _fresh_app(tmp_path, "broken.db", sqlite_template, clock)
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def interrupt(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        asyncio.run(
+            broken.engine.backfill(
+                START + 55 * HOUR, START + 190 * HOUR, HOUR, on_progress=interrupt, chunk_cycles=17
+            )
+        )
+    assert 0 < count(broken, DecisionRow) < count(whole, DecisionRow)
+    resumed = asyncio.run(
+        broken.engine.backfill(START + 55 * HOUR, START + 190 * HOUR, HOUR, chunk_cycles=29)
+    )
+    assert resumed.finished
+    assert digest(broken.db) == digest(whole.db)
+
+
+def test_backfill_and_live_cycles_write_the_same_rows(tmp_path, sqlite_template, clock):
+    replayed = _fresh_app(tmp_path, "replay.db", sqlite_template, clock)
+    live = _fresh_app(tmp_path, "live.db", sqlite_template, clock)
+    start, end = START + 60 * HOUR, START + 100 * HOUR
+    asyncio.run(replayed.engine.backfill(start, end, HOUR))
+    t = start
+    while t <= end:
+        asyncio.run(live.engine.run_cycle(t))
+        t += HOUR
+    assert digest(replayed.db) == digest(live.db)
+
+
+def test_backfill_range_validation(app):
+    with pytest.raises(ValueError, match="before start"):
+        asyncio.run(app.engine.backfill(START + HOUR, START, HOUR))
+
+
+def test_backfill_with_io_agents_runs_them_concurrently(database_url, clock):
+    async def think(context):
+        await asyncio.sleep(0.05)
+        return AgentAnswer.hold("thought")
+
+    scripted = {f"llm-{i}": Scripted(think) for i in range(6)}
+    application = app_with(database_url, clock, scripted)
+    seed_market(application, n=100)
+    for name in scripted:
+        seed_agent(application, name, Provider.LLAMA, "m")
+    started = asyncio.get_event_loop_policy().new_event_loop()
+    try:
+        import time
+
+        t0 = time.perf_counter()
+        report = started.run_until_complete(
+            application.engine.backfill(START + 60 * HOUR, START + 63 * HOUR, HOUR)
+        )
+        elapsed = time.perf_counter() - t0
+    finally:
+        started.close()
+    assert report.decisions == 4 * 6
+    assert elapsed < 4 * 6 * 0.05  # the six agents of a cycle ran side by side
+    application.close()
+
+
+def test_a_decision_replaces_a_mark_taken_at_the_same_time(app):
+    seed_market(app)
+    agents = seed_baselines(app, ["buy_and_hold"])
+    t = START + 100 * HOUR
+    asyncio.run(app.engine.run_cycle(t - HOUR))
+    assert app.engine.snapshot(t) == 1
+    report = asyncio.run(app.engine.run_cycle(t))
+    assert report.decided == 1
+    with app.db.read() as session:
+        rows = session.scalars(
+            select(EquitySnapshotRow).where(EquitySnapshotRow.captured_at == t)
+        ).all()
+        decision = session.scalar(select(DecisionRow).where(DecisionRow.cycle_time == t))
+        stats = session.get(AgentStatsRow, agents["buy_and_hold"])
+    assert [r.source for r in rows] == ["cycle"]
+    assert rows[0].total_value == decision.value_after
+    assert stats.snapshot_count == 2
+    assert stats.current_value == decision.value_after
+
+
+def test_timestamps_are_utc_aware_on_read(app):
+    seed_market(app)
+    seed_baselines(app, ["cash"])
+    asyncio.run(app.engine.run_cycle(START + timedelta(hours=100)))
+    with app.db.read() as session:
+        row = session.scalar(select(DecisionRow))
+    assert row.cycle_time.tzinfo is not None
+    assert row.cycle_time == START + timedelta(hours=100)

@@ -1,0 +1,112 @@
+"""Money comes back exactly and time comes back UTC-aware, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from race.store.database import Database, DatabaseError
+from race.store.tables import CandleRow
+from tests.factories import seed_assets
+
+T = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+def _store(app, asset_id, value, when=T):
+    with app.db.write() as session:
+        session.add(
+            CandleRow(
+                asset_id=asset_id,
+                close_time=when,
+                open=value,
+                high=value,
+                low=value,
+                close=value,
+                volume=None,
+                interval_seconds=3600,
+                source="t",
+            )
+        )
+    with app.db.read() as session:
+        return session.scalar(select(CandleRow).where(CandleRow.close_time == when))
+
+
+@pytest.mark.parametrize(
+    "value", ["0.00000001", "12345678901.12345678", "-3.5", "0", "42000.1", "0.1"]
+)
+def test_fixed_scale_round_trip_is_exact(app, value):
+    ids = seed_assets(app)
+    row = _store(app, ids["BTC"], D(value))
+    assert row.close == D(value)
+    assert isinstance(row.close, D)
+    assert row.volume is None
+
+
+def test_values_are_rounded_half_even_to_eight_places(app):
+    ids = seed_assets(app)
+    row = _store(app, ids["BTC"], D("1.000000005"))
+    assert row.close == D("1.00000000")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.decimals(min_value=D("-1e10"), max_value=D("1e10"), places=8))
+def test_any_eight_place_value_round_trips(sqlite_app, value):
+    ids = seed_assets(sqlite_app)
+    when = T + timedelta(seconds=abs(hash(value)) % 10_000_000)
+    with sqlite_app.db.write() as session:
+        session.merge(
+            CandleRow(
+                id=1,
+                asset_id=ids["BTC"],
+                close_time=when,
+                open=value,
+                high=value,
+                low=value,
+                close=value,
+                volume=value,
+                interval_seconds=60,
+                source="t",
+            )
+        )
+    with sqlite_app.db.read() as session:
+        row = session.get(CandleRow, 1)
+    assert row.close == value and row.volume == value
+
+
+def test_floats_and_naive_datetimes_are_refused(app):
+    ids = seed_assets(app)
+    with pytest.raises(Exception, match="Decimal"):
+        _store(app, ids["BTC"], 1.5)
+    with pytest.raises(Exception, match="naive"):
+        _store(app, ids["BTC"], D(1), when=datetime(2024, 1, 1))
+
+
+def test_other_offsets_are_converted_to_utc(app):
+    ids = seed_assets(app)
+    paris = timezone(timedelta(hours=1))
+    row = _store(app, ids["BTC"], D(1), when=datetime(2024, 3, 1, 13, tzinfo=paris))
+    assert row.close_time == T
+    assert row.close_time.utcoffset() == timedelta(0)
+
+
+def test_bad_urls_name_the_setting(tmp_path):
+    with pytest.raises(DatabaseError, match="RACE_DATABASE_URL"):
+        Database("not a url")
+    with pytest.raises(DatabaseError, match=r"RACE_DATABASE_URL.*does not exist"):
+        Database(f"sqlite:///{tmp_path}/missing/dir/race.db")
+    with pytest.raises(DatabaseError, match="in-memory"):
+        Database("sqlite://")
+    db = Database(f"sqlite:///{tmp_path}/new.db")
+    with pytest.raises(DatabaseError, match="no race schema yet"):
+        db.require_schema()
+    unreachable = Database("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError, match="RACE_DATABASE_URL") as info:
+        unreachable.ping()
+    assert "hunter2" not in str(info.value)
