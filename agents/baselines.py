@@ -52,13 +52,20 @@ def rsi(values: list[float], period: int = 14) -> float | None:
     gains = losses = 0.0
     for i in range(1, period + 1):
         change = values[i] - values[i - 1]
-        gains += max(change, 0.0)
-        losses += max(-change, 0.0)
+        if change > 0:
+            gains += change
+        else:
+            losses -= change
     avg_gain, avg_loss = gains / period, losses / period
+    keep = (period - 1) / period
     for i in range(period + 1, len(values)):
         change = values[i] - values[i - 1]
-        avg_gain = (avg_gain * (period - 1) + max(change, 0.0)) / period
-        avg_loss = (avg_loss * (period - 1) + max(-change, 0.0)) / period
+        if change > 0:
+            avg_gain = avg_gain * keep + change / period
+            avg_loss = avg_loss * keep
+        else:
+            avg_gain = avg_gain * keep
+            avg_loss = avg_loss * keep - change / period
     if avg_loss == 0:
         return 100.0 if avg_gain > 0 else 50.0
     return 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,7 @@ from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.settings import Settings
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
+from race.store.retry import with_db_retry
 from race.store.tables import CycleRow, DecisionRow, JobRow, TradeRow
 
 log = logging.getLogger("race.engine")
@@ -117,17 +118,7 @@ class RaceEngine:
     # ----------------------------------------------------------------- agents
 
     def _secrets(self) -> list[str]:
-        s = self.settings
-        return [
-            v.get_secret_value()
-            for v in (
-                s.admin_key,
-                s.llama_api_key,
-                s.coingecko_api_key,
-                s.applicationinsights_connection_string,
-            )
-            if v is not None
-        ]
+        return self.settings.secret_values()
 
     def agent_for(self, spec: AgentSpec) -> Agent | str:
         """The built agent, or why it could not be built (cached per spec)."""
@@ -294,9 +285,16 @@ class RaceEngine:
         return report
 
     def _persist(self, state: repo.PortfolioState, step: StepResult, assets: dict[str, int]) -> str:
-        try:
+        def write() -> None:
             with self.db.write() as session:
-                repo.write_batches(session, [repo.AgentBatch(state, [step])], assets)
+                repo.write_batches(session, [repo.AgentBatch(replace(state), [step])], assets)
+            # The batch state is a copy: only a committed write moves the caller's state.
+            state.version += 1
+            state.as_of = step.decision.cycle_time
+            state.portfolio = step.portfolio
+
+        try:
+            with_db_retry(write, what=f"agent {state.agent_id} step")
         except repo.ConcurrentUpdate:
             return "another run already moved this portfolio (duplicate run)"
         except IntegrityError:
@@ -373,8 +371,8 @@ class RaceEngine:
         *,
         on_progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
-        chunk_cycles: int = 500,
-        chunk_seconds: float = 5.0,
+        chunk_cycles: int | None = None,
+        chunk_seconds: float | None = None,
     ) -> BackfillReport:
         """Run the cycle at every ``interval`` in ``[start, end]`` over stored candles.
 
@@ -384,6 +382,8 @@ class RaceEngine:
         chunk that crosses it (for hosts with a time limit); call again to continue.
         """
         start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
+        chunk_cycles = chunk_cycles or self.settings.backfill_chunk_cycles
+        chunk_seconds = chunk_seconds or self.settings.backfill_chunk_seconds
         if end < start:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
         times = grid(start, end, interval)
@@ -470,16 +470,16 @@ class RaceEngine:
                     _time.perf_counter() - chunk_started >= chunk_seconds
                 ):
                     break
+
             try:
-                with self.db.write() as session:
-                    repo.write_batches(session, list(batches.values()), all_ids)
-                    self._write_cycles(session, cycles)
-                    job_row = session.get(JobRow, job)
-                    if job_row is not None:
-                        job_row.cursor = times[stop - 1]
-                        job_row.done = stop
-                        job_row.status = "completed" if stop >= len(times) else "running"
-                        job_row.updated_at = self.clock.now()
+                states.update(
+                    with_db_retry(
+                        lambda b=batches, c=cycles, s=stop: self._commit_chunk(
+                            job, b, c, times, s, all_ids
+                        ),
+                        what="backfill chunk",
+                    )
+                )
             except (repo.ConcurrentUpdate, IntegrityError) as exc:
                 report.retries += 1
                 if report.retries > 5:
@@ -506,6 +506,29 @@ class RaceEngine:
         if report.finished:
             self._update_job(job, "completed", None, len(times))
         return report
+
+    def _commit_chunk(
+        self,
+        job: int,
+        batches: dict[int, repo.AgentBatch],
+        cycles: list[tuple[datetime, int, int, int, int]],
+        times: Sequence[datetime],
+        stop: int,
+        all_ids: dict[str, int],
+    ) -> dict[int, repo.PortfolioState]:
+        """One chunk in one transaction, the job's cursor with it. Returns the portfolio
+        states as committed (the callers' copies move only when the commit succeeded)."""
+        pending = [repo.AgentBatch(replace(b.state), b.steps) for b in batches.values()]
+        with self.db.write() as session:
+            repo.write_batches(session, pending, all_ids)
+            self._write_cycles(session, cycles)
+            job_row = session.get(JobRow, job)
+            if job_row is not None:
+                job_row.cursor = times[stop - 1]
+                job_row.done = stop
+                job_row.status = "completed" if stop >= len(times) else "running"
+                job_row.updated_at = self.clock.now()
+        return {written.state.agent_id: written.state for written in pending}
 
     async def _decide_all(
         self,

@@ -28,12 +28,19 @@ def _csv(value: Any) -> Any:
     return value
 
 
+def _none_if_blank(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+        return None
+    return value
+
+
 def _interval(value: Any) -> Any:
     return parse_interval(value) if isinstance(value, str | timedelta) else value
 
 
 Interval = Annotated[timedelta, BeforeValidator(_interval)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_csv)]
+OptionalDecimal = Annotated[Decimal | None, BeforeValidator(_none_if_blank)]
 
 
 def _env(name: str, *, default: Any) -> Any:
@@ -63,6 +70,9 @@ class Settings(BaseSettings):
     context_candles: int = _env("RACE_CONTEXT_CANDLES", default=50)
     candle_interval: Interval = _env("RACE_CANDLE_INTERVAL", default=timedelta(hours=1))
     max_price_age: Interval = _env("RACE_MAX_PRICE_AGE", default=timedelta(hours=6))
+    backfill_chunk_cycles: int = _env("RACE_BACKFILL_CHUNK_CYCLES", default=500)
+    """A backfill commits after this many cycles (or the seconds below), cursor included."""
+    backfill_chunk_seconds: float = _env("RACE_BACKFILL_CHUNK_SECONDS", default=5.0)
     assets: CsvList = _env("RACE_ASSETS", default=["BTC:bitcoin", "ETH:ethereum"])
     """Seeded universe as SYMBOL:coingecko-id pairs; `python -m race assets` manages it."""
 
@@ -76,6 +86,51 @@ class Settings(BaseSettings):
     llama_base_url: str = _env("LLAMA_BASE_URL", default="https://api.groq.com/openai/v1")
     llama_api_key: SecretStr | None = _env("LLAMA_API_KEY", default=None)
     llama_model: str = _env("LLAMA_MODEL", default="llama-3.3-70b-versatile")
+    llama_calls_per_minute: float = _env("LLAMA_CALLS_PER_MINUTE", default=30.0)
+    llama_max_concurrency: int = _env("LLAMA_MAX_CONCURRENCY", default=8)
+    together_base_url: str = _env("TOGETHER_BASE_URL", default="https://api.together.xyz/v1")
+    together_api_key: SecretStr | None = _env("TOGETHER_API_KEY", default=None)
+    together_model: str = _env("TOGETHER_MODEL", default="meta-llama/Llama-3.3-70B-Instruct-Turbo")
+    together_calls_per_minute: float = _env("TOGETHER_CALLS_PER_MINUTE", default=60.0)
+    together_max_concurrency: int = _env("TOGETHER_MAX_CONCURRENCY", default=8)
+    openai_base_url: str = _env("OPENAI_BASE_URL", default="https://api.openai.com/v1")
+    openai_api_key: SecretStr | None = _env("OPENAI_API_KEY", default=None)
+    openai_model: str = _env("OPENAI_MODEL", default="gpt-4o-mini")
+    openai_calls_per_minute: float = _env("OPENAI_CALLS_PER_MINUTE", default=60.0)
+    openai_max_concurrency: int = _env("OPENAI_MAX_CONCURRENCY", default=8)
+    azure_openai_endpoint: str | None = _env("AZURE_OPENAI_ENDPOINT", default=None)
+    azure_openai_api_key: SecretStr | None = _env("AZURE_OPENAI_API_KEY", default=None)
+    azure_openai_api_version: str = _env("AZURE_OPENAI_API_VERSION", default="2024-10-21")
+    azure_openai_deployment: str | None = _env("AZURE_OPENAI_DEPLOYMENT", default=None)
+    azure_openai_calls_per_minute: float = _env("AZURE_OPENAI_CALLS_PER_MINUTE", default=60.0)
+    azure_openai_max_concurrency: int = _env("AZURE_OPENAI_MAX_CONCURRENCY", default=8)
+    llm_temperature: float = _env("LLM_TEMPERATURE", default=0.3)
+    llm_max_tokens: int = _env("LLM_MAX_TOKENS", default=500)
+    llm_timeout_seconds: float = _env("LLM_TIMEOUT_SECONDS", default=60.0)
+    llm_max_retries: int = _env("LLM_MAX_RETRIES", default=3)
+    llm_breaker_failures: int = _env("LLM_BREAKER_FAILURES", default=5)
+    llm_breaker_reset_seconds: float = _env("LLM_BREAKER_RESET_SECONDS", default=60.0)
+    llm_prompt_max_chars: int = _env("LLM_PROMPT_MAX_CHARS", default=16000)
+    llm_prompt_candles: int = _env("LLM_PROMPT_CANDLES", default=24)
+    llm_daily_budget_usd: OptionalDecimal = _env("LLM_DAILY_BUDGET_USD", default=Decimal("1"))
+    """Per agent and UTC day; an agent's ``daily_budget_usd`` param wins. ``none`` → no limit."""
+    llm_prices: CsvList = _env(
+        "LLM_PRICES",
+        default=[
+            "llama-3.3-70b-versatile=0.59/0.79",
+            "llama-3.1-8b-instant=0.05/0.08",
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo=0.88/0.88",
+            "gpt-4o-mini=0.15/0.60",
+            "gpt-4o=2.50/10.00",
+            "gpt-4.1-mini=0.40/1.60",
+        ],
+    )
+    """Price table, USD per million input/output tokens: ``model=input/output`` entries."""
+    remote_ml_url: str | None = _env("REMOTE_ML_URL", default=None)
+    remote_ml_api_key: SecretStr | None = _env("REMOTE_ML_API_KEY", default=None)
+    remote_ml_timeout_seconds: float = _env("REMOTE_ML_TIMEOUT_SECONDS", default=10.0)
+    ml_artifact_dir: str = _env("RACE_ML_ARTIFACT_DIR", default="artifacts/ml")
+    ml_max_artifact_age: Interval = _env("RACE_ML_MAX_ARTIFACT_AGE", default=timedelta(days=120))
 
     # Market data
     coingecko_plan: Literal["public", "demo", "pro"] | None = _env("COINGECKO_PLAN", default=None)
@@ -83,6 +138,14 @@ class Settings(BaseSettings):
     coingecko_base_url: str | None = _env("COINGECKO_BASE_URL", default=None)
     coingecko_calls_per_minute: float = _env("COINGECKO_CALLS_PER_MINUTE", default=25.0)
     coingecko_timeout_seconds: float = _env("COINGECKO_TIMEOUT_SECONDS", default=30.0)
+    coingecko_max_attempts: int = _env("COINGECKO_MAX_ATTEMPTS", default=4)
+    """Attempts per CoinGecko call (first try included) on 429, 5xx, timeouts, network."""
+    candle_max_move: Decimal = _env("RACE_CANDLE_MAX_MOVE", default=Decimal("0.5"))
+    """Implausible jump: largest |open or close / previous close − 1| between candles."""
+    candle_max_range: Decimal = _env("RACE_CANDLE_MAX_RANGE", default=Decimal("1.0"))
+    """Implausible candle: largest (high − low) / low."""
+    ingest_lookback: Interval = _env("RACE_INGEST_LOOKBACK", default=timedelta(days=7))
+    """How far back live ingestion starts for an asset with no stored candles yet."""
 
     # Telemetry
     applicationinsights_connection_string: SecretStr | None = _env(
@@ -115,6 +178,15 @@ class Settings(BaseSettings):
         if not value.is_finite() or not (0 <= value < 10_000):
             raise ValueError("must be between 0 and 10000 basis points")
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret's value, to scrub from logs and stored text."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
 
     @property
     def limits(self) -> RiskLimits:

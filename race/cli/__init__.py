@@ -11,7 +11,12 @@ from collections.abc import Sequence
 
 from race.store.database import DatabaseError
 
-COMMAND_MODULES = ("race.cli.core",)
+COMMAND_MODULES = (
+    "race.cli.core",
+    "race.cli.demo",
+    "race.cli.agents",
+    "race.cli.ml",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -364,14 +364,22 @@ def write_batches(
     # A mark-to-market taken at the same time as a decision gives way to the decision's own
     # snapshot (the portfolio after the step).
     for batch in batches:
-        times = [step.decision.cycle_time for step in batch.steps]
-        session.execute(
-            delete(EquitySnapshotRow).where(
-                EquitySnapshotRow.agent_id == batch.state.agent_id,
-                EquitySnapshotRow.source == "mark",
-                EquitySnapshotRow.captured_at.in_(times),
-            )
+        first, last = batch.steps[0].decision.cycle_time, batch.steps[-1].decision.cycle_time
+        marked = select(EquitySnapshotRow.captured_at).where(
+            EquitySnapshotRow.agent_id == batch.state.agent_id,
+            EquitySnapshotRow.source == "mark",
+            EquitySnapshotRow.captured_at >= first,
+            EquitySnapshotRow.captured_at <= last,
         )
+        clashes = set(session.scalars(marked)) & {s.decision.cycle_time for s in batch.steps}
+        if clashes:
+            session.execute(
+                delete(EquitySnapshotRow).where(
+                    EquitySnapshotRow.agent_id == batch.state.agent_id,
+                    EquitySnapshotRow.source == "mark",
+                    EquitySnapshotRow.captured_at.in_(sorted(clashes)),
+                )
+            )
     _insert_snapshots(session, snapshot_rows)
     portfolio_ids = [b.state.portfolio_id for b in batches]
     session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))

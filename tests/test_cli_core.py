@@ -1,0 +1,146 @@
+"""The core commands as a user runs them: db upgrade, cycle, backfill, snapshot, leaderboard."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from race.bootstrap import bootstrap
+from race.cli import main
+from race.store.tables import DecisionRow
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    make_candles,
+    seed_assets,
+    seed_baselines,
+    wave_prices,
+)
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def seeded(sqlite_url, monkeypatch, clock):
+    monkeypatch.setenv("RACE_DATABASE_URL", sqlite_url)
+    application = bootstrap(overrides={"RACE_DATABASE_URL": sqlite_url}, clock=clock)
+    seed_assets(application)
+    seed_baselines(application)
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(application, make_candles(symbol, START, wave_prices(200, base=base)))
+    yield application
+    application.close()
+
+
+def decisions(app):
+    with app.db.read() as session:
+        return session.scalar(select(func.count()).select_from(DecisionRow))
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert main(["db", "upgrade"]) == 0
+    assert "at revision" in capsys.readouterr().out
+    assert main(["db", "current"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["leaderboard"]) == 0  # empty but valid
+    assert "no agents yet" in capsys.readouterr().out
+
+
+def test_commands_on_a_missing_database_name_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}")
+    assert main(["leaderboard"]) == 2
+    assert "RACE_DATABASE_URL" in capsys.readouterr().err
+    monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert main(["cycle"]) == 2
+    assert "db upgrade" in capsys.readouterr().err
+
+
+def test_cycle_at_a_time_runs_once(seeded, capsys):
+    at = (START + 100 * HOUR + HOUR / 2).isoformat()  # floored to the candle interval
+    assert main(["cycle", "--at", at, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cycleTime"] == (START + 100 * HOUR).isoformat()
+    assert report["decided"] == 5
+    assert main(["cycle", "--at", at]) == 0
+    assert "0 decided" in capsys.readouterr().out
+    assert decisions(seeded) == 5
+
+
+def test_bad_time_argument_is_a_usage_error(seeded, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["cycle", "--at", "yesterday"])
+    assert info.value.code == 2
+    assert "not an ISO-8601" in capsys.readouterr().err
+
+
+def test_backfill_reports_and_resumes(seeded, capsys):
+    args = [
+        "backfill",
+        "--start",
+        (START + 60 * HOUR).isoformat(),
+        "--end",
+        (START + 100 * HOUR).isoformat(),
+        "--interval",
+        "1h",
+        "--json",
+    ]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["doneCycles"] == first["totalCycles"] == 41
+    assert first["decisions"] == 41 * 5
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["decisions"] == 0
+    assert main(["backfill", "--start", "2024-01-02", "--end", "2024-01-01"]) == 2
+    assert "before start" in capsys.readouterr().err
+    assert (
+        main(
+            ["backfill", "--start", "2024-01-01", "--end", "2024-01-02", "--interval", "fortnight"]
+        )
+        == 2
+    )
+    assert "interval" in capsys.readouterr().err
+
+
+def test_leaderboard_table_and_json(seeded, capsys):
+    main(
+        [
+            "backfill",
+            "--start",
+            (START + 60 * HOUR).isoformat(),
+            "--end",
+            (START + 150 * HOUR).isoformat(),
+        ]
+    )
+    capsys.readouterr()
+    assert main(["leaderboard"]) == 0
+    table = capsys.readouterr().out
+    for header in (
+        "Agent",
+        "Provider",
+        "Equity (USD)",
+        "Return %",
+        "Max DD %",
+        "Sharpe",
+        "Trades",
+        "Fees (USD)",
+    ):
+        assert header in table
+    assert main(["leaderboard", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    equities = [r["equity"] for r in rows]
+    assert equities == sorted(equities, reverse=True)
+    cash = next(r for r in rows if r["name"] == "Cash Keeper")
+    assert cash["equity"] == 100000.0
+    assert cash["trades"] == 0
+
+
+def test_snapshot_marks_at_the_newest_close(seeded, capsys):
+    main(["cycle", "--at", (START + 100 * HOUR).isoformat()])
+    capsys.readouterr()
+    assert main(["snapshot"]) == 0
+    assert "marked 5 portfolio(s)" in capsys.readouterr().out
