@@ -13,6 +13,7 @@ from race.domain.agent import Agent, AgentSpec
 from race.engine import AgentBuilder, RaceEngine
 from race.settings import Settings, load_settings
 from race.store.database import Database
+from race.telemetry import Telemetry, telemetry_from_settings
 
 
 @dataclass
@@ -22,8 +23,10 @@ class App:
     clock: Clock
     engine: RaceEngine
     services: AgentServices
+    telemetry: Telemetry
 
     def close(self) -> None:
+        self.telemetry.flush()
         self.db.dispose()
 
 
@@ -43,5 +46,10 @@ def bootstrap(
     def default_builder(spec: AgentSpec) -> Agent:
         return build_agent(spec, services)
 
-    engine = RaceEngine(db, settings, agent_builder or default_builder, clock=clock)
-    return App(settings=settings, db=db, clock=clock, engine=engine, services=services)
+    telemetry = telemetry_from_settings(settings)
+    engine = RaceEngine(
+        db, settings, agent_builder or default_builder, clock=clock, telemetry=telemetry
+    )
+    return App(
+        settings=settings, db=db, clock=clock, engine=engine, services=services, telemetry=telemetry
+    )

@@ -27,11 +27,13 @@ from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
+from race.logging_setup import log_context, new_correlation_id
 from race.settings import Settings
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
 from race.store.retry import with_db_retry
 from race.store.tables import CycleRow, DecisionRow, JobRow, TradeRow
+from race.telemetry import Telemetry
 
 log = logging.getLogger("race.engine")
 
@@ -108,10 +110,13 @@ class RaceEngine:
         build_agent: AgentBuilder,
         *,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.telemetry = telemetry or Telemetry()
+        self.health = repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold)
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
 
@@ -191,6 +196,29 @@ class RaceEngine:
     ) -> CycleReport:
         """One decision cycle at ``cycle_time`` (the scheduled time T, not the wall clock)."""
         cycle_time = ensure_utc(cycle_time, field="cycle time")
+        with (
+            log_context(
+                cycle_id=cycle_time.isoformat(),
+                trigger=trigger,
+                correlation_id=new_correlation_id(),
+            ),
+            self.telemetry.span("race.cycle", cycle_id=cycle_time.isoformat(), trigger=trigger),
+        ):
+            report = await self._run_cycle(cycle_time, trigger, agent_ids)
+        self.telemetry.record_cycle(
+            cycle_time=cycle_time,
+            trigger=trigger,
+            duration_s=report.duration_ms / 1000,
+            decided=report.decided,
+            fallbacks=report.fallbacks,
+            trades=report.trades,
+            status=report.status,
+        )
+        return report
+
+    async def _run_cycle(
+        self, cycle_time: datetime, trigger: str, agent_ids: Sequence[int] | None
+    ) -> CycleReport:
         started = _time.perf_counter()
         report = CycleReport(cycle_time=cycle_time)
         try:
@@ -229,6 +257,10 @@ class RaceEngine:
         semaphore = asyncio.Semaphore(max(1, self.settings.agent_concurrency))
 
         async def one(spec: AgentSpec, state: repo.PortfolioState) -> None:
+            with log_context(agent_id=spec.id, agent=spec.name, provider=spec.provider.value):
+                await step_one(spec, state)
+
+        async def step_one(spec: AgentSpec, state: repo.PortfolioState) -> None:
             context = self._context(
                 spec, state, view, cycle_time, symbols, spent.get(spec.id, ZERO)
             )
@@ -237,6 +269,7 @@ class RaceEngine:
             step = judge(context, answer, failure=failure, summary=summary)
             outcome = self._persist(state, step, all_ids)
             if outcome == "written":
+                self._record(spec, step)
                 report.decided += 1
                 report.fallbacks += int(step.decision.fallback)
                 report.trades += len(step.fills)
@@ -284,14 +317,32 @@ class RaceEngine:
         )
         return report
 
+    def _record(self, spec: AgentSpec, step: StepResult) -> None:
+        decision = step.decision
+        self.telemetry.record_decision(
+            agent_id=spec.id,
+            agent_name=spec.name,
+            provider=spec.provider.value,
+            model=decision.model,
+            latency_ms=decision.latency_ms,
+            fallback=decision.fallback,
+            fallback_reason=decision.fallback_reason,
+            prompt_tokens=decision.prompt_tokens,
+            completion_tokens=decision.completion_tokens,
+            cost_usd=decision.cost_usd,
+        )
+
     def _persist(self, state: repo.PortfolioState, step: StepResult, assets: dict[str, int]) -> str:
         def write() -> None:
             with self.db.write() as session:
-                repo.write_batches(session, [repo.AgentBatch(replace(state), [step])], assets)
+                flips = repo.write_batches(
+                    session, [repo.AgentBatch(replace(state), [step])], assets, self.health
+                )
             # The batch state is a copy: only a committed write moves the caller's state.
             state.version += 1
             state.as_of = step.decision.cycle_time
             state.portfolio = step.portfolio
+            self._log_health(flips)
 
         try:
             with_db_retry(write, what=f"agent {state.agent_id} step")
@@ -381,6 +432,21 @@ class RaceEngine:
         ends with exactly the rows of an uninterrupted one. ``max_seconds`` stops after the
         chunk that crosses it (for hosts with a time limit); call again to continue.
         """
+        with log_context(correlation_id=new_correlation_id(), trigger="backfill"):
+            return await self._backfill(
+                start, end, interval, on_progress, max_seconds, chunk_cycles, chunk_seconds
+            )
+
+    async def _backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        interval: timedelta,
+        on_progress: Callable[[int, int], None] | None,
+        max_seconds: float | None,
+        chunk_cycles: int | None,
+        chunk_seconds: float | None,
+    ) -> BackfillReport:
         start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
         chunk_cycles = chunk_cycles or self.settings.backfill_chunk_cycles
         chunk_seconds = chunk_seconds or self.settings.backfill_chunk_seconds
@@ -414,6 +480,7 @@ class RaceEngine:
                 self.settings.max_price_age,
             )
         specs = [s for s in specs if s.id in states]
+        by_id = {s.id: s for s in specs}
         symbols = list(assets)
         spend = _SpendTracker(self.db)
         horizon = min((states[s.id].as_of for s in specs if states[s.id].as_of), default=None)
@@ -492,6 +559,9 @@ class RaceEngine:
                 continue
             except OperationalError as exc:
                 raise self.db.unavailable(exc) from exc
+            for batch in batches.values():
+                for step in batch.steps:
+                    self._record(by_id[batch.state.agent_id], step)
             for cycle in cycles:
                 report.decisions += cycle[2]
                 report.fallbacks += cycle[3]
@@ -520,7 +590,7 @@ class RaceEngine:
         states as committed (the callers' copies move only when the commit succeeded)."""
         pending = [repo.AgentBatch(replace(b.state), b.steps) for b in batches.values()]
         with self.db.write() as session:
-            repo.write_batches(session, pending, all_ids)
+            flips = repo.write_batches(session, pending, all_ids, self.health)
             self._write_cycles(session, cycles)
             job_row = session.get(JobRow, job)
             if job_row is not None:
@@ -528,7 +598,28 @@ class RaceEngine:
                 job_row.done = stop
                 job_row.status = "completed" if stop >= len(times) else "running"
                 job_row.updated_at = self.clock.now()
+        self._log_health(flips)
         return {written.state.agent_id: written.state for written in pending}
+
+    def _log_health(self, flips: dict[int, bool]) -> None:
+        """Log once when an agent becomes degraded (and once when it recovers)."""
+        for agent_id, degraded in flips.items():
+            if degraded:
+                log.warning(
+                    "agent %s is degraded: more than %.0f %% of its last %d decisions were "
+                    "fallback HOLDs — check its provider",
+                    agent_id,
+                    self.health.threshold * 100,
+                    self.health.window,
+                    extra={"agent_id": agent_id},
+                )
+            else:
+                log.info(
+                    "agent %s recovered: fallback rate back under %.0f %%",
+                    agent_id,
+                    self.health.threshold * 100,
+                    extra={"agent_id": agent_id},
+                )
 
     async def _decide_all(
         self,

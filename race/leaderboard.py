@@ -42,6 +42,7 @@ class Standing:
     completion_tokens: int
     cost_usd: Decimal
     last_updated: datetime | None
+    degraded: bool = False
 
     @property
     def total_return(self) -> Decimal:
@@ -74,6 +75,7 @@ class Standing:
             "decisions": self.decisions,
             "fallbacks": self.fallbacks,
             "costUsd": float(self.cost_usd),
+            "degraded": self.degraded,
             "lastUpdated": None if self.last_updated is None else self.last_updated.isoformat(),
         }
 
@@ -117,6 +119,7 @@ def standings(session: Session, *, include_inactive: bool = True) -> list[Standi
                 completion_tokens=stats.completion_tokens if stats else 0,
                 cost_usd=stats.cost_usd if stats else ZERO,
                 last_updated=stats.last_captured_at if stats else None,
+                degraded=bool(stats.degraded) if stats else False,
             )
         )
     rows.sort(key=lambda r: (-r["current_value"], r["agent_id"]))

@@ -1,5 +1,7 @@
 """Logging: readable text by default, JSON under the Functions host or with
-``RACE_LOG_FORMAT=json``."""
+``RACE_LOG_FORMAT=json``. Every record carries the run's context — cycle id, agent id,
+provider, correlation id — from :func:`log_context`, and configured secrets are scrubbed
+from every message."""
 
 from __future__ import annotations
 
@@ -7,10 +9,78 @@ import json
 import logging
 import os
 import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-_CONTEXT_KEYS = ("cycle_id", "agent_id", "provider", "correlation_id", "job_id", "asset")
+CONTEXT_KEYS = (
+    "correlation_id",
+    "cycle_id",
+    "agent_id",
+    "agent",
+    "provider",
+    "job_id",
+    "trigger",
+    "asset",
+)
+_context: ContextVar[dict[str, Any] | None] = ContextVar("race_log_context", default=None)
+
+
+def current_context() -> dict[str, Any]:
+    return dict(_context.get() or {})
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Add fields to every log record made inside the block (and in tasks it starts)."""
+    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield merged
+    finally:
+        _context.reset(token)
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current :func:`log_context` onto each record (explicit extras win)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces any configured secret value in a record's message and arguments with ***."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        scrubbed = self._scrub(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        if record.exc_info and record.exc_info[1] is not None:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self._scrub(formatted)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,16 +91,43 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in _CONTEXT_KEYS:
+        for key in CONTEXT_KEYS:
             value = getattr(record, key, None)
             if value is not None:
                 payload[key] = value
-        if record.exc_info:
+        if record.exc_text:
+            payload["exception"] = record.exc_text
+        elif record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
 
-def configure_logging(level: int | None = None, fmt: str | None = None) -> None:
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [
+            f"{k}={getattr(record, k)}"
+            for k in ("cycle_id", "agent", "provider", "correlation_id")
+            if getattr(record, k, None) is not None
+        ]
+        return f"{text} [{' '.join(extras)}]" if extras else text
+
+
+def _configured_secrets() -> list[str]:
+    try:
+        from race.settings import load_settings
+
+        return load_settings().secret_values()
+    except Exception:
+        return []
+
+
+def configure_logging(
+    level: int | None = None, fmt: str | None = None, secrets: Iterable[str] | None = None
+) -> None:
     fmt = (
         fmt
         or os.environ.get("RACE_LOG_FORMAT")
@@ -39,15 +136,37 @@ def configure_logging(level: int | None = None, fmt: str | None = None) -> None:
     if level is None:
         name = os.environ.get("RACE_LOG_LEVEL", "INFO").upper()
         level = getattr(logging, name, logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    redactor = RedactingFilter(_configured_secrets() if secrets is None else secrets)
     root = logging.getLogger()
+    if os.environ.get("FUNCTIONS_WORKER_RUNTIME") and root.handlers:
+        # Under the Functions host its worker already ships root records to the host (and
+        # Application Insights): format and filter those handlers instead of adding one.
+        for existing in root.handlers:
+            existing.setFormatter(formatter)
+            for old_filter in list(existing.filters):
+                if isinstance(old_filter, ContextFilter | RedactingFilter):
+                    existing.removeFilter(old_filter)
+            existing.addFilter(ContextFilter())
+            existing.addFilter(redactor)
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(redactor)
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if getattr(existing, "_race_handler", False):
+            root.removeHandler(existing)
+    handler._race_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "alembic.runtime.migration", "openai"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "alembic.runtime.migration",
+        "openai",
+        "azure",
+        "uvicorn.access",
+    ):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

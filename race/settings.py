@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     backfill_chunk_cycles: int = _env("RACE_BACKFILL_CHUNK_CYCLES", default=500)
     """A backfill commits after this many cycles (or the seconds below), cursor included."""
     backfill_chunk_seconds: float = _env("RACE_BACKFILL_CHUNK_SECONDS", default=5.0)
+    degraded_window: int = _env("RACE_DEGRADED_WINDOW", default=20)
+    """An agent is flagged ``degraded`` when its fallback rate over its last N decisions…"""
+    degraded_threshold: float = _env("RACE_DEGRADED_THRESHOLD", default=0.5)
+    """…exceeds this fraction."""
     assets: CsvList = _env("RACE_ASSETS", default=["BTC:bitcoin", "ETH:ethereum"])
     """Seeded universe as SYMBOL:coingecko-id pairs; `python -m race assets` manages it."""
 

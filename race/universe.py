@@ -150,6 +150,8 @@ def add_agent(
                 prompt_tokens=0,
                 completion_tokens=0,
                 cost_usd=ZERO,
+                recent_fallbacks="",
+                degraded=False,
             )
         )
         return row, True

@@ -496,3 +496,44 @@ def test_timestamps_are_utc_aware_on_read(app):
         row = session.scalar(select(DecisionRow))
     assert row.cycle_time.tzinfo is not None
     assert row.cycle_time == START + timedelta(hours=100)
+
+
+# ------------------------------------------------------------------ fallback rate guard
+
+
+def test_a_mostly_failing_agent_is_flagged_degraded_and_logged_once(database_url, clock, caplog):
+    import logging
+
+    from race.leaderboard import standings
+
+    outcomes = iter([False] * 4 + [True] * 12 + [False] * 30)
+
+    def flaky(_):
+        if next(outcomes):
+            raise RuntimeError("503 from provider")
+        return AgentAnswer.hold("fine")
+
+    application = app_with(
+        database_url,
+        clock,
+        {"flaky": Scripted(flaky)},
+        RACE_DEGRADED_WINDOW="10",
+        RACE_DEGRADED_THRESHOLD="0.5",
+    )
+    seed_market(application, n=120)
+    agent_id = seed_agent(application, "flaky", Provider.LLAMA, "m")
+    flags = []
+    with caplog.at_level(logging.INFO, logger="race.engine"):
+        for hour in range(60, 106):
+            asyncio.run(application.engine.run_cycle(START + hour * HOUR))
+            with application.db.read() as session:
+                flags.append(next(s for s in standings(session) if s.agent_id == agent_id).degraded)
+    # 4 good, then failures: the rate over the (still partial) window passes 50 % at the 9th
+    # decision (5 of 9 fell back) and falls back under once enough good decisions follow.
+    assert flags.index(True) == 8
+    assert flags[-1] is False
+    warnings = [r for r in caplog.records if "is degraded" in r.getMessage()]
+    recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(recoveries) == 1
+    application.close()

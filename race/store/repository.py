@@ -285,16 +285,35 @@ class AgentBatch:
     steps: list[StepResult] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HealthPolicy:
+    """When an agent counts as degraded: fallback rate over its last ``window`` decisions
+    above ``threshold`` (judged once it has at least ``min(window, 5)`` decisions)."""
+
+    window: int = 20
+    threshold: float = 0.5
+
+    def degraded(self, recent: str) -> bool:
+        tail = recent[-self.window :] if self.window > 0 else ""
+        if not tail or len(tail) < min(self.window, 5):
+            return False
+        return tail.count("1") / len(tail) > self.threshold
+
+
 def write_batches(
-    session: Session, batches: Sequence[AgentBatch], assets: Mapping[str, int]
-) -> None:
+    session: Session,
+    batches: Sequence[AgentBatch],
+    assets: Mapping[str, int],
+    health: HealthPolicy | None = None,
+) -> dict[int, bool]:
     """Persist steps atomically with the caller's transaction: decisions, trades, equity
     snapshots, the portfolios (compare-and-set on their version), positions and stats.
     Raises :class:`ConcurrentUpdate` if a portfolio moved underneath; the caller rolls back.
+    Returns the agents whose ``degraded`` flag changed, with the new value.
     """
     batches = [b for b in batches if b.steps]
     if not batches:
-        return
+        return {}
     # Rows go in time order, then agent order (as live cycles write them), so ids do not
     # depend on how a replay was cut into chunks.
     owners: list[tuple[AgentBatch, StepResult]] = sorted(
@@ -396,18 +415,23 @@ def write_batches(
     ]
     if position_rows:
         session.execute(PositionRow.__table__.insert(), position_rows)
+    changed: dict[int, bool] = {}
     for batch in batches:
-        update_stats(
+        flip = update_stats(
             session,
             batch.state.agent_id,
             [s.equity for s in batch.steps],
             steps=batch.steps,
+            health=health or HealthPolicy(),
         )
+        if flip is not None:
+            changed[batch.state.agent_id] = flip
     for batch in batches:
         last = batch.steps[-1]
         batch.state.version += len(batch.steps)
         batch.state.as_of = last.decision.cycle_time
         batch.state.portfolio = last.portfolio
+    return changed
 
 
 _INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Any], list[int] | None]] = {}
@@ -530,6 +554,8 @@ def _empty_stats(agent_id: int) -> AgentStatsRow:
         prompt_tokens=0,
         completion_tokens=0,
         cost_usd=ZERO,
+        recent_fallbacks="",
+        degraded=False,
     )
 
 
@@ -551,9 +577,11 @@ def update_stats(
     points: Sequence[EquityPoint],
     *,
     steps: Sequence[StepResult] = (),
-) -> None:
+    health: HealthPolicy | None = None,
+) -> bool | None:
     """Fold new equity points and steps into the agent's leaderboard row. A point older than
-    the newest one already counted triggers a full recompute of the equity statistics."""
+    the newest one already counted triggers a full recompute of the equity statistics.
+    Returns the new ``degraded`` value when the steps changed it, else None."""
     row = session.get(AgentStatsRow, agent_id)
     if row is None:
         row = _empty_stats(agent_id)
@@ -607,11 +635,22 @@ def update_stats(
         row.prompt_tokens += prompt_tokens
         row.completion_tokens += completion_tokens
         row.cost_usd += cost
+    flip: bool | None = None
+    if steps:
+        recent = (row.recent_fallbacks or "") + "".join(
+            "1" if step.decision.fallback else "0" for step in steps
+        )
+        row.recent_fallbacks = recent[-100:]
+        degraded = (health or HealthPolicy()).degraded(row.recent_fallbacks)
+        if degraded != bool(row.degraded):
+            row.degraded = degraded
+            flip = degraded
     if trades:
         row.total_trades += trades
         row.winning_trades += winning
         row.losing_trades += losing
         row.fees_paid += fees
+    return flip
 
 
 def latest_snapshot_times(session: Session, agent_ids: Sequence[int]) -> dict[int, datetime | None]:

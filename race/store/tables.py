@@ -224,6 +224,10 @@ class AgentStatsRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Fixed)
+    recent_fallbacks: Mapped[str] = mapped_column(String(100), default="")
+    """The last (up to 100) decisions, oldest first: ``1`` a fallback HOLD, ``0`` not."""
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Fallback rate over the recent window above the threshold (settings)."""
 
 
 class JobRow(Base):

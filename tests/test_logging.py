@@ -1,0 +1,103 @@
+"""Structured logs carry the run's context; secrets never reach a log line."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from race.domain.model import Provider
+from race.logging_setup import JsonFormatter, configure_logging, log_context
+from tests.factories import HOUR, insert_candles, make_candles, seed_agent, seed_assets, wave_prices
+from tests.test_engine import Scripted, app_with
+
+SECRET = "gsk-test-0123456789abcdefSECRET"
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def json_logs(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    configure_logging(level=logging.INFO, fmt="json", secrets=[SECRET])
+    yield stream
+    for handler in list(root.handlers):
+        if handler not in before[0]:
+            root.removeHandler(handler)
+    root.setLevel(before[1])
+
+
+def records(stream):
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_cycle_logs_carry_cycle_agent_provider_and_correlation(json_logs, database_url, clock):
+    def leak(_):
+        raise RuntimeError(f"401 from provider for key {SECRET}")
+
+    application = app_with(database_url, clock, {"leaky": Scripted(leak)}, LLAMA_API_KEY=SECRET)
+    seed_assets(application)
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(application, make_candles(symbol, START, wave_prices(80, base=base)))
+    agent_id = seed_agent(application, "leaky", Provider.LLAMA, "m")
+    asyncio.run(application.engine.run_cycle(START + 60 * HOUR, trigger="timer"))
+    application.close()
+    lines = records(json_logs)
+    fallback = next(r for r in lines if "fallback" in r["message"])
+    assert fallback["cycle_id"] == (START + 60 * HOUR).isoformat()
+    assert fallback["agent_id"] == agent_id
+    assert fallback["provider"] == "Llama"
+    assert fallback["trigger"] == "timer"
+    assert len(fallback["correlation_id"]) == 16
+    summary = next(r for r in lines if r["message"].startswith("cycle "))
+    assert summary["correlation_id"] == fallback["correlation_id"]
+    assert "agent_id" not in summary
+    assert SECRET not in json_logs.getvalue()
+    assert "***" in fallback["message"]
+
+
+def test_redaction_covers_arguments_and_tracebacks(json_logs):
+    log = logging.getLogger("race.test")
+    log.warning("calling with %s", SECRET)
+    try:
+        raise ValueError(f"bad key {SECRET}")
+    except ValueError:
+        log.exception("failed")
+    text = json_logs.getvalue()
+    assert SECRET not in text
+    assert text.count("***") >= 2
+
+
+def test_context_nests_and_unwinds():
+    formatter = JsonFormatter()
+    captured = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            captured.append(json.loads(formatter.format(record)))
+
+    from race.logging_setup import ContextFilter
+
+    handler = Grab()
+    handler.addFilter(ContextFilter())
+    log = logging.getLogger("race.nesting")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with log_context(cycle_id="c1", correlation_id="x"):
+            with log_context(agent_id=7):
+                log.info("inner")
+            log.info("outer")
+        log.info("none")
+    finally:
+        log.removeHandler(handler)
+    assert captured[0]["agent_id"] == 7
+    assert captured[0]["cycle_id"] == "c1"
+    assert "agent_id" not in captured[1]
+    assert "cycle_id" not in captured[2]
