@@ -1,16 +1,27 @@
 """Build a runnable agent from its stored spec. The composition root hands
-:func:`build_agent` (bound to the services agents need) to the engine."""
+:func:`build_agent` (bound to the services agents need) to the engine.
+
+Providers: ``Mock`` → a baseline (model = baseline kind); ``Llama``, ``OpenAI``,
+``AzureOpenAI`` → :class:`~agents.llama.LlamaAgent`; ``CustomML`` → by model:
+``remote`` → :class:`~agents.remote_ml.RemoteMLAgent`, ``ensemble`` →
+:class:`~agents.ensemble.EnsembleAgent`, anything else → the in-process
+:class:`~agents.ml.MLAgent` (model = artifact name).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.baselines import build_baseline
+from agents.baselines import BaselineConfigError, build_baseline
+from agents.config import AgentConfigError
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentSpec
 from race.domain.model import Provider
 from race.settings import Settings
+
+REMOTE_MODEL = "remote"
+ENSEMBLE_MODEL = "ensemble"
 
 
 class AgentUnavailable(RuntimeError):
@@ -27,6 +38,52 @@ class AgentServices:
 
 
 def build_agent(spec: AgentSpec, services: AgentServices) -> Agent:
+    """The agent for ``spec``; :class:`AgentConfigError` (a ValueError) for bad params."""
     if spec.provider is Provider.MOCK:
-        return build_baseline(spec.model, spec.params)
+        try:
+            return build_baseline(spec.model, spec.params)
+        except BaselineConfigError as exc:
+            raise AgentConfigError(str(exc)) from None
+    if spec.provider in (Provider.LLAMA, Provider.OPENAI, Provider.AZURE_OPENAI):
+        from agents.llama import LlamaAgent
+
+        return LlamaAgent(spec, services.settings, services.clock, services.shared)
+    if spec.provider is Provider.CUSTOM_ML:
+        kind = (spec.model or "").strip().lower()
+        if kind == REMOTE_MODEL:
+            from agents.remote_ml import RemoteMLAgent
+
+            return RemoteMLAgent(spec, services.settings, services.clock, services.shared)
+        if kind == ENSEMBLE_MODEL:
+            from agents.ensemble import EnsembleAgent
+
+            return EnsembleAgent(spec, services, build_agent)
+        from agents.ml import MLAgent
+
+        return MLAgent(spec, services.settings, services.shared)
     raise AgentUnavailable(f"provider {spec.provider.value} is not available in this build")
+
+
+def configuration_notes(spec: AgentSpec, settings: Settings) -> list[str]:
+    """What is missing for ``spec`` to actually decide (it would HOLD with the reason)."""
+    from agents.providers import PROVIDER_ENDPOINT, endpoint
+
+    notes: list[str] = []
+    key = PROVIDER_ENDPOINT.get(spec.provider)
+    if key is not None:
+        missing = endpoint(settings, key).missing
+        if missing:
+            notes.append(f"{missing}: the agent will HOLD until it is")
+    if spec.provider is Provider.CUSTOM_ML and (spec.model or "").lower() not in (
+        REMOTE_MODEL,
+        ENSEMBLE_MODEL,
+    ):
+        from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
+
+        store = ArtifactStore(settings.ml_artifact_dir, spec.model or DEFAULT_MODEL_NAME)
+        if not store.list():
+            notes.append(
+                f"no trained model in {store.directory}: run `python -m race ml train "
+                "--until ISO` (the agent HOLDs until then)"
+            )
+    return notes

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ class TransientError(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying besides any other 5xx (see :func:`is_retryable_status`)."""
+
+
+def is_retryable_status(status: int) -> bool:
+    """408 (request timeout), 429 (rate limited) and every 5xx: the same call may succeed
+    later. Other 4xx are the caller's fault and are not retried."""
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
 
 
 class RetriesExhausted(Exception):
@@ -161,12 +172,26 @@ class RateLimiter:
         self.per_minute = per_minute
         self.capacity = max(1.0, burst if burst is not None else per_minute)
         self.clock = clock or SystemClock()
+        self.max_concurrent = max_concurrent
         self._tokens = self.capacity
         self._stamp: float | None = None
+        self._loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
         self._lock = asyncio.Lock()
         self._inflight = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self.waited = 0.0
         """Total seconds callers spent waiting for a token (for logs and tests)."""
+
+    def _bind(self) -> tuple[asyncio.Lock, asyncio.Semaphore | None]:
+        """The lock and the in-flight semaphore of the running event loop. asyncio
+        primitives belong to one loop; a limiter shared by long-lived services outlives
+        ``asyncio.run`` calls, so they are made afresh when the loop changes (the token
+        bucket itself carries over). Use one loop at a time."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop() is not loop:
+            self._loop = weakref.ref(loop)
+            self._lock = asyncio.Lock()
+            self._inflight = asyncio.Semaphore(self.max_concurrent) if self.max_concurrent else None
+        return self._lock, self._inflight
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
@@ -178,7 +203,8 @@ class RateLimiter:
         self._tokens = min(self.capacity, self._tokens + elapsed * self.per_minute / 60.0)
 
     async def acquire(self) -> None:
-        async with self._lock:
+        lock, _ = self._bind()
+        async with lock:
             while True:
                 self._refill()
                 if self._tokens >= 1.0:
@@ -191,11 +217,12 @@ class RateLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """``async with limiter.slot():`` — a token, and a place among the calls in flight."""
-        if self._inflight is None:
+        _, inflight = self._bind()
+        if inflight is None:
             await self.acquire()
             yield
             return
-        async with self._inflight:
+        async with inflight:
             await self.acquire()
             yield
 

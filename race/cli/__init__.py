@@ -14,6 +14,8 @@ from race.store.database import DatabaseError
 COMMAND_MODULES = (
     "race.cli.core",
     "race.cli.demo",
+    "race.cli.agents",
+    "race.cli.ml",
 )
 
 

@@ -1,0 +1,243 @@
+"""A model hosted by its owner behind HTTP (provider ``CustomML``, model ``remote``).
+
+``POST {base}/predict`` with::
+
+    {"schemaVersion": "1.0", "requestId": "…", "agentId": 7, "cycleTime": "…Z",
+     "portfolio": {"cash": 1000.0, "totalValue": 1200.0,
+                   "positions": [{"symbol": "BTC", "quantity": 0.01, "averagePrice": 20000.0}]},
+     "candles": [{"symbol": "BTC", "timestamp": "…Z", "open": …, "high": …, "low": …,
+                  "close": …, "volume": … | null}],
+     "instructions": "…"}
+
+and headers ``X-API-Key`` (``REMOTE_ML_API_KEY``, when set) and ``Idempotency-Key`` (agent id
+and cycle time: a retried request is recognisably the same decision). The answer::
+
+    {"orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.01}],
+     "signals": [...], "reasoning": "…", "modelVersion": "…"}
+
+Orders go to the engine's parser and risk rules like any other agent's. Timeouts, HTTP
+errors, invalid JSON or a wrong shape → HOLD with the reason. 408/429/5xx and network
+errors are retried with the one policy (the idempotency key makes that safe).
+
+Params: ``url`` (base URL; default ``REMOTE_ML_URL``), ``timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agents._clients import SharedClient
+from agents.config import AgentConfigError, number, reject_unknown
+from agents.providers import scrub, secrets_of
+from race.clock import Clock
+from race.domain.agent import AgentAnswer, AgentContext, AgentSpec
+from race.resilience import (
+    CircuitBreaker,
+    CircuitOpen,
+    RetriesExhausted,
+    RetryPolicy,
+    TransientError,
+    is_retryable_status,
+    parse_retry_after,
+    retry_async,
+)
+from race.settings import Settings
+
+SCHEMA_VERSION = "1.0"
+PARAMS = ("url", "timeout_seconds")
+MAX_RESPONSE_BYTES = 1_000_000
+TIME_MARGIN = 2.0
+
+
+class _Prediction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    orders: list[Any]
+    signals: list[Any] = []
+    reasoning: str = ""
+    modelVersion: str | None = None  # the wire name
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def idempotency_key(context: AgentContext) -> str:
+    """Agent id and cycle time: the same decision always carries the same key."""
+    return f"{context.agent.id}:{_iso(context.cycle_time)}"
+
+
+def request_body(context: AgentContext) -> dict[str, Any]:
+    portfolio = context.portfolio
+    key = idempotency_key(context)
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "requestId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ai-trading-race:{key}")),
+        "agentId": context.agent.id,
+        "cycleTime": _iso(context.cycle_time),
+        "portfolio": {
+            "cash": float(portfolio.cash),
+            "totalValue": float(context.equity),
+            "positions": [
+                {
+                    "symbol": p.symbol,
+                    "quantity": float(p.quantity),
+                    "averagePrice": float(p.average_price),
+                }
+                for p in sorted(portfolio.positions.values(), key=lambda p: p.symbol)
+                if p.quantity > 0
+            ],
+        },
+        "candles": [
+            {
+                "symbol": symbol,
+                "timestamp": _iso(c.close_time),
+                "open": float(c.open),
+                "high": float(c.high),
+                "low": float(c.low),
+                "close": float(c.close),
+                "volume": None if c.volume is None else float(c.volume),
+            }
+            for symbol in context.allowed_assets
+            for c in context.market.candles.get(symbol, ())
+        ],
+        "instructions": context.agent.instructions,
+    }
+
+
+class RemoteMLAgent:
+    in_process = False
+
+    def __init__(
+        self, spec: AgentSpec, settings: Settings, clock: Clock, shared: dict[str, Any]
+    ) -> None:
+        params = dict(spec.params)
+        reject_unknown(params, PARAMS, what="remote ML agents")
+        base = params.get("url", settings.remote_ml_url)
+        if not isinstance(base, str) or not base.startswith(("http://", "https://")):
+            raise AgentConfigError(
+                "remote ML agents need a base URL: param 'url' (http:// or https://) or the "
+                "REMOTE_ML_URL setting"
+            )
+        self.spec = spec
+        self.settings = settings
+        self.clock = clock
+        self.url = base.rstrip("/") + "/predict"
+        self.timeout = number(
+            params, "timeout_seconds", settings.remote_ml_timeout_seconds, 0.05, 600.0
+        )
+        self.api_key = settings.remote_ml_api_key
+        self.policy = RetryPolicy(attempts=1 + max(0, settings.llm_max_retries))
+        self._secrets = secrets_of(settings)
+        slot = f"remote_ml.{self.url}"
+        if slot not in shared:
+            shared[slot] = (
+                CircuitBreaker(
+                    failure_threshold=settings.llm_breaker_failures,
+                    reset_timeout=settings.llm_breaker_reset_seconds,
+                    clock=clock,
+                    name=f"remote model at {httpx.URL(self.url).host}",
+                ),
+                SharedClient(self._new_client, _close),
+            )
+        self.breaker, self.clients = shared[slot]
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
+    async def decide(self, context: AgentContext) -> AgentAnswer:
+        started = time.perf_counter()
+        body = json.dumps(request_body(context), separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "idempotency-key": idempotency_key(context),
+        }
+        if self.api_key is not None and self.api_key.get_secret_value():
+            headers["x-api-key"] = self.api_key.get_secret_value()
+        deadline = self.clock.monotonic() + max(
+            0.5, self.settings.agent_timeout_seconds - TIME_MARGIN
+        )
+        attempts = 0
+
+        async def post() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            async with self.clients.lease() as client:
+                try:
+                    response = await client.post(self.url, content=body, headers=headers)
+                except httpx.TimeoutException:
+                    raise TransientError(f"timed out after {self.timeout:g} s") from None
+                except httpx.TransportError as exc:
+                    raise TransientError(f"connection failed ({exc.__class__.__name__})") from None
+            if is_retryable_status(response.status_code):
+                raise TransientError(
+                    f"HTTP {response.status_code}",
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    status=response.status_code,
+                )
+            return response
+
+        def retryable(exc: BaseException) -> bool:
+            if not isinstance(exc, TransientError):
+                return False
+            wait = exc.retry_after if exc.retry_after is not None else self.policy.base
+            return self.clock.monotonic() + wait < deadline
+
+        def fail(reason: str, **extra: Any) -> AgentAnswer:
+            return AgentAnswer.fallback(
+                scrub(f"remote model: {reason}", self._secrets),
+                model="remote",
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                details={"url": self.url, "attempts": attempts},
+                **extra,
+            )
+
+        try:
+            response = await retry_async(
+                lambda: self.breaker.call(post, is_failure=lambda e: isinstance(e, TransientError)),
+                self.policy,
+                sleep=self.clock.sleep,
+                retryable=retryable,
+                what="remote model request",
+            )
+        except CircuitOpen as exc:
+            return fail(str(exc))
+        except RetriesExhausted as exc:
+            return fail(f"{exc.last} (after {exc.attempts} attempts)")
+        except TransientError as exc:
+            return fail(f"{exc} (gave up after {attempts} attempt(s))")
+        raw = response.text[:MAX_RESPONSE_BYTES]
+        if response.status_code != 200:
+            return fail(f"HTTP {response.status_code}: {raw[:200]}", raw_output=raw)
+        try:
+            prediction = _Prediction.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            return fail(f"invalid answer: {problems}", raw_output=raw)
+        return AgentAnswer(
+            orders=prediction.orders,
+            reasoning=prediction.reasoning.strip() or "remote model: no reasoning given",
+            raw_output=raw,
+            model=f"remote:{prediction.modelVersion}" if prediction.modelVersion else "remote",
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            details={
+                "url": self.url,
+                "attempts": attempts,
+                "modelVersion": prediction.modelVersion,
+                "signals": prediction.signals[:50],
+            },
+        )
+
+
+async def _close(client: httpx.AsyncClient) -> None:
+    await client.aclose()

@@ -1,0 +1,389 @@
+"""The ML agent on the bundled real candles (Binance BTC/ETH hourly): training strictly
+before ``--until`` with a held-out later window, the versioned artifact, predictions through
+the real engine, and HOLD reasons for missing, stale or look-ahead artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, select
+
+from agents.features import FEATURES, latest_features
+from agents.ml import ArtifactStore, load_model
+from race.bootstrap import bootstrap
+from race.cli import main
+from race.clock import ManualClock
+from race.domain.model import Candle, Provider
+from race.ml_service import train_model
+from race.store.tables import Asset, CandleRow, DecisionRow
+from tests.factories import insert_candles, make_candles, seed_agent, seed_assets, wave_prices
+
+DATA_START = datetime(2022, 12, 1, tzinfo=UTC)
+UNTIL = datetime(2023, 2, 1, tzinfo=UTC)
+DATA_END = datetime(2023, 2, 15, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+CSV_DIRS = (ROOT / "market" / "data", Path("/work/shared/data"))
+
+
+def _csv_candles(symbol: str, start: datetime, end: datetime) -> list[Candle]:
+    """Fallback reader of the real Binance export (``date`` = open time, UTC)."""
+    name = f"binance_spot_{symbol}USDT_1h_2021-2023.csv"
+    for folder in CSV_DIRS:
+        for path, opener in ((folder / f"{name}.gz", gzip.open), (folder / name, open)):
+            if path.exists():
+                candles = []
+                with opener(path, "rt") as handle:
+                    for row in csv.DictReader(handle):
+                        close = datetime.fromisoformat(row["date"]).replace(tzinfo=UTC)
+                        close += timedelta(hours=1)
+                        if start <= close <= end:
+                            candles.append(
+                                Candle(
+                                    symbol,
+                                    close,
+                                    Decimal(row["open"]),
+                                    Decimal(row["high"]),
+                                    Decimal(row["low"]),
+                                    Decimal(row["close"]),
+                                    Decimal(row["volume"]),
+                                )
+                            )
+                return candles
+    pytest.skip(f"bundled candles for {symbol} not found")
+
+
+def load_real_candles(app, start=DATA_START, end=DATA_END) -> None:
+    """The bundled real candles, through the project's sample loader when it is there."""
+    try:
+        from race.ingest import ingest_sample
+    except ImportError:
+        for symbol in ("BTC", "ETH"):
+            insert_candles(app, _csv_candles(symbol, start, end), source="sample")
+        return
+    ingest_sample(app, start=start, end=end)
+
+
+def make_app(database_url, artifacts, clock=None):
+    return bootstrap(
+        overrides={"RACE_DATABASE_URL": database_url, "RACE_ML_ARTIFACT_DIR": str(artifacts)},
+        clock=clock or ManualClock(datetime(2024, 1, 1, tzinfo=UTC)),
+    )
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """A lock shared by the xdist workers (POSIX); elsewhere each worker works alone."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def bundled(tmp_path_factory, sqlite_template):
+    """The real candles of the test window, loaded once through the project's loader, and
+    one model trained on them — once per test session, shared by the xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's directory, common to all workers
+    folder = base / "ml-bundled"
+    with _exclusive(base / "ml-bundled.lock"):
+        if not (folder / "report.pickle").exists():
+            folder.mkdir(exist_ok=True)
+            shutil.copy(sqlite_template, folder / "race.db")
+            application = make_app(f"sqlite:///{folder / 'race.db'}", folder / "artifacts")
+            seed_assets(application)
+            load_real_candles(application)
+            report = train_model(application, UNTIL)
+            application.close()
+            (folder / "report.pickle").write_bytes(pickle.dumps(report))
+    report = pickle.loads((folder / "report.pickle").read_bytes())
+    application = make_app(f"sqlite:///{folder / 'race.db'}", folder / "artifacts")
+    with application.db.read() as session:
+        candles = [
+            Candle(symbol, r.close_time, r.open, r.high, r.low, r.close, r.volume)
+            for r, symbol in session.execute(
+                select(CandleRow, Asset.symbol)
+                .join(Asset, Asset.id == CandleRow.asset_id)
+                .order_by(Asset.id, CandleRow.close_time)
+            )
+        ]
+    application.close()
+    return candles, folder, report
+
+
+def with_candles(app, candles, start=None, end=None) -> None:
+    insert_candles(
+        app,
+        [
+            c
+            for c in candles
+            if (start is None or c.close_time >= start) and (end is None or c.close_time <= end)
+        ],
+        source="sample",
+    )
+
+
+@pytest.fixture
+def real_app(database_url, tmp_path, bundled):
+    application = make_app(database_url, tmp_path / "artifacts")
+    seed_assets(application)
+    with_candles(application, bundled[0])
+    yield application
+    application.close()
+
+
+def test_training_uses_only_candles_before_until_and_holds_out_a_later_window(real_app):
+    report = train_model(real_app, UNTIL)
+    assert report.symbols == ["BTC", "ETH"]
+    assert report.trained_until == UNTIL
+    assert report.train_start < report.train_end < report.test_start <= report.test_end < UNTIL
+    # Purged split: no training label reaches into the held-out window.
+    assert report.train_end + timedelta(hours=report.horizon) < report.test_start
+    assert report.train_rows > 2000 and report.test_rows > 500
+    assert 0.0 <= report.accuracy <= 1.0
+    assert report.precision is None or 0.0 <= report.precision <= 1.0
+    assert 0.3 < report.up_rate < 0.7
+    artifact = Path(report.path)
+    assert artifact.name == "20230201T000000Z-h4"
+    assert (artifact / "model.joblib").is_file()
+    metadata = json.loads((artifact / "metrics.json").read_text())
+    assert metadata["trainedUntil"] == UNTIL.isoformat()
+    assert metadata["features"] == list(FEATURES)
+    assert metadata["metrics"]["accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
+    assert metadata["testWindow"][1] < UNTIL.isoformat()
+    assert "BTC" in report.describe() and "held-out accuracy" in report.describe()
+
+
+def test_candles_at_or_after_until_do_not_change_the_model(real_app, tmp_path):
+    first = train_model(real_app, UNTIL, name="before", symbols=["BTC"])
+    # Rewrite everything from `until` on: a model trained before it must not notice.
+    with real_app.db.write() as session:
+        session.execute(delete(CandleRow).where(CandleRow.close_time >= UNTIL))
+    planted = make_candles("BTC", UNTIL, wave_prices(200, base=1.0, amplitude=0.9, period=3))
+    insert_candles(real_app, planted)
+    second = train_model(real_app, UNTIL, name="after", symbols=["BTC"])
+    assert (first.accuracy, first.precision, first.train_rows, first.test_rows) == (
+        second.accuracy,
+        second.precision,
+        second.train_rows,
+        second.test_rows,
+    )
+    store_a = ArtifactStore(real_app.settings.ml_artifact_dir, "before").list()[0]
+    store_b = ArtifactStore(real_app.settings.ml_artifact_dir, "after").list()[0]
+    probe = np.random.default_rng(0).normal(0, 0.02, size=(50, len(FEATURES)))
+    np.testing.assert_array_equal(
+        load_model(store_a, {}).predict_proba(probe), load_model(store_b, {}).predict_proba(probe)
+    )
+
+
+def test_training_without_enough_candles_says_so(real_app):
+    with pytest.raises(ValueError, match="no candles before"):
+        train_model(real_app, DATA_START)
+    with pytest.raises(ValueError, match="not enough candles"):
+        train_model(real_app, DATA_START + timedelta(days=5))
+    with pytest.raises(ValueError, match="unknown asset"):
+        train_model(real_app, UNTIL, symbols=["DOGE"])
+
+
+def prediction_app(bundled, database_url):
+    candles, folder, report = bundled
+    application = make_app(database_url, folder / "artifacts")
+    seed_assets(application)
+    with_candles(application, candles, start=UNTIL - timedelta(days=5))
+    return application, report
+
+
+def test_ml_agent_decides_through_the_engine_with_the_artifact_before_t(bundled, database_url):
+    app, report = prediction_app(bundled, database_url)
+    try:
+        agent = seed_agent(app, "ML", Provider.CUSTOM_ML, model="direction-gb")
+        result = asyncio.run(
+            app.engine.backfill(UNTIL, UNTIL + timedelta(days=4), timedelta(hours=1))
+        )
+        assert result.decisions == 97
+        assert result.fallbacks == 0
+        with app.db.read() as session:
+            rows = list(
+                session.scalars(
+                    select(DecisionRow)
+                    .where(DecisionRow.agent_id == agent)
+                    .order_by(DecisionRow.cycle_time)
+                )
+            )
+        assert len(rows) == 97
+        assert all(r.model == f"direction-gb@{report.version}" for r in rows)
+        assert all(r.details["trainedUntil"] == UNTIL.isoformat() for r in rows)
+        assert all(set(r.details["signals"]) == {"BTC", "ETH"} for r in rows)
+        assert all(0.0 <= r.confidence <= 1.0 for r in rows)
+        assert any(r.action != "HOLD" for r in rows), "a 4-day replay should trade at least once"
+        for row in rows:
+            for asset, signal in row.details["signals"].items():
+                assert signal["signal"] == (
+                    "BUY" if signal["pUp"] >= 0.55 else "SELL" if signal["pUp"] <= 0.45 else "HOLD"
+                ), asset
+    finally:
+        app.close()
+
+
+def test_orders_are_sized_by_confidence(bundled, sqlite_url):
+    app, _ = prediction_app(bundled, sqlite_url)
+    try:
+        agent_id = seed_agent(
+            app,
+            "ML sized",
+            Provider.CUSTOM_ML,
+            model="direction-gb",
+            params={"buy_threshold": 0.5, "max_fraction": 0.4, "full_confidence": 0.5},
+        )
+        spec = next(s for s in _specs(app) if s.id == agent_id)
+        agent = app.engine.agent_for(spec)
+        from race.domain.agent import AgentContext
+        from race.domain.model import Portfolio
+        from race.store import repository as repo
+
+        at = UNTIL + timedelta(hours=30)
+        with app.db.read() as session:
+            assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
+            view = repo.market_view(session, at, assets, 50, timedelta(hours=6))
+        context = AgentContext(
+            agent=spec,
+            cycle_time=at,
+            market=view,
+            portfolio=Portfolio(cash=Decimal("100000")),
+            limits=app.settings.limits,
+            costs=app.settings.costs,
+            allowed_assets=("BTC", "ETH"),
+            starting_capital=Decimal("100000"),
+        )
+        answer = asyncio.run(agent.decide(context))
+        for order in answer.orders:
+            signal = answer.details["signals"][order["asset"]]
+            scale = min(1.0, signal["confidence"] / 0.5)
+            notional = float(order["quantity"] * view.prices[order["asset"]])
+            assert notional == pytest.approx(100000 * 0.4 * scale, rel=1e-4)
+        for asset, signal in answer.details["signals"].items():
+            if signal["pUp"] >= 0.5:
+                assert (
+                    any(o["asset"] == asset for o in answer.orders) or signal["confidence"] < 1e-3
+                )
+    finally:
+        app.close()
+
+
+def _specs(app):
+    from race.store import repository as repo
+
+    with app.db.read() as session:
+        return repo.active_agents(session)
+
+
+def test_missing_stale_and_look_ahead_artifacts_hold_with_the_reason(bundled, sqlite_url):
+    candles, folder, report = bundled
+    app = make_app(sqlite_url, folder / "artifacts")
+    try:
+        seed_assets(app)
+        with_candles(app, candles, UNTIL - timedelta(days=5), UNTIL + timedelta(days=2))
+        missing = seed_agent(app, "ML missing", Provider.CUSTOM_ML, model="never-trained")
+        ml = seed_agent(app, "ML", Provider.CUSTOM_ML, model="direction-gb")
+        asyncio.run(app.engine.run_cycle(UNTIL - timedelta(days=1)))  # before the cut-off
+        with app.db.read() as session:
+            rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
+        assert rows[missing].fallback
+        assert "no trained model 'never-trained'" in rows[missing].fallback_reason
+        assert "ml train --until" in rows[missing].fallback_reason
+        assert rows[ml].fallback
+        assert "would look ahead" in rows[ml].fallback_reason
+        stale_at = UNTIL + timedelta(days=121)
+        insert_candles(
+            app, make_candles("BTC", stale_at - timedelta(hours=59), wave_prices(60, 40000.0))
+        )
+        insert_candles(
+            app, make_candles("ETH", stale_at - timedelta(hours=59), wave_prices(60, 2000.0))
+        )
+        asyncio.run(app.engine.run_cycle(stale_at))
+        with app.db.read() as session:
+            stale = session.scalar(
+                select(DecisionRow).where(
+                    DecisionRow.agent_id == ml, DecisionRow.cycle_time == stale_at
+                )
+            )
+        assert stale.fallback and "is stale" in stale.fallback_reason
+        assert report.version in stale.fallback_reason
+    finally:
+        app.close()
+
+
+def test_predictions_work_without_volume(bundled):
+    _, folder, _ = bundled
+    from race.domain.agent import AgentContext, AgentSpec
+    from race.domain.model import MarketView, Portfolio
+    from race.settings import load_settings
+
+    settings = load_settings({"RACE_ML_ARTIFACT_DIR": str(folder / "artifacts")})
+    at = UNTIL + timedelta(days=1)
+    start = at - timedelta(hours=49)
+    view = MarketView(
+        as_of=at,
+        candles={
+            "BTC": make_candles("BTC", start, wave_prices(50, 23000.0), volume=None),
+            "ETH": make_candles("ETH", start, wave_prices(50, 1600.0), volume=None),
+        },
+    )
+    assert np.isnan(latest_features(view.candles["BTC"])[FEATURES.index("volume_ratio_24")])
+    spec = AgentSpec(id=1, name="ML", provider=Provider.CUSTOM_ML, model="direction-gb")
+    from agents.registry import AgentServices, build_agent
+
+    agent = build_agent(spec, AgentServices(settings=settings))
+    answer = asyncio.run(
+        agent.decide(
+            AgentContext(
+                agent=spec,
+                cycle_time=at,
+                market=view,
+                portfolio=Portfolio(cash=Decimal("100000")),
+                limits=settings.limits,
+                costs=settings.costs,
+                allowed_assets=("BTC", "ETH"),
+                starting_capital=Decimal("100000"),
+            )
+        )
+    )
+    assert answer.fallback_reason is None
+    assert set(answer.details["signals"]) == {"BTC", "ETH"}
+
+
+def test_ml_train_command_prints_the_metrics(bundled, sqlite_url, tmp_path, monkeypatch, capsys):
+    app = make_app(sqlite_url, tmp_path / "cli-artifacts")
+    seed_assets(app)
+    with_candles(app, bundled[0], end=UNTIL)
+    app.close()
+    monkeypatch.setenv("RACE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("RACE_ML_ARTIFACT_DIR", str(tmp_path / "cli-artifacts"))
+    assert main(["ml", "train", "--until", "2023-02-01T00:00:00Z", "--symbols", "BTC"]) == 0
+    out = capsys.readouterr().out
+    assert "trained direction-gb@20230201T000000Z-h4 on BTC" in out
+    assert "held-out accuracy" in out and "precision(up)" in out
+    assert (tmp_path / "cli-artifacts" / "direction-gb" / "20230201T000000Z-h4").is_dir()
+    assert main(["ml", "train", "--until", "2020-01-01"]) == 2
+    assert "no candles before" in capsys.readouterr().err
