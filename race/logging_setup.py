@@ -163,6 +163,7 @@ def configure_logging(
     root.setLevel(level)
     for noisy in (
         "httpx",
+        "httpx2",
         "httpcore",
         "alembic.runtime.migration",
         "openai",
