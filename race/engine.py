@@ -11,6 +11,7 @@ for the portfolio (compare-and-set on the version) rolls back. The unique key on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
@@ -424,8 +425,10 @@ class RaceEngine:
         max_seconds: float | None = None,
         chunk_cycles: int | None = None,
         chunk_seconds: float | None = None,
+        agent_ids: Sequence[int] | None = None,
     ) -> BackfillReport:
-        """Run the cycle at every ``interval`` in ``[start, end]`` over stored candles.
+        """Run the cycle at every ``interval`` in ``[start, end]`` over stored candles, for
+        every active agent (or the active ones among ``agent_ids``).
 
         Steps are committed in chunks (each a transaction holding whole agent steps, the
         job's cursor with them), so an interrupted backfill resumes after its last chunk and
@@ -434,7 +437,14 @@ class RaceEngine:
         """
         with log_context(correlation_id=new_correlation_id(), trigger="backfill"):
             return await self._backfill(
-                start, end, interval, on_progress, max_seconds, chunk_cycles, chunk_seconds
+                start,
+                end,
+                interval,
+                on_progress,
+                max_seconds,
+                chunk_cycles,
+                chunk_seconds,
+                agent_ids,
             )
 
     async def _backfill(
@@ -446,6 +456,7 @@ class RaceEngine:
         max_seconds: float | None,
         chunk_cycles: int | None,
         chunk_seconds: float | None,
+        agent_ids: Sequence[int] | None,
     ) -> BackfillReport:
         start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
         chunk_cycles = chunk_cycles or self.settings.backfill_chunk_cycles
@@ -453,7 +464,7 @@ class RaceEngine:
         if end < start:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
         times = grid(start, end, interval)
-        job = self._job("backfill", start, end, interval, len(times))
+        job = self._job("backfill", start, end, interval, len(times), agent_ids)
         report = BackfillReport(
             job_id=job,
             start=start,
@@ -469,7 +480,7 @@ class RaceEngine:
         with self.db.read() as session:
             assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
             all_ids = repo.asset_ids(session)
-            specs = repo.active_agents(session)
+            specs = repo.active_agents(session, agent_ids)
             states = repo.portfolio_states(session, [s.id for s in specs])
             tape = repo.CandleTape.load(
                 session,
@@ -711,9 +722,19 @@ class RaceEngine:
     # ----------------------------------------------------------------- jobs
 
     def _job(
-        self, kind: str, start: datetime, end: datetime, interval: timedelta, total: int
+        self,
+        kind: str,
+        start: datetime,
+        end: datetime,
+        interval: timedelta,
+        total: int,
+        agent_ids: Sequence[int] | None = None,
     ) -> int:
         key = f"{kind}:{start.isoformat()}:{end.isoformat()}:{format_interval(interval)}"
+        agents = sorted(set(agent_ids)) if agent_ids is not None else None
+        if agents is not None:
+            digest = hashlib.sha256(",".join(map(str, agents)).encode()).hexdigest()[:16]
+            key += f":agents={digest}"
         now = self.clock.now()
         for _ in range(2):
             try:
@@ -730,6 +751,7 @@ class RaceEngine:
                                 "start": start.isoformat(),
                                 "end": end.isoformat(),
                                 "interval": format_interval(interval),
+                                "agents": agents,
                             },
                             created_at=now,
                             updated_at=now,

@@ -144,3 +144,35 @@ def test_snapshot_marks_at_the_newest_close(seeded, capsys):
     capsys.readouterr()
     assert main(["snapshot"]) == 0
     assert "marked 5 portfolio(s)" in capsys.readouterr().out
+
+
+def test_backfill_of_named_agents_only(seeded, capsys):
+    args = [
+        "backfill",
+        "--start",
+        (START + 60 * HOUR).isoformat(),
+        "--end",
+        (START + 70 * HOUR).isoformat(),
+        "--agent",
+        "Cash Keeper",
+        "--agent",
+        "Random Walker",
+        "--json",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["decisions"] == 11 * 2
+    assert (
+        main(
+            [
+                "backfill",
+                "--start",
+                START.isoformat(),
+                "--end",
+                START.isoformat(),
+                "--agent",
+                "Nobody",
+            ]
+        )
+        == 2
+    )
+    assert "unknown agent(s): Nobody" in capsys.readouterr().err

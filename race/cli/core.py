@@ -40,6 +40,12 @@ def register(commands: Any) -> None:
     backfill.add_argument("--start", type=iso_arg, required=True, help="ISO-8601 start (UTC)")
     backfill.add_argument("--end", type=iso_arg, required=True, help="ISO-8601 end (UTC)")
     backfill.add_argument("--interval", default="1h", help="decision interval (default 1h)")
+    backfill.add_argument(
+        "--agent",
+        action="append",
+        metavar="NAME",
+        help="replay only this agent (repeatable; default: every active agent)",
+    )
     backfill.add_argument("--json", action="store_true", help="print the report as JSON")
     backfill.set_defaults(handler=cmd_backfill)
 
@@ -102,10 +108,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     app = open_app()
     interval = parse_interval(args.interval)
+    agent_ids = _agent_ids(app, args.agent) if args.agent else None
     bar, update = progress_bar(0, "backfill")
     try:
         report = asyncio.run(
-            app.engine.backfill(args.start, args.end, interval, on_progress=update)
+            app.engine.backfill(
+                args.start, args.end, interval, on_progress=update, agent_ids=agent_ids
+            )
         )
     finally:
         bar.close()
@@ -119,6 +128,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"{report.trades} trades"
         )
     return 0
+
+
+def _agent_ids(app: Any, names: list[str]) -> list[int]:
+    from race.universe import list_agents
+
+    by_name = {row.name: row.id for row in list_agents(app.db)}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise LookupError(
+            f"unknown agent(s): {', '.join(unknown)} (see `python -m race agents list`)"
+        )
+    return [by_name[name] for name in names]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

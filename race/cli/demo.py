@@ -29,6 +29,12 @@ def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the race locally on bundled real candles")
     demo.add_argument("--days", type=int, default=90, help="days to replay (default 90)")
     demo.add_argument("--interval", default="1h", help="decision interval (default 1h)")
+    demo.add_argument(
+        "--include-llm",
+        action="store_true",
+        help="also replay LLM and remote agents (one paid API call per agent and cycle: "
+        "90 days hourly is ~2,160 calls per agent)",
+    )
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -37,8 +43,13 @@ def seed(app: App) -> list[str]:
     for symbol, coin in app.settings.asset_universe:
         add_asset(app.db, symbol, coin, app.clock)
     wanted = [
-        NewAgent(name=spec["name"], provider=Provider.MOCK, model=spec["model"],
-                 strategy=spec["strategy"], params=spec["params"])
+        NewAgent(
+            name=spec["name"],
+            provider=Provider.MOCK,
+            model=spec["model"],
+            strategy=spec["strategy"],
+            params=spec["params"],
+        )
         for spec in DEFAULT_BASELINES
     ]
     from agents.catalog import optional_agents
@@ -46,8 +57,9 @@ def seed(app: App) -> list[str]:
     wanted.extend(optional_agents(app.settings))
     created = []
     for new in wanted:
-        _, was_created = add_agent(app.db, new, app.settings.starting_capital, app.clock,
-                                   exist_ok=True)
+        _, was_created = add_agent(
+            app.db, new, app.settings.starting_capital, app.clock, exist_ok=True
+        )
         if was_created:
             created.append(new.name)
     return created
@@ -83,14 +95,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"replaying {start.isoformat()} → {end.isoformat()} every {args.interval}")
     bar, update = progress_bar(0, "replay")
     try:
-        result = asyncio.run(app.engine.backfill(start, end, interval, on_progress=update))
+        result = asyncio.run(
+            app.engine.backfill(
+                start,
+                end,
+                interval,
+                on_progress=update,
+                agent_ids=None if args.include_llm else _offline_agents(app),
+            )
+        )
     finally:
         bar.close()
-    print(f"{result.decisions} decisions ({result.fallbacks} fallbacks), {result.trades} trades "
-          f"written this run\n")
+    print(
+        f"{result.decisions} decisions ({result.fallbacks} fallbacks), {result.trades} trades "
+        f"written this run\n"
+    )
     with app.db.read() as session:
         print(render_table(standings(session)))
     return 0
+
+
+def _offline_agents(app: App) -> list[int]:
+    """Agents that decide without network calls: baselines and the in-process ML model."""
+    from sqlalchemy import select
+
+    from agents.registry import ENSEMBLE_MODEL, REMOTE_MODEL
+    from race.store.tables import AgentRow
+
+    with app.db.read() as session:
+        rows = session.execute(
+            select(AgentRow.id, AgentRow.name, AgentRow.provider, AgentRow.model).where(
+                AgentRow.is_active
+            )
+        ).all()
+    offline, skipped = [], []
+    for agent_id, name, provider, model in rows:
+        local_ml = provider == Provider.CUSTOM_ML.value and (model or "").lower() not in (
+            REMOTE_MODEL,
+            ENSEMBLE_MODEL,
+        )
+        if provider == Provider.MOCK.value or local_ml:
+            offline.append(agent_id)
+        else:
+            skipped.append(name)
+    if skipped:
+        print(
+            f"not replaying {', '.join(skipped)} (network agents; add --include-llm to replay "
+            "them, or let `python -m race serve` run them live)"
+        )
+    return offline
 
 
 def _replay_end(app: App) -> Any:
@@ -100,12 +153,16 @@ def _replay_end(app: App) -> Any:
     from race.store.tables import Asset, CandleRow
 
     with app.db.read() as session:
-        latest = session.execute(
-            select(func.max(CandleRow.close_time))
-            .join(Asset, Asset.id == CandleRow.asset_id)
-            .where(Asset.enabled)
-            .group_by(CandleRow.asset_id)
-        ).scalars().all()
+        latest = (
+            session.execute(
+                select(func.max(CandleRow.close_time))
+                .join(Asset, Asset.id == CandleRow.asset_id)
+                .where(Asset.enabled)
+                .group_by(CandleRow.asset_id)
+            )
+            .scalars()
+            .all()
+        )
     return min(latest) if latest else None
 
 
@@ -116,8 +173,9 @@ def _train_ml(app: App, until: Any) -> None:
 
     with app.db.read() as session:
         has_ml = session.scalar(
-            select(AgentRow.id).where(AgentRow.provider == Provider.CUSTOM_ML.value,
-                                      AgentRow.is_active).limit(1)
+            select(AgentRow.id)
+            .where(AgentRow.provider == Provider.CUSTOM_ML.value, AgentRow.is_active)
+            .limit(1)
         )
     if has_ml is None:
         return
