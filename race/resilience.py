@@ -200,7 +200,10 @@ class RateLimiter:
             return
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.per_minute / 60.0)
+        tokens = min(self.capacity, self._tokens + elapsed * self.per_minute / 60.0)
+        # Rounded: float drift would otherwise leave 0.9999999999999998 tokens and ask for a
+        # ~1e-16 s wait that a clock reading of, say, 12.0 cannot even advance by.
+        self._tokens = round(tokens, 9)
 
     async def acquire(self) -> None:
         lock, _ = self._bind()

@@ -352,3 +352,25 @@ def test_client_lease_is_shared_within_a_loop_and_closed_by_the_last_user():
     second = asyncio.run(cycle())
     assert second[0] is not first[0]
     assert len(made) == 2
+
+
+def test_rate_limiter_survives_float_drift_on_a_large_clock_reading():
+    """25 calls a minute, burst 1, clock far from zero: the waits must add up exactly and
+    the limiter must never spin on a wait too small to move the clock."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from race.clock import ManualClock
+    from race.resilience import RateLimiter
+
+    clock = ManualClock(datetime(2024, 1, 1, tzinfo=UTC))
+    clock.advance(12.0)
+    limiter = RateLimiter(25, burst=1, clock=clock)
+
+    async def run() -> None:
+        for _ in range(60):
+            await limiter.acquire()
+
+    asyncio.run(asyncio.wait_for(run(), timeout=5))
+    assert len(clock.sleeps) == 59
+    assert sum(clock.sleeps) == pytest.approx(59 * 60 / 25)

@@ -13,6 +13,7 @@ from race.store.database import DatabaseError
 
 COMMAND_MODULES = (
     "race.cli.core",
+    "race.cli.market",
     "race.cli.demo",
     "race.cli.agents",
     "race.cli.ml",

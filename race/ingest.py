@@ -1,0 +1,870 @@
+"""Ingestion: candles from CoinGecko or from the bundled sample into the candles table.
+
+Both paths run the same checks (:mod:`market.validation`) and the same store step:
+
+* a candle already stored with the same values is ``unchanged`` (re-running is a no-op);
+* a candle already stored with other values is a ``conflict``: logged and counted, the
+  stored (closed) candle is kept — never a silent overwrite;
+* a candle still open at fetch time is never stored; volume stays NULL when unknown;
+* new candles go in with one bulk ``INSERT … ON CONFLICT DO NOTHING`` per batch.
+
+:func:`ingest_coingecko` without ``start`` is live ingestion (the 5-minute timer): for each
+enabled asset it fetches what is missing since the last stored candle (at most
+``RACE_INGEST_LOOKBACK`` back). With ``start`` it is a backfill: the range is split into
+the chunks the API allows, paced, and tracked in a ``jobs`` row whose cursor advances in the
+same transaction as each chunk's candles, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from market.aggregate import batch_at_interval
+from market.coingecko import (
+    ChartData,
+    CoinGeckoAuthError,
+    CoinGeckoClient,
+    CoinGeckoConfig,
+    CoinGeckoConfigError,
+    CoinGeckoError,
+    CoinGeckoUnavailable,
+    FetchPlan,
+    OhlcData,
+    OhlcStep,
+    RangeStep,
+    ceil_time,
+    describe_steps,
+    ohlc_batch,
+    plan_fetch,
+    range_batch,
+)
+from market.sample import (
+    SAMPLE_INTERVAL,
+    SampleFile,
+    read_sample,
+    sample_files,
+    sample_symbols,
+)
+from market.validation import CandleBatch, Gap, ValidationLimits, log_batch, missing_between
+from race.bootstrap import App
+from race.domain.model import Candle
+from race.domain.timeutil import ensure_utc, floor_time, format_interval, iso
+from race.logging_setup import log_context
+from race.settings import Settings
+from race.store import candles as store
+from race.store.tables import Asset, JobRow
+from race.universe import add_asset
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+_CONFLICTS_LOGGED = 20
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class AssetReport:
+    """What one ingestion run did for one asset."""
+
+    symbol: str
+    source: str = ""
+    fetched: int = 0
+    """Rows (or price points) the source delivered."""
+    candles: int = 0
+    """Valid, closed candles at the stored interval."""
+    inserted: int = 0
+    unchanged: int = 0
+    """Already stored with the same values (nothing to do)."""
+    duplicates: int = 0
+    """Rows dropped because the source repeated a timestamp."""
+    duplicates_differing: int = 0
+    """Of those, rows whose values differed from the one kept."""
+    conflicts: int = 0
+    """Candles already stored with other values: logged, the stored one kept."""
+    open: int = 0
+    """Candles still open at fetch time: not stored."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    """Candles missing from the store in the window this run covered (``first_close`` to
+    ``last_close``: the range asked of the source, or the span of the data loaded)."""
+    first_close: datetime | None = None
+    last_close: datetime | None = None
+    latest_close_time: datetime | None = None
+    """Newest stored close time after the run."""
+    calls: int = 0
+    job_id: int | None = None
+    error: str | None = None
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def missing(self) -> int:
+        return sum(g.missing for g in self.gaps)
+
+    def absorb(self, batch: CandleBatch) -> None:
+        self.fetched += batch.fetched
+        self.candles += len(batch.candles)
+        self.duplicates += batch.duplicates
+        self.duplicates_differing += batch.duplicates_differing
+        self.open += batch.open
+        self.rejected.update(batch.rejected)
+        for note, count in batch.notes.items():
+            self.notes.append(f"{note}: {count}")
+        if batch.candles:
+            first, last = batch.candles[0].close_time, batch.candles[-1].close_time
+            self.first_close = min(self.first_close or first, first)
+            self.last_close = max(self.last_close or last, last)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "source": self.source,
+            "fetched": self.fetched,
+            "candles": self.candles,
+            "inserted": self.inserted,
+            "unchanged": self.unchanged,
+            "duplicates": self.duplicates,
+            "duplicatesDiffering": self.duplicates_differing,
+            "conflicts": self.conflicts,
+            "open": self.open,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejectedTotal": self.rejected_total,
+            "gaps": [g.as_dict() for g in self.gaps],
+            "missingCandles": self.missing,
+            "firstClose": iso(self.first_close),
+            "lastClose": iso(self.last_close),
+            "latestCloseTime": iso(self.latest_close_time),
+            "calls": self.calls,
+            "jobId": self.job_id,
+            "notes": list(self.notes),
+            "error": self.error,
+        }
+
+
+@dataclass
+class IngestReport:
+    source: str
+    interval: timedelta
+    started_at: datetime
+    start: datetime | None = None
+    end: datetime | None = None
+    finished_at: datetime | None = None
+    plan: str | None = None
+    assets: list[AssetReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(a.error is None for a in self.assets)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {a.symbol: a.error for a in self.assets if a.error is not None}
+
+    @property
+    def inserted(self) -> int:
+        return sum(a.inserted for a in self.assets)
+
+    def asset(self, symbol: str) -> AssetReport:
+        for item in self.assets:
+            if item.symbol == symbol:
+                return item
+        raise KeyError(symbol)
+
+    def as_dict(self) -> dict[str, Any]:
+        totals = {
+            key: sum(getattr(a, attr) for a in self.assets)
+            for key, attr in (
+                ("fetched", "fetched"),
+                ("candles", "candles"),
+                ("inserted", "inserted"),
+                ("unchanged", "unchanged"),
+                ("duplicates", "duplicates"),
+                ("conflicts", "conflicts"),
+                ("open", "open"),
+                ("rejected", "rejected_total"),
+                ("missingCandles", "missing"),
+            )
+        }
+        return {
+            "source": self.source,
+            "plan": self.plan,
+            "interval": format_interval(self.interval),
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "startedAt": iso(self.started_at),
+            "finishedAt": iso(self.finished_at),
+            "ok": self.ok,
+            "calls": self.calls,
+            "totals": totals,
+            "assets": [a.as_dict() for a in self.assets],
+            "notes": list(self.notes),
+            "errors": self.errors,
+        }
+
+    def render(self) -> str:
+        """A readable text table (the CLI prints it)."""
+        head = f"ingest from {self.source}"
+        if self.plan:
+            head += f" ({self.plan} plan)"
+        head += f", {format_interval(self.interval)} candles"
+        if self.start or self.end:
+            head += f", {iso(self.start) or '…'} → {iso(self.end) or 'now'}"
+        columns = (
+            "asset",
+            "fetched",
+            "inserted",
+            "unchanged",
+            "dupes",
+            "conflicts",
+            "rejected",
+            "open",
+            "gaps (missing)",
+            "latest close",
+        )
+        rows = [
+            (
+                a.symbol,
+                f"{a.fetched:,}",
+                f"{a.inserted:,}",
+                f"{a.unchanged:,}",
+                f"{a.duplicates:,}",
+                f"{a.conflicts:,}",
+                f"{a.rejected_total:,}",
+                f"{a.open:,}",
+                f"{len(a.gaps):,} ({a.missing:,})",
+                iso(a.latest_close_time) or "-",
+            )
+            for a in self.assets
+        ]
+        widths = [max(len(str(c)), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(
+                cell.ljust(w) if i in (0, len(cells) - 1) else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        out = [head, line(columns), line(["-" * w for w in widths])]
+        out += [line(r) for r in rows]
+        if not rows:
+            out.append("(no assets)")
+        for a in self.assets:
+            details = []
+            if a.source and a.source != self.source:
+                details.append(f"source {a.source}")
+            if a.rejected:
+                details.append(
+                    "rejected " + ", ".join(f"{k} {v}" for k, v in sorted(a.rejected.items()))
+                )
+            if a.duplicates_differing:
+                details.append(f"{a.duplicates_differing:,} duplicates had differing values")
+            if a.gaps:
+                shown = ", ".join(
+                    f"{iso(g.first_missing)}…{iso(g.last_missing)} ({g.missing})"
+                    for g in a.gaps[:3]
+                )
+                more = f" and {len(a.gaps) - 3} more" if len(a.gaps) > 3 else ""
+                details.append(f"gaps {shown}{more}")
+            details += a.notes
+            if a.error:
+                details.append(f"ERROR: {a.error}")
+            for detail in details:
+                out.append(f"  {a.symbol}: {detail}")
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+@dataclass(frozen=True)
+class _Asset:
+    id: int
+    symbol: str
+    coingecko_id: str
+
+
+def validation_limits(settings: Settings) -> ValidationLimits:
+    return ValidationLimits(max_move=settings.candle_max_move, max_range=settings.candle_max_range)
+
+
+def coingecko_config(settings: Settings) -> CoinGeckoConfig:
+    """The client configuration from the ``COINGECKO_*`` settings."""
+    key = settings.coingecko_api_key.get_secret_value() if settings.coingecko_api_key else None
+    return CoinGeckoConfig.resolve(
+        plan=settings.coingecko_plan,
+        api_key=key,
+        base_url=settings.coingecko_base_url,
+        calls_per_minute=settings.coingecko_calls_per_minute,
+        timeout_seconds=settings.coingecko_timeout_seconds,
+        max_attempts=settings.coingecko_max_attempts,
+    )
+
+
+def _select_assets(app: App, symbols: Sequence[str] | None, notes: list[str]) -> list[_Asset]:
+    """Enabled assets, or exactly ``symbols``. An empty universe is seeded from
+    ``RACE_ASSETS`` first (a fresh database)."""
+    with app.db.read() as session:
+        rows = list(session.scalars(select(Asset).order_by(Asset.id)))
+    if not rows:
+        for symbol, coin in app.settings.asset_universe:
+            add_asset(app.db, symbol, coin, app.clock)
+        notes.append("seeded the asset universe from RACE_ASSETS")
+        with app.db.read() as session:
+            rows = list(session.scalars(select(Asset).order_by(Asset.id)))
+    if symbols is None:
+        return [_Asset(r.id, r.symbol, r.coingecko_id) for r in rows if r.enabled]
+    by_symbol = {r.symbol: r for r in rows}
+    chosen: list[_Asset] = []
+    for raw in symbols:
+        symbol = raw.strip().upper()
+        row = by_symbol.get(symbol)
+        if row is None:
+            raise LookupError(
+                f"unknown asset {symbol!r}: add it with "
+                f"`python -m race assets add {symbol} COINGECKO_ID`"
+            )
+        if not row.enabled:
+            notes.append(f"{symbol} is disabled; ingested because it was asked for")
+        if all(a.id != row.id for a in chosen):
+            chosen.append(_Asset(row.id, row.symbol, row.coingecko_id))
+    return chosen
+
+
+def _store(
+    app: App,
+    asset: _Asset,
+    batch: CandleBatch,
+    interval: timedelta,
+    source: str,
+    report: AssetReport,
+    also: Callable[[Session], None] | None = None,
+) -> None:
+    """Write ``batch`` in one transaction (with ``also``, e.g. a job cursor)."""
+    candles = batch.candles
+    seconds = int(interval.total_seconds())
+    with app.db.write() as session:
+        if candles:
+            stored = store.stored_values(
+                session, asset.id, candles[0].close_time, candles[-1].close_time
+            )
+            fresh: list[Candle] = []
+            for candle in candles:
+                old = stored.get(candle.close_time)
+                if old is None:
+                    fresh.append(candle)
+                elif old == store.values_of(candle):
+                    report.unchanged += 1
+                else:
+                    _conflict(report, candle, old, source)
+            rows = [
+                {
+                    "asset_id": asset.id,
+                    "close_time": c.close_time,
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "interval_seconds": seconds,
+                    "source": source,
+                }
+                for c in fresh
+            ]
+            inserted = store.insert_new(session, rows)
+            if inserted is None:
+                report.inserted += len(rows)
+            else:
+                report.inserted += len(inserted)
+                raced = [c for c in fresh if c.close_time not in inserted]
+                if raced:
+                    # Another writer stored these between our read and our insert.
+                    now_stored = store.values_at(session, asset.id, [c.close_time for c in raced])
+                    for candle in raced:
+                        old = now_stored.get(candle.close_time)
+                        if old is None or old == store.values_of(candle):
+                            report.unchanged += 1
+                        else:
+                            _conflict(report, candle, old, source)
+        if also is not None:
+            also(session)
+
+
+def _conflict(report: AssetReport, candle: Candle, old: store.Values, source: str) -> None:
+    report.conflicts += 1
+    if report.conflicts <= _CONFLICTS_LOGGED:
+        log.warning(
+            "%s: candle closing %s is already stored with other values; kept the stored one "
+            "(stored o/h/l/c/v %s, %s says %s)",
+            report.symbol,
+            candle.close_time.isoformat(),
+            "/".join(str(v) for v in old),
+            source,
+            "/".join(str(v) for v in store.values_of(candle)),
+            extra={"asset": report.symbol},
+        )
+    elif report.conflicts == _CONFLICTS_LOGGED + 1:
+        log.warning(
+            "%s: more conflicts with stored candles; only counting from here",
+            report.symbol,
+            extra={"asset": report.symbol},
+        )
+
+
+def _reference(
+    app: App, asset: _Asset, first_close: datetime, interval: timedelta
+) -> Candle | None:
+    with app.db.read() as session:
+        return store.candle_at(session, asset.id, asset.symbol, first_close - interval)
+
+
+def _finish_asset(app: App, asset: _Asset, report: AssetReport, interval: timedelta) -> None:
+    with app.db.read() as session:
+        if report.first_close is not None and report.last_close is not None:
+            times = store.close_times(session, asset.id, report.first_close, report.last_close)
+            report.gaps = missing_between(times, report.first_close, report.last_close, interval)
+        report.latest_close_time = store.latest_close(session, asset.id)
+    if report.gaps:
+        log.info(
+            "%s: %d gap(s), %d missing candle(s) between %s and %s",
+            asset.symbol,
+            len(report.gaps),
+            report.missing,
+            iso(report.first_close),
+            iso(report.last_close),
+            extra={"asset": asset.symbol},
+        )
+    if report.conflicts > _CONFLICTS_LOGGED:
+        log.warning(
+            "%s: %d conflicts in all (stored candles kept)",
+            asset.symbol,
+            report.conflicts,
+            extra={"asset": asset.symbol},
+        )
+    app.telemetry.record_ingest(
+        asset=asset.symbol,
+        source=report.source.split(" ", 1)[0],
+        inserted=report.inserted,
+        rejected=dict(report.rejected),
+    )
+
+
+def _check_range(start: datetime | None, end: datetime | None) -> tuple[datetime | None, ...]:
+    start = ensure_utc(start, field="start") if start is not None else None
+    end = ensure_utc(end, field="end") if end is not None else None
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"start {start.isoformat()} is after end {end.isoformat()}")
+    return start, end
+
+
+# ---------------------------------------------------------------- bundled sample
+
+
+@contextmanager
+def _bulk_load() -> Iterator[None]:
+    """Pause the cyclic garbage collector during a bulk load: hundreds of thousands of small
+    objects and no reference cycles, so its passes are pure overhead (~20 % of the time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def ingest_sample(
+    app: App,
+    *,
+    symbols: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Load the bundled real candles (``market/data``) of the enabled assets (or
+    ``symbols``) whose close time is in [start, end], through the same validation as live
+    data. Newer files load first, so where exports overlap their values stand and the older
+    rows count as unchanged or as conflicts. Idempotent: a second run inserts nothing."""
+    start, end = _check_range(start, end)
+    interval = app.settings.candle_interval
+    if interval % SAMPLE_INTERVAL or interval < SAMPLE_INTERVAL:
+        raise ValueError(
+            f"RACE_CANDLE_INTERVAL={format_interval(interval)}: the bundled candles are hourly; "
+            "use 1h or a multiple of it"
+        )
+    limits = validation_limits(app.settings)
+    report = IngestReport("sample", interval, app.clock.now(), start=start, end=end)
+    assets = _select_assets(app, symbols, report.notes)
+    work = [(asset, sample_files(asset.symbol)) for asset in assets]
+    for asset, files in work:
+        if not files:
+            report.notes.append(
+                f"{asset.symbol}: no bundled data (bundled: {', '.join(sample_symbols())})"
+            )
+    progress = _Progress(sum(f.rows for _, files in work for f in files), on_progress)
+    with app.telemetry.span("race.ingest", source="sample"):
+        for asset, files in work:
+            if not files:
+                continue
+            result = AssetReport(asset.symbol, source="sample")
+            with log_context(asset=asset.symbol):
+                for file in files:
+                    with _bulk_load():
+                        _load_file(app, asset, file, start, end, interval, limits, result)
+                    progress.advance(file.rows)
+                _finish_asset(app, asset, result, interval)
+            report.assets.append(result)
+    report.finished_at = app.clock.now()
+    return report
+
+
+def _load_file(
+    app: App,
+    asset: _Asset,
+    file: SampleFile,
+    start: datetime | None,
+    end: datetime | None,
+    interval: timedelta,
+    limits: ValidationLimits,
+    result: AssetReport,
+) -> None:
+    # Whole candles only: a stored candle's parts all lie inside [start, end].
+    first = ceil_time(start, interval) - interval + SAMPLE_INTERVAL if start else None
+    last = floor_time(end, interval) if end else None
+    rows = read_sample(file, start=first, end=last)
+    if rows.scanned != file.rows:
+        log.warning("%s holds %d rows, %d expected", file.name, rows.scanned, file.rows)
+    now = min(app.clock.now(), file.fetched_at)
+    first_close = min((r.close_time for r in rows.rows), default=None)
+    reference = (
+        _reference(app, asset, ceil_time(first_close, interval), interval)
+        if first_close is not None
+        else None
+    )
+    batch = batch_at_interval(
+        rows.rows,
+        symbol=asset.symbol,
+        source=SAMPLE_INTERVAL,
+        interval=interval,
+        now=now,
+        limits=limits,
+        reference=reference,
+        rejections=rows.rejections,
+        fetched=rows.fetched,
+    )
+    batch.notes.update(rows.notes)
+    log_batch(batch, file.name)
+    result.absorb(batch)
+    _store(app, asset, batch, interval, file.source, result)
+    log.info(
+        "%s: %s → %d candles (%d inserted so far)",
+        asset.symbol,
+        file.name,
+        len(batch.candles),
+        result.inserted,
+        extra={"asset": asset.symbol},
+    )
+
+
+# ---------------------------------------------------------------- CoinGecko
+
+
+@dataclass
+class _Work:
+    asset: _Asset
+    plan: FetchPlan
+    job_id: int | None = None
+    requested_last: datetime | None = None
+
+
+async def ingest_coingecko(
+    app: App,
+    *,
+    symbols: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    on_progress: ProgressCallback | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> IngestReport:
+    """Fetch candles from CoinGecko for the enabled assets (or ``symbols``).
+
+    Without ``start``: live ingestion, everything missing since each asset's last stored
+    candle (at most ``RACE_INGEST_LOOKBACK`` back). With ``start`` (and ``end``, default
+    now): a resumable backfill of candles closing in [start, end].
+
+    Per-asset failures (unknown coin id, CoinGecko unavailable after the retries, a
+    malformed answer) are recorded on the report (``report.ok`` is False) and never leave
+    half a chunk written; after an outage the remaining assets are not tried. A bad
+    configuration or a refused key raises :class:`market.coingecko.CoinGeckoError`."""
+    if end is not None and start is None:
+        raise ValueError("an end needs a start (--start)")
+    start, end = _check_range(start, end)
+    config = coingecko_config(app.settings)
+    interval = app.settings.candle_interval
+    limits = validation_limits(app.settings)
+    now = app.clock.now()
+    report = IngestReport(
+        "coingecko", interval, now, start=start, end=end, plan=config.plan, notes=[]
+    )
+    assets = _select_assets(app, symbols, report.notes)
+    work = [_plan_asset(app, config, asset, start, end, interval, now) for asset in assets]
+    progress = _Progress(sum(len(w.plan.steps) for w in work), on_progress)
+    outage: str | None = None
+    with app.telemetry.span("race.ingest", source="coingecko", plan=config.plan):
+        async with CoinGeckoClient(config, clock=app.clock, transport=transport) as client:
+            for item in work:
+                result = AssetReport(item.asset.symbol, source="coingecko", job_id=item.job_id)
+                result.notes.extend(item.plan.notes)
+                report.assets.append(result)
+                with log_context(asset=item.asset.symbol, job_id=item.job_id):
+                    if outage is not None:
+                        result.error = f"not tried: {outage}"
+                        _update_job(app, item.job_id, "failed", result.error)
+                        continue
+                    if await _fetch_asset(app, client, item, result, limits, progress):
+                        outage = "CoinGecko was unavailable for an earlier asset"
+                    _finish_asset(app, item.asset, result, interval)
+            report.calls = client.calls
+    report.finished_at = app.clock.now()
+    return report
+
+
+class _Progress:
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.done = 0
+        self.callback = callback
+        if callback:
+            callback(0, total)
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+        if self.callback:
+            self.callback(self.done, self.total)
+
+
+async def _fetch_asset(
+    app: App,
+    client: CoinGeckoClient,
+    item: _Work,
+    result: AssetReport,
+    limits: ValidationLimits,
+    progress: _Progress,
+) -> bool:
+    """Fetch, check and store every step of ``item`` (one transaction per step). Returns
+    True when CoinGecko was unavailable (the run then stops asking)."""
+    asset, plan = item.asset, item.plan
+    interval = app.settings.candle_interval
+    if plan.steps:
+        result.source = f"coingecko {describe_steps(plan.steps)}"
+    if plan.steps:
+        result.first_close = plan.steps[0].first_close
+        result.last_close = plan.steps[-1].last_close
+    else:
+        result.notes.append(
+            "up to date" if plan.first_close > plan.last_close else "nothing to fetch"
+        )
+        if item.job_id is not None:
+            _update_job(app, item.job_id, "done", None)
+    calls_before = client.calls
+    outage = False
+    for index, step in enumerate(plan.steps, start=1):
+        try:
+            data = await client.fetch(asset.coingecko_id, step, interval)
+        except CoinGeckoAuthError as exc:
+            _update_job(app, item.job_id, "failed", str(exc))
+            raise
+        except CoinGeckoUnavailable as exc:
+            result.error, outage = str(exc), True
+        except CoinGeckoError as exc:
+            result.error = str(exc)
+        if result.error is not None:
+            log.error("%s: %s", asset.symbol, result.error)
+            _update_job(app, item.job_id, "failed", result.error)
+            progress.advance(len(plan.steps) - index + 1)
+            break
+        reference = _reference(app, asset, step.first_close, interval)
+        batch = _to_batch(data, step, asset.symbol, interval, limits, reference)
+        log_batch(batch, f"coingecko {step.describe()}")
+        result.absorb(batch)
+        source = "coingecko:ohlc" if isinstance(step, OhlcStep) else "coingecko:range"
+        advance_job = (
+            _job_advance(item, step.last_close, index == len(plan.steps), app)
+            if item.job_id is not None
+            else None
+        )
+        _store(app, asset, batch, interval, source, result, also=advance_job)
+        progress.advance()
+    result.calls = client.calls - calls_before
+    return outage
+
+
+def _to_batch(
+    data: OhlcData | ChartData,
+    step: OhlcStep | RangeStep,
+    symbol: str,
+    interval: timedelta,
+    limits: ValidationLimits,
+    reference: Candle | None,
+) -> CandleBatch:
+    if isinstance(step, OhlcStep):
+        assert isinstance(data, OhlcData)
+        return ohlc_batch(
+            data, step, symbol=symbol, interval=interval, limits=limits, reference=reference
+        )
+    assert isinstance(data, ChartData)
+    return range_batch(
+        data, step, symbol=symbol, interval=interval, limits=limits, reference=reference
+    )
+
+
+def _plan_asset(
+    app: App,
+    config: CoinGeckoConfig,
+    asset: _Asset,
+    start: datetime | None,
+    end: datetime | None,
+    interval: timedelta,
+    now: datetime,
+) -> _Work:
+    last_closed = floor_time(now, interval)
+    if start is None:
+        with app.db.read() as session:
+            latest = store.latest_close(session, asset.id)
+        earliest = floor_time(now - app.settings.ingest_lookback, interval)
+        first = latest + interval if latest is not None else earliest
+        notes = []
+        if first < earliest:
+            notes.append(
+                f"last stored candle {iso(latest)} is older than RACE_INGEST_LOOKBACK "
+                f"({format_interval(app.settings.ingest_lookback)}): fetching from "
+                f"{iso(earliest)}; fill the hole with `python -m race ingest --start "
+                f"{iso(latest)}`"
+            )
+            first = earliest
+        plan = plan_fetch(
+            config, first_close=first, last_close=last_closed, interval=interval, now=now, live=True
+        )
+        plan.notes[:0] = notes
+        return _Work(asset, plan)
+    first = ceil_time(start, interval)
+    last = floor_time(min(end, now), interval) if end is not None else last_closed
+    requested_last = floor_time(end, interval) if end is not None else None
+    job_id, cursor = _job(app, asset, first, requested_last, interval, now)
+    resume_from = max(first, cursor + interval) if cursor is not None else first
+    plan = plan_fetch(
+        config, first_close=resume_from, last_close=last, interval=interval, now=now, live=False
+    )
+    if cursor is not None:
+        plan.notes.insert(0, f"resumed job {job_id} after {iso(cursor)}")
+    if end is not None and end > now:
+        plan.notes.append(f"end {iso(end)} is in the future: fetched up to {iso(last)}")
+    with app.db.write() as session:
+        row = session.get(JobRow, job_id)
+        if row is not None:
+            row.total = (row.done or 0) + len(plan.steps)
+            row.status = "running" if plan.steps else row.status
+            row.updated_at = now
+    return _Work(asset, plan, job_id, requested_last)
+
+
+def _job(
+    app: App,
+    asset: _Asset,
+    first: datetime,
+    last: datetime | None,
+    interval: timedelta,
+    now: datetime,
+) -> tuple[int, datetime | None]:
+    """The job of this exact backfill (created on first use) and its cursor: the last
+    close time up to which every chunk is stored."""
+    key = (
+        f"ingest:coingecko:{asset.symbol}:{first.isoformat()}:"
+        f"{last.isoformat() if last else 'now'}:{format_interval(interval)}"
+    )
+    for _ in range(2):
+        try:
+            with app.db.write() as session:
+                row = session.scalar(select(JobRow).where(JobRow.key == key))
+                if row is None:
+                    row = JobRow(
+                        kind="ingest",
+                        key=key,
+                        params={
+                            "source": "coingecko",
+                            "symbol": asset.symbol,
+                            "start": first.isoformat(),
+                            "end": last.isoformat() if last else None,
+                            "interval": format_interval(interval),
+                        },
+                        status="running",
+                        cursor=None,
+                        total=0,
+                        done=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    session.add(row)
+                    session.flush()
+                return row.id, row.cursor
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not create or find job {key}")
+
+
+def _job_advance(
+    item: _Work, cursor: datetime, finished: bool, app: App
+) -> Callable[[Session], None]:
+    def advance(session: Session) -> None:
+        row = session.get(JobRow, item.job_id)
+        if row is None:
+            return
+        row.cursor = max(row.cursor, cursor) if row.cursor is not None else cursor
+        row.done = (row.done or 0) + 1
+        reached = item.requested_last is None or row.cursor >= item.requested_last
+        row.status = "done" if finished and reached else ("partial" if finished else "running")
+        row.error = None
+        row.updated_at = app.clock.now()
+
+    return advance
+
+
+def _update_job(app: App, job_id: int | None, status: str, error: str | None) -> None:
+    if job_id is None:
+        return
+    with app.db.write() as session:
+        row = session.get(JobRow, job_id)
+        if row is not None:
+            row.status = status
+            row.error = error[:2000] if error else None
+            row.updated_at = app.clock.now()
+
+
+__all__ = [
+    "AssetReport",
+    "CoinGeckoConfigError",
+    "IngestReport",
+    "coingecko_config",
+    "ingest_coingecko",
+    "ingest_sample",
+    "validation_limits",
+]

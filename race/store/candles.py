@@ -1,0 +1,155 @@
+"""Candle queries and bulk writes for ingestion (on a SQLAlchemy session; no rules here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from race.domain.model import Candle
+from race.store.tables import Asset, CandleRow
+
+Values = tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None]
+"""open, high, low, close, volume — what a conflict is judged on."""
+
+_TABLE = CandleRow.__table__
+_COLUMNS = (CandleRow.open, CandleRow.high, CandleRow.low, CandleRow.close, CandleRow.volume)
+
+
+def values_of(candle: Candle) -> Values:
+    return (candle.open, candle.high, candle.low, candle.close, candle.volume)
+
+
+def latest_close(session: Session, asset_id: int) -> datetime | None:
+    return session.scalar(
+        select(func.max(CandleRow.close_time)).where(CandleRow.asset_id == asset_id)
+    )
+
+
+def stored_values(
+    session: Session, asset_id: int, start: datetime, end: datetime
+) -> dict[datetime, Values]:
+    """Stored OHLCV by close time for ``start ≤ close_time ≤ end``."""
+    rows = session.execute(
+        select(CandleRow.close_time, *_COLUMNS).where(
+            CandleRow.asset_id == asset_id,
+            CandleRow.close_time >= start,
+            CandleRow.close_time <= end,
+        )
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
+
+
+def values_at(session: Session, asset_id: int, times: Sequence[datetime]) -> dict[datetime, Values]:
+    if not times:
+        return {}
+    rows = session.execute(
+        select(CandleRow.close_time, *_COLUMNS).where(
+            CandleRow.asset_id == asset_id, CandleRow.close_time.in_(list(times))
+        )
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
+
+
+def close_times(session: Session, asset_id: int, start: datetime, end: datetime) -> list[datetime]:
+    return list(
+        session.scalars(
+            select(CandleRow.close_time)
+            .where(
+                CandleRow.asset_id == asset_id,
+                CandleRow.close_time >= start,
+                CandleRow.close_time <= end,
+            )
+            .order_by(CandleRow.close_time)
+        )
+    )
+
+
+def candle_at(session: Session, asset_id: int, symbol: str, close_time: datetime) -> Candle | None:
+    row = session.execute(
+        select(*_COLUMNS).where(CandleRow.asset_id == asset_id, CandleRow.close_time == close_time)
+    ).first()
+    if row is None:
+        return None
+    return Candle(symbol, close_time, row[0], row[1], row[2], row[3], row[4])
+
+
+def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[datetime] | None:
+    """Insert ``rows`` (one asset) in one executemany. Returns the close times actually
+    inserted, or None when every row was inserted.
+
+    On SQLite the caller's write transaction began with ``BEGIN IMMEDIATE`` and read the
+    stored candles first, so no other writer can slip in: one plain executemany is exact.
+    On PostgreSQL another writer may insert meanwhile: ``ON CONFLICT DO NOTHING RETURNING``
+    skips those rows and says which went in. Elsewhere a plain insert fails on the unique
+    key (the transaction rolls back) rather than overwrite."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement = (
+            postgresql.insert(_TABLE)
+            .on_conflict_do_nothing(index_elements=["asset_id", "close_time"])
+            .returning(_TABLE.c.close_time)
+        )
+        return set(session.scalars(statement, rows))
+    if dialect == "sqlite":
+        _sqlite_executemany(session, rows)
+        return None
+    session.execute(insert(_TABLE), rows)
+    return None
+
+
+def _sqlite_executemany(session: Session, rows: list[dict[str, Any]]) -> None:
+    """The Core ``INSERT`` compiled once, every value encoded by its column's own type
+    (``Fixed``, ``UTCDateTime``: the same bind processors SQLAlchemy would apply), and one
+    DBAPI ``executemany`` — about 40 % faster than ``session.execute(insert(), rows)``,
+    whose per-row parameter bookkeeping dominates a 100k-row load."""
+    connection = session.connection()
+    dialect = connection.dialect
+    compiled = insert(_TABLE).compile(dialect=dialect, column_keys=list(rows[0]))
+    names = list(compiled.positiontup or ())
+    processors = [
+        _TABLE.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    ]
+    encoded = [
+        tuple(
+            value if process is None or value is None else process(value)
+            for process, value in zip(processors, (row[name] for name in names), strict=True)
+        )
+        for row in rows
+    ]
+    connection.exec_driver_sql(compiled.string, encoded)
+
+
+@dataclass(frozen=True)
+class CandleCoverage:
+    asset_id: int
+    candles: int
+    first_close: datetime | None
+    last_close: datetime | None
+
+
+def coverage(session: Session) -> dict[int, CandleCoverage]:
+    """Per asset: how many candles are stored and from when to when."""
+    rows = session.execute(
+        select(
+            Asset.id,
+            func.count(CandleRow.id),
+            func.min(CandleRow.close_time),
+            func.max(CandleRow.close_time),
+        )
+        .select_from(Asset)
+        .outerjoin(CandleRow, CandleRow.asset_id == Asset.id)
+        .group_by(Asset.id)
+    )
+    return {
+        asset_id: CandleCoverage(asset_id, count, first, last)
+        for asset_id, count, first, last in rows
+    }

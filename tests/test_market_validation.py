@@ -1,0 +1,401 @@
+"""The candle checks (market.validation) and candle building (market.aggregate): pure."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from market import validation as v
+from market.aggregate import (
+    PricePoint,
+    batch_at_interval,
+    bucket_close,
+    candles_from_points,
+    resample,
+)
+from market.validation import (
+    Gap,
+    RawCandle,
+    ValidationLimits,
+    epoch_ms,
+    find_gaps,
+    json_number,
+    text_number,
+    validate_candles,
+)
+from race.domain.model import Candle
+
+HOUR = timedelta(hours=1)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+NOW = T0 + 100 * HOUR
+
+
+def raw(i: int, o="100", h="101", lo="99", c="100.5", vol: str | None = "5", **kw) -> RawCandle:
+    def d(x: str | None) -> Decimal | None:
+        return None if x is None else Decimal(x)
+
+    return RawCandle(T0 + i * HOUR, d(o), d(h), d(lo), d(c), d(vol), **kw)
+
+
+def check(rows, **kw):
+    kw.setdefault("now", NOW)
+    return validate_candles(rows, symbol="BTC", interval=HOUR, **kw)
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (raw(1, o="NaN"), v.NON_FINITE),
+        (raw(1, c="Infinity"), v.NON_FINITE),
+        (raw(1, h="-Infinity"), v.NON_FINITE),
+        (raw(1, o="0"), v.NON_POSITIVE),
+        (raw(1, lo="-1"), v.NON_POSITIVE),
+        (raw(1, h="98", lo="99"), v.HIGH_BELOW_LOW),
+        (raw(1, h="100.2"), v.HIGH_BELOW_BODY),
+        (raw(1, lo="100.1"), v.LOW_ABOVE_BODY),
+        (raw(1, vol="-3"), v.BAD_VOLUME),
+        (raw(1, vol="NaN"), v.BAD_VOLUME),
+        (
+            RawCandle(T0 + HOUR + timedelta(minutes=7), *[Decimal(x) for x in "1211"]),
+            v.OFF_GRID,
+        ),
+        (raw(1, o="100", h="250", lo="100", c="120"), v.IMPLAUSIBLE_RANGE),
+        (raw(102), v.FUTURE),
+    ],
+)
+def test_each_rule_rejects_with_its_reason(row, reason):
+    batch = check([raw(0), row])
+    assert batch.rejected == {reason: 1}
+    assert [c.close_time for c in batch.candles] == [T0]
+    rejection = batch.rejections[0]
+    assert rejection.reason == reason
+    assert reason in rejection.describe()
+
+
+def test_open_candle_is_set_aside_not_rejected():
+    now = T0 + 5 * HOUR + timedelta(minutes=20)
+    batch = check([raw(i) for i in range(7)], now=now)
+    assert [c.close_time for c in batch.candles] == [T0 + i * HOUR for i in range(6)]
+    assert batch.open == 1  # closes at 06:00, still forming at 05:20
+    assert not batch.rejections
+    assert batch.open_times == [T0 + 6 * HOUR]
+
+
+def test_candle_closing_exactly_now_is_closed_and_one_starting_now_is_open():
+    batch = check([raw(0), raw(1), raw(2)], now=T0 + HOUR)
+    assert [c.close_time for c in batch.candles] == [T0, T0 + HOUR]
+    assert batch.open == 1
+    assert not batch.rejections
+
+
+def test_duplicates_collapse_identical_and_rank_decides_differing():
+    rows = [
+        raw(3),
+        raw(1),
+        raw(1),  # identical twin
+        raw(2, c="100.4", rank=0, where="old format"),
+        raw(2, c="100.6", rank=1, where="new format"),
+        raw(2, c="100.7", rank=0),
+    ]
+    batch = check(rows)
+    assert [c.close_time for c in batch.candles] == [T0 + i * HOUR for i in (1, 2, 3)]
+    assert batch.duplicates == 3
+    assert batch.duplicates_differing == 2
+    assert batch.candles[1].close == Decimal("100.6")
+    assert batch.fetched == 6
+
+
+def test_equal_rank_duplicates_keep_the_first_received():
+    batch = check([raw(1, c="100.1"), raw(1, c="100.2")])
+    assert batch.candles[0].close == Decimal("100.1")
+    assert (batch.duplicates, batch.duplicates_differing) == (1, 1)
+
+
+def test_invalid_twin_never_displaces_a_valid_row():
+    batch = check([raw(1, c="NaN", rank=5), raw(1)])
+    assert len(batch.candles) == 1
+    assert batch.rejected == {v.NON_FINITE: 1}
+    assert batch.duplicates == 0
+
+
+def test_out_of_order_rows_come_out_sorted():
+    order = [5, 0, 3, 1, 4, 2]
+    batch = check([raw(i) for i in order])
+    assert [c.close_time for c in batch.candles] == [T0 + i * HOUR for i in range(6)]
+
+
+def test_implausible_jump_against_the_previous_candle():
+    limits = ValidationLimits(max_move=Decimal("0.2"))
+    rows = [
+        raw(1),
+        raw(2, o="100", h="131", lo="99", c="130"),  # close +29 % → rejected
+        raw(3, o="131", h="132", lo="129", c="130"),  # previous rejected: nothing to compare
+        raw(4, o="200", h="201", lo="129", c="131"),  # open +54 % against 130 → rejected
+    ]
+    reference = Candle("BTC", T0, *[Decimal(100)] * 4)
+    batch = check(rows, limits=limits, reference=reference)
+    assert batch.rejected == {v.IMPLAUSIBLE_MOVE: 2}
+    assert [c.close_time for c in batch.candles] == [T0 + HOUR, T0 + 3 * HOUR]
+    assert all("previous close" in r.detail for r in batch.rejections)
+
+
+def test_the_stored_reference_candle_counts_for_the_first_row():
+    reference = Candle("BTC", T0, *[Decimal(10)] * 4)
+    batch = check([raw(1)], limits=ValidationLimits(max_move=Decimal("0.5")), reference=reference)
+    assert batch.rejected == {v.IMPLAUSIBLE_MOVE: 1}
+    assert check([raw(1)], reference=Candle("BTC", T0, *[Decimal(90)] * 4)).candles
+
+
+def test_moves_are_not_compared_across_a_gap():
+    rows = [raw(0), raw(5, o="300", h="301", lo="299", c="300")]
+    batch = check(rows, limits=ValidationLimits(max_move=Decimal("0.1")))
+    assert len(batch.candles) == 2
+
+
+def test_parse_rejections_are_carried_and_counted():
+    carried = [v.Rejection(v.MALFORMED, "3 fields, expected 5", None, "row 7")]
+    batch = check([raw(0)], rejections=carried)
+    assert batch.rejected == {v.MALFORMED: 1}
+    assert batch.fetched == 2
+
+
+def test_values_are_stored_at_eight_decimals():
+    batch = check([raw(0, o="1.123456789", h="2", lo="1", c="1.5", vol="0.000000005")])
+    candle = batch.candles[0]
+    assert candle.open == Decimal("1.12345679")
+    assert candle.volume == Decimal("0.00000000")
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="RACE_CANDLE_MAX_MOVE"):
+        ValidationLimits(max_move=Decimal(0))
+    with pytest.raises(ValueError, match="RACE_CANDLE_MAX_RANGE"):
+        ValidationLimits(max_range=Decimal("NaN"))
+
+
+def test_number_readers():
+    assert json_number(1, field="x") == 1
+    assert json_number(0.1, field="x") == Decimal("0.1")
+    assert json_number(float("nan"), field="x").is_nan()
+    assert json_number(float("inf"), field="x") == Decimal("Infinity")
+    for bad in ("1.0", None, True, [1]):
+        with pytest.raises(v.RowError) as info:
+            json_number(bad, field="open")
+        assert info.value.reason == v.NOT_A_NUMBER
+    assert text_number(" 2.5 ", field="x") == Decimal("2.5")
+    with pytest.raises(v.RowError):
+        text_number("abc", field="x")
+    assert epoch_ms(1704067200000) == T0
+    assert epoch_ms(1704067200000.0) == T0
+    for bad in ("1704067200000", 1.5, True, -1, 10**16, float("nan")):
+        with pytest.raises(v.RowError) as info:
+            epoch_ms(bad)
+        assert info.value.reason == v.MALFORMED
+
+
+def test_find_gaps():
+    times = [T0, T0 + HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR, T0 + 7 * HOUR]
+    assert find_gaps(times, HOUR) == [
+        Gap(T0 + 2 * HOUR, T0 + 3 * HOUR, 2),
+        Gap(T0 + 6 * HOUR, T0 + 6 * HOUR, 1),
+    ]
+    assert find_gaps([], HOUR) == []
+    assert find_gaps([T0], HOUR) == []
+    assert Gap(T0, T0, 1).as_dict() == {"from": T0.isoformat(), "to": T0.isoformat(), "missing": 1}
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def half_hours(n: int, start=T0) -> list[Candle]:
+    step = timedelta(minutes=30)
+    out = []
+    for i in range(n):
+        price = Decimal(100 + i)
+        out.append(
+            Candle(
+                "BTC", start + step * (i + 1), price, price + 2, price - 1, price + 1, Decimal(1)
+            )
+        )
+    return out
+
+
+def test_bucket_close():
+    assert bucket_close(T0, HOUR) == T0
+    assert bucket_close(T0 + timedelta(seconds=1), HOUR) == T0 + HOUR
+    assert bucket_close(T0 + timedelta(minutes=59), HOUR) == T0 + HOUR
+
+
+def test_resample_combines_complete_buckets_only():
+    parts = half_hours(6)  # 00:30 … 03:00
+    del parts[2]  # 01:30 missing → the 02:00 hour is incomplete
+    built, incomplete, still_open = resample(parts, timedelta(minutes=30), HOUR, now=T0 + 10 * HOUR)
+    assert [c.close_time for c in built] == [T0 + HOUR, T0 + 3 * HOUR]
+    first = built[0]
+    assert (first.open, first.high, first.low, first.close) == (
+        Decimal(100),
+        Decimal(103),
+        Decimal(99),
+        Decimal(102),
+    )
+    assert first.volume == Decimal(2)
+    assert [(r.reason, r.close_time) for r in incomplete] == [(v.INCOMPLETE, T0 + 2 * HOUR)]
+    assert still_open == []
+
+
+def test_resample_keeps_volume_unknown_when_a_part_lacks_it():
+    parts = half_hours(2)
+    parts[1] = Candle("BTC", parts[1].close_time, *(Decimal(1) for _ in range(4)), None)
+    built, _, _ = resample(parts, timedelta(minutes=30), HOUR, now=None)
+    assert built[0].volume is None
+
+
+def test_resample_sets_aside_the_open_bucket_and_refuses_non_multiples():
+    parts = half_hours(3)  # 00:30, 01:00, 01:30
+    built, incomplete, still_open = resample(
+        parts, timedelta(minutes=30), HOUR, now=T0 + timedelta(minutes=95)
+    )
+    assert [c.close_time for c in built] == [T0 + HOUR]
+    assert still_open == [T0 + 2 * HOUR]
+    assert not incomplete
+    with pytest.raises(ValueError, match="multiple"):
+        resample(parts, timedelta(minutes=45), HOUR, now=None)
+
+
+def test_batch_at_interval_counts_the_open_hour_once():
+    rows = [
+        RawCandle(c.close_time, c.open, c.high, c.low, c.close, c.volume) for c in half_hours(4)
+    ]
+    now = T0 + timedelta(minutes=100)  # 01:40: the 02:00 half-hour is still open
+    batch = batch_at_interval(
+        rows,
+        symbol="BTC",
+        source=timedelta(minutes=30),
+        interval=HOUR,
+        now=now,
+        limits=ValidationLimits(),
+    )
+    assert [c.close_time for c in batch.candles] == [T0 + HOUR]
+    assert batch.open == 1
+    assert not batch.rejections
+
+
+def test_candles_from_points():
+    points = [
+        PricePoint(T0 - timedelta(minutes=58), Decimal(100), Decimal(7)),
+        PricePoint(T0 + timedelta(minutes=2), Decimal(101), Decimal(8)),
+        PricePoint(T0 + timedelta(minutes=30), Decimal(104), None),
+        PricePoint(T0 + timedelta(minutes=62), Decimal(102), Decimal(9)),
+        # 02:00 … 03:00 has no point: no candle (a gap), not an invented one
+        PricePoint(T0 + timedelta(minutes=190), Decimal(99), Decimal(9)),
+    ]
+    built, still_open = candles_from_points(
+        points, HOUR, first_close=T0 + HOUR, last_close=T0 + 4 * HOUR, now=T0 + 4 * HOUR
+    )
+    assert [c.close_time for c in built] == [T0 + HOUR, T0 + 2 * HOUR, T0 + 4 * HOUR]
+    first = built[0]
+    # open = last point of the previous hour (100); high/low over it and the hour's points
+    assert (first.open, first.high, first.low, first.close, first.volume) == (
+        Decimal(100),
+        Decimal(104),
+        Decimal(100),
+        Decimal(104),
+        None,
+    )
+    assert built[2].open == Decimal(99)  # no previous hour: its own first point
+    assert still_open == 0
+    _, still_open = candles_from_points(
+        points, HOUR, first_close=T0, last_close=T0 + 4 * HOUR, now=T0 + timedelta(minutes=100)
+    )
+    assert still_open == 1
+
+
+# ---------------------------------------------------------------- properties
+
+prices = st.one_of(
+    st.decimals(min_value=Decimal("-5"), max_value=Decimal("200"), places=2),
+    st.sampled_from([Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal(0)]),
+)
+rows_strategy = st.lists(
+    st.builds(
+        lambda i, minute, o, h, lo, c, vol, rank: RawCandle(
+            T0 + i * HOUR + timedelta(minutes=minute), o, h, lo, c, vol, rank
+        ),
+        st.integers(0, 120),
+        st.sampled_from([0, 0, 0, 0, 30]),
+        prices,
+        prices,
+        prices,
+        prices,
+        st.one_of(st.none(), st.decimals(min_value=-1, max_value=100, places=3)),
+        st.integers(0, 1),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows_strategy)
+def test_accepted_candles_are_always_clean(rows):
+    limits = ValidationLimits(max_move=Decimal("0.5"), max_range=Decimal("1"))
+    batch = check(rows, limits=limits)
+    times = [c.close_time for c in batch.candles]
+    assert times == sorted(set(times))
+    previous = None
+    for candle in batch.candles:
+        assert candle.close_time <= NOW
+        assert (candle.close_time - T0) % HOUR == timedelta(0)
+        for price in (candle.open, candle.high, candle.low, candle.close):
+            assert price.is_finite() and price > 0
+        assert candle.low <= min(candle.open, candle.close)
+        assert candle.high >= max(candle.open, candle.close)
+        assert candle.high - candle.low <= limits.max_range * candle.low
+        assert candle.volume is None or candle.volume >= 0
+        if previous is not None and previous.close_time == candle.close_time - HOUR:
+            assert abs(candle.close - previous.close) <= limits.max_move * previous.close
+        previous = candle
+    # every row is accounted for exactly once
+    accounted = len(batch.candles) + batch.duplicates + batch.open + len(batch.rejections)
+    assert accounted == len(rows) == batch.fetched
+    # nothing is repaired: each accepted candle equals (at 8 decimals) a row received
+    received = {(r.close_time, r.open, r.high, r.low, r.close) for r in rows}
+    for candle in batch.candles:
+        assert (candle.close_time, candle.open, candle.high, candle.low, candle.close) in received
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows_strategy, st.randoms(use_true_random=False))
+def test_validation_ignores_arrival_order_when_timestamps_are_unique(rows, rnd: random.Random):
+    unique = list({r.close_time: r for r in rows}.values())
+    shuffled = unique[:]
+    rnd.shuffle(shuffled)
+    assert check(unique).candles == check(shuffled).candles
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows_strategy)
+def test_validating_accepted_candles_again_changes_nothing(rows):
+    first = check(rows)
+    again = check(
+        [RawCandle(c.close_time, c.open, c.high, c.low, c.close, c.volume) for c in first.candles]
+    )
+    assert again.candles == first.candles
+    assert not again.rejections and again.duplicates == 0 and again.open == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 300), unique=True, max_size=80))
+def test_gaps_plus_present_cover_the_whole_span(hours):
+    times = sorted(T0 + h * HOUR for h in hours)
+    gaps = find_gaps(times, HOUR)
+    if times:
+        span = int((times[-1] - times[0]) / HOUR) + 1
+        assert len(times) + sum(g.missing for g in gaps) == span
+    for gap in gaps:
+        assert gap.first_missing not in times and gap.last_missing not in times
+        assert (gap.last_missing - gap.first_missing) / HOUR + 1 == gap.missing
