@@ -11,10 +11,12 @@ for the portfolio (compare-and-set on the version) rolls back. The unique key on
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import time as _time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -435,7 +437,10 @@ class RaceEngine:
         ends with exactly the rows of an uninterrupted one. ``max_seconds`` stops after the
         chunk that crosses it (for hosts with a time limit); call again to continue.
         """
-        with log_context(correlation_id=new_correlation_id(), trigger="backfill"):
+        with (
+            log_context(correlation_id=new_correlation_id(), trigger="backfill"),
+            _relaxed_gc(),
+        ):
             return await self._backfill(
                 start,
                 end,
@@ -772,6 +777,21 @@ class RaceEngine:
             if row is not None:
                 row.status, row.error, row.done = status, error, done
                 row.updated_at = self.clock.now()
+
+
+@contextmanager
+def _relaxed_gc() -> Iterator[None]:
+    """A replay allocates millions of short-lived, acyclic objects (Decimals, records):
+    freed by reference counting, they only make the cyclic collector rescan everything
+    alive. Collect less often during the replay (and leave what existed before it alone)."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 class _SpendTracker:

@@ -4,13 +4,14 @@ rows written are those the pure core computed."""
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import JSON, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from race.domain.agent import AgentSpec
@@ -29,6 +30,7 @@ from race.store.tables import (
     PositionRow,
     TradeRow,
 )
+from race.store.types import UTCDateTime
 
 
 class ConcurrentUpdate(RuntimeError):
@@ -434,58 +436,77 @@ def write_batches(
     return changed
 
 
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Any], list[int] | None]] = {}
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str
+    plain: list[tuple[int, Any]]
+    """Columns converted value by value (money, booleans…)."""
+    shared: list[tuple[int, Any]]
+    """Columns whose values are often one object repeated (times, JSON): converted once."""
+    pick: Any
+    """Row dict → tuple of values in ``keys`` order."""
+    order: Any
+    """Values in ``keys`` order → the driver's positional order (None: named parameters)."""
+    keys: tuple[str, ...]
+
+
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], _InsertPlan] = {}
+_SHARED_TYPES = (JSON, UTCDateTime)
+
+
+def _plan(dialect: Any, table: Any, keys: tuple[str, ...]) -> _InsertPlan:
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
+    plain, shared = [], []
+    for index, key in enumerate(keys):
+        column_type = table.c[key].type
+        processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            (shared if isinstance(column_type, _SHARED_TYPES) else plain).append((index, processor))
+    order = (
+        operator.itemgetter(*[keys.index(name) for name in compiled.positiontup])
+        if compiled.positional
+        else None
+    )
+    return _InsertPlan(compiled.string, plain, shared, operator.itemgetter(*keys), order, keys)
 
 
 def bulk_insert(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """``INSERT`` many rows through the driver's ``executemany``, with each column's own bind
     processing (fixed-scale money, UTC datetimes, JSON) but without SQLAlchemy's per-row
     parameter machinery: several times faster for the big batches a replay writes. Every row
-    must have the same keys. Values shared by many rows (a cycle's time, its market
-    conditions) are converted once."""
+    must have the same keys (at least two). Values shared by many rows (a cycle's time, its
+    market conditions, empty lists) are converted once per call."""
     if not rows:
         return
     connection = session.connection()
-    dialect = connection.dialect
     keys = tuple(rows[0])
-    cache_key = (dialect.name, table.name, keys)
-    cached = _INSERTS.get(cache_key)
-    if cached is None:
-        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
-        processors = [
-            table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in keys
-        ]
-        order = [keys.index(name) for name in compiled.positiontup] if compiled.positional else None
-        cached = (compiled.string, processors, order)
-        _INSERTS[cache_key] = cached
-    sql, processors, order = cached
-    shared: dict[Any, Any] = {}
-    width = len(keys)
-    converters = [(i, proc) for i, proc in enumerate(processors) if proc is not None]
+    cache_key = (connection.dialect.name, table.name, keys)
+    plan = _INSERTS.get(cache_key)
+    if plan is None:
+        plan = _INSERTS[cache_key] = _plan(connection.dialect, table, keys)
+    memo: dict[Any, Any] = {}
     params: list[Any] = []
     for row in rows:
-        values = [row[k] for k in keys]
-        for i, proc in converters:
+        values = list(plan.pick(row))
+        for i, processor in plan.plain:
+            value = values[i]
+            if value is not None:
+                values[i] = processor(value)
+        for i, processor in plan.shared:
             value = values[i]
             if value is None:
                 continue
-            if isinstance(value, dict | list | datetime):
-                # Shared objects (a cycle's time and market conditions) and empty containers
-                # convert once per batch.
-                marker = (
-                    (type(value), 0) if not value and not isinstance(value, datetime) else id(value)
-                )
-                converted = shared.get(marker)
-                if converted is None:
-                    converted = shared[marker] = proc(value)
-                values[i] = converted
-            else:
-                values[i] = proc(value)
-        if order is not None:
-            params.append(tuple(values[j] for j in order))
-        else:
-            params.append({keys[j]: values[j] for j in range(width)})
-    connection.exec_driver_sql(sql, params)
+            # Equal-but-distinct empty containers share a key; other objects go by identity
+            # (they stay alive in ``rows`` for the whole call, so ids are not reused).
+            marker = id(value) if value or isinstance(value, datetime) else (type(value), 0)
+            converted = memo.get(marker)
+            if converted is None:
+                converted = memo[marker] = processor(value)
+            values[i] = converted
+        params.append(
+            plan.order(values) if plan.order is not None else dict(zip(keys, values, strict=True))
+        )
+    connection.exec_driver_sql(plan.sql, params)
 
 
 def _allocate_ids(session: Session, table: type[DecisionRow], count: int) -> list[int] | None:
