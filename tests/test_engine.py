@@ -142,7 +142,7 @@ def test_same_cycle_from_threads_at_once(app, database_url, clock):
             assert decision.value_after == snapshot.total_value
 
 
-def test_same_cycle_from_processes_at_once(app, database_url):
+def test_same_cycle_from_eight_processes_at_once(app, database_url):
     seed_market(app)
     agents = seed_baselines(app)
     at = (START + 140 * HOUR).isoformat()
@@ -155,9 +155,9 @@ def test_same_cycle_from_processes_at_once(app, database_url):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for _ in range(4)
+        for _ in range(8)
     ]
-    outputs = [p.communicate(timeout=120) for p in processes]
+    outputs = [p.communicate(timeout=180) for p in processes]
     for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err.decode()
     assert count(app, DecisionRow) == len(agents)
