@@ -158,6 +158,8 @@ class CoinGeckoConfig:
     max_attempts: int = 4
     base_url_overridden: bool = False
     user_agent: str = USER_AGENT
+    range_chunk: timedelta = RANGE_CHUNK
+    """Span of one ``/market_chart/range`` call of a backfill (≤ 89 days: hourly points)."""
 
     @classmethod
     def resolve(
@@ -169,6 +171,7 @@ class CoinGeckoConfig:
         calls_per_minute: float = 25.0,
         timeout_seconds: float = 30.0,
         max_attempts: int = 4,
+        range_chunk_days: float = RANGE_CHUNK.days,
     ) -> CoinGeckoConfig:
         """The effective configuration from the ``COINGECKO_*`` settings."""
         key = (api_key or "").strip() or None
@@ -194,6 +197,11 @@ class CoinGeckoConfig:
             )
         if max_attempts < 1:
             raise CoinGeckoConfigError(f"COINGECKO_MAX_ATTEMPTS must be ≥ 1, got {max_attempts}")
+        if not (0 < range_chunk_days <= RANGE_CHUNK.days):
+            raise CoinGeckoConfigError(
+                f"COINGECKO_RANGE_CHUNK_DAYS must be in (0, {RANGE_CHUNK.days}] (longer ranges "
+                f"come back daily, not hourly), got {range_chunk_days}"
+            )
         if resolved == "public" and calls_per_minute > PUBLIC_CALLS_PER_MINUTE:
             calls_per_minute = PUBLIC_CALLS_PER_MINUTE
         url = (base_url or "").strip() or BASE_URLS[resolved]
@@ -205,6 +213,7 @@ class CoinGeckoConfig:
             timeout_seconds=timeout_seconds,
             max_attempts=max_attempts,
             base_url_overridden=bool((base_url or "").strip()),
+            range_chunk=timedelta(days=range_chunk_days),
         )
 
     @property
@@ -444,7 +453,7 @@ def plan_fetch(
             return plan
     start = first_close
     while start <= last_close:
-        end = min(floor_time(start + RANGE_CHUNK - interval, interval), last_close)
+        end = min(floor_time(start + config.range_chunk - interval, interval), last_close)
         end = max(end, start)
         plan.steps.append(RangeStep(start, end))
         start = end + interval

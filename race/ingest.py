@@ -317,6 +317,7 @@ def coingecko_config(settings: Settings) -> CoinGeckoConfig:
         calls_per_minute=settings.coingecko_calls_per_minute,
         timeout_seconds=settings.coingecko_timeout_seconds,
         max_attempts=settings.coingecko_max_attempts,
+        range_chunk_days=settings.coingecko_range_chunk_days,
     )
 
 

@@ -203,8 +203,11 @@ class FakeCoinGecko:
         pro_key: str | None = None,
         history_days: int | None = 365,
         include_open_candle: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.now = now or (lambda: datetime.now(UTC))
+        self.latency = latency
+        """Seconds every answer waits before it is sent (a slow network)."""
         self.demo_key = demo_key
         self.pro_key = pro_key
         self.history_days = history_days
@@ -438,6 +441,8 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request("GET", parts.path, query, headers)
         reply = self.fake._next_reply(request)
         if reply is not None and reply.delay and self.fake._stopping.wait(reply.delay):
+            return
+        if self.fake.latency and self.fake._stopping.wait(self.fake.latency):
             return
         if reply is None or reply.body is _DEFAULT:
             status, body, extra = self.fake.answer(request)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -103,3 +103,122 @@ def test_backfill_survives_sigkill_at_random_points(tmp_path, sqlite_template, c
     final = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     assert digest(victim.db) == expected
+
+
+def candle_rows(app) -> list[tuple]:
+    from race.store.tables import Asset, CandleRow
+
+    with app.db.read() as session:
+        rows = session.execute(
+            select(
+                Asset.symbol,
+                CandleRow.close_time,
+                CandleRow.open,
+                CandleRow.high,
+                CandleRow.low,
+                CandleRow.close,
+                CandleRow.volume,
+                CandleRow.interval_seconds,
+                CandleRow.source,
+            )
+            .join(Asset, Asset.id == CandleRow.asset_id)
+            .order_by(Asset.symbol, CandleRow.close_time)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def candle_count(app) -> int:
+    from sqlalchemy import func
+
+    from race.store.tables import CandleRow
+
+    with app.db.read() as session:
+        return session.scalar(select(func.count()).select_from(CandleRow))
+
+
+def test_ingest_survives_sigkill_at_random_points(tmp_path, sqlite_template):
+    from race.clock import ManualClock
+    from race.ingest import ingest_coingecko
+    from race.universe import add_asset
+    from tests.coingecko_server import FakeCoinGecko
+
+    # Close to the wall clock: the CLI runs on the real clock, and CoinGecko's Demo history
+    # window (365 days) is counted from it.
+    now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    coins = {"BTC": "bitcoin", "ETH": "ethereum"}
+    begin, end = now - timedelta(days=250), now - timedelta(days=2)
+
+    def fresh(name: str):
+        path = tmp_path / name
+        shutil.copy(sqlite_template, path)
+        app = bootstrap(
+            overrides={
+                "RACE_DATABASE_URL": f"sqlite:///{path}",
+                "COINGECKO_BASE_URL": server.base_url,
+                "COINGECKO_API_KEY": "demo-key",
+                "COINGECKO_RANGE_CHUNK_DAYS": "15",
+            },
+            clock=ManualClock(now),
+        )
+        for symbol, coin in coins.items():
+            add_asset(app.db, symbol, coin, app.clock)
+        return app, path
+
+    with FakeCoinGecko(now=lambda: now, demo_key="demo-key", latency=0.05) as server:
+        reference, _ = fresh("reference.db")
+        report = asyncio.run(ingest_coingecko(reference, start=begin, end=end))
+        assert report.ok
+        expected = candle_rows(reference)
+        assert len(expected) > len(coins) * 240 * 24 * 0.9
+
+        victim, path = fresh("victim.db")
+        env = {
+            **os.environ,
+            "RACE_DATABASE_URL": f"sqlite:///{path}",
+            "PYTHONPATH": str(ROOT),
+            "COINGECKO_BASE_URL": server.base_url,
+            "COINGECKO_API_KEY": "demo-key",
+            "COINGECKO_RANGE_CHUNK_DAYS": "15",
+            "COINGECKO_CALLS_PER_MINUTE": "6000",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "race",
+            "ingest",
+            "--source",
+            "coingecko",
+            "--start",
+            begin.isoformat(),
+            "--end",
+            end.isoformat(),
+        ]
+        rng = random.Random(7)
+        kills, finished, seen = 0, False, []
+        while kills < KILLS and not finished:
+            before = candle_count(victim)
+            process = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 30
+            while (
+                process.poll() is None
+                and len(candle_rows(victim)) == before
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.12))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                kills += 1
+                seen.append(candle_count(victim))
+            else:
+                finished = True
+        assert kills >= min(KILLS, 10), f"only {kills} kills before the ingestion finished"
+        assert len(set(seen)) > 1
+        final = subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert final.returncode == 0, final.stderr[-2000:]
+        assert candle_rows(victim) == expected

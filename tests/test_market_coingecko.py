@@ -475,6 +475,17 @@ def test_backfills_are_chunked_contiguously_within_90_days():
         assert step.last_close - step.first_close + 2 * HOUR < timedelta(days=90)
 
 
+def test_backfill_chunks_can_be_shorter_but_never_longer():
+    first = datetime(2023, 3, 1, tzinfo=UTC)
+    last = datetime(2023, 5, 1, tzinfo=UTC)
+    short = CoinGeckoConfig.resolve(plan="pro", api_key=KEY, range_chunk_days=15)
+    plan = plan_fetch(short, first_close=first, last_close=last, interval=HOUR, now=NOW, live=False)
+    assert len(plan.steps) == 5
+    assert all(s.last_close - s.first_close < timedelta(days=15) for s in plan.steps)
+    with pytest.raises(CoinGeckoConfigError, match="COINGECKO_RANGE_CHUNK_DAYS"):
+        CoinGeckoConfig.resolve(plan="pro", api_key=KEY, range_chunk_days=120)
+
+
 def test_demo_plans_stop_at_365_days():
     plan = plan_fetch(
         config(),
