@@ -593,6 +593,22 @@ class RaceEngine:
             self._update_job(job, "completed", None, len(times))
         return report
 
+    def backfill_job(
+        self,
+        start: datetime,
+        end: datetime,
+        interval: timedelta,
+        agent_ids: Sequence[int] | None = None,
+    ) -> int:
+        """The job row of this backfill (created, or found when the same range was asked
+        before), without running it: for callers that hand the work to a queue."""
+        start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
+        if end < start:
+            raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
+        return self._job(
+            "backfill", start, end, interval, len(grid(start, end, interval)), agent_ids
+        )
+
     def _commit_chunk(
         self,
         job: int,

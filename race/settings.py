@@ -48,12 +48,20 @@ def _env(name: str, *, default: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=False, frozen=True, env_ignore_empty=True
+    )
 
     # Storage and API
     database_url: str = _env("RACE_DATABASE_URL", default="sqlite:///race.db")
     admin_key: SecretStr | None = _env("RACE_ADMIN_KEY", default=None)
     cors_origins: CsvList = _env("RACE_CORS_ORIGINS", default=list(DEFAULT_CORS))
+    admin_max_body_bytes: int = _env("RACE_ADMIN_MAX_BODY_BYTES", default=16_384)
+    """Admin requests with a larger body are refused (413)."""
+    backfill_queue: str = _env("RACE_BACKFILL_QUEUE", default="race-backfill")
+    """Azure Storage queue carrying backfill job ids from chunk to chunk (Functions host)."""
+    backfill_chunk_budget_seconds: float = _env("RACE_BACKFILL_CHUNK_BUDGET_SECONDS", default=240.0)
+    """Work one queue-triggered invocation does before handing the job to the next one."""
     log_format: Literal["text", "json"] | None = _env("RACE_LOG_FORMAT", default=None)
     log_level: str = _env("RACE_LOG_LEVEL", default="INFO")
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "race.cli.demo",
     "race.cli.agents",
     "race.cli.ml",
+    "race.cli.serve",
 )
 
 

@@ -1,0 +1,458 @@
+"""The leaderboard API (``shared/api-contract.md``) and the admin triggers, as one ASGI app.
+
+The same app is served by ``python -m race serve`` (uvicorn) and, through
+``function_app.py``, by the Azure Functions host. Reads never write. Every error is JSON
+``{"message": …}`` with the right status: 400 for a bad parameter, 404 for an unknown id,
+401/403 for admin calls without a valid key, 413 for an oversized body, 503 when the
+database is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from race.api import models as m
+from race.api import queries as q
+from race.bootstrap import App
+from race.domain.timeutil import iso, parse_iso
+from race.jobs import BackfillSpec, LocalJobRunner, create_backfill_job
+from race.schedule import scheduled_time
+from race.store.database import DatabaseError
+
+log = logging.getLogger("race.api")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": m.ErrorBody, "description": "bad parameter"},
+    404: {"model": m.ErrorBody, "description": "unknown id"},
+    503: {"model": m.ErrorBody, "description": "database unreachable"},
+}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": m.ErrorBody, "description": "missing or wrong X-API-Key"},
+    403: {"model": m.ErrorBody, "description": "admin disabled: RACE_ADMIN_KEY is not set"},
+    413: {"model": m.ErrorBody, "description": "body too large"},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = [str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")]
+        name = ".".join(where) or "request"
+        parts.append(f"{name}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+class BodyLimit:
+    """Refuses admin requests whose body exceeds ``limit`` bytes (413), declared or not."""
+
+    def __init__(self, app: ASGIApp, limit: int, prefix: str = "/api/admin") -> None:
+        self.app, self.limit, self.prefix = app, limit, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _error(413, f"request body larger than {self.limit} bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ApiError(413, f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def authorize_admin(settings: Any, presented: str | None) -> None:
+    """Admin calls need ``X-API-Key`` equal to ``RACE_ADMIN_KEY`` (constant-time compare):
+    401 when missing or wrong; 403 when no key is configured (admin disabled, never open)."""
+    configured = settings.admin_key
+    if configured is None or not configured.get_secret_value():
+        raise ApiError(403, "admin endpoints are disabled: set RACE_ADMIN_KEY to enable them")
+    if presented is None or not hmac.compare_digest(
+        presented.encode(), configured.get_secret_value().encode()
+    ):
+        raise ApiError(401, "missing or wrong X-API-Key")
+
+
+AgentId = Annotated[str, Path(description="agent id (a positive integer)", max_length=40)]
+
+
+def _agent_id(raw: str) -> int:
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 18 or int(text) <= 0:
+        raise ApiError(400, f"agent id must be a positive integer, got {raw[:40]!r}")
+    return int(text)
+
+
+def _time(raw: str | None, name: str) -> datetime | None:
+    if raw is None:
+        return None
+    if re.search(r" \d\d:\d\d$", raw):  # "+00:00" sent unencoded arrives as " 00:00"
+        raw = f"{raw[:-6]}+{raw[-5:]}"
+    try:
+        return parse_iso(raw, field=name)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
+    """The ASGI app over ``app`` (the composition root's object graph)."""
+    runner = jobs or LocalJobRunner(app)
+    api = FastAPI(
+        title="AI Trading Race",
+        version="1.0",
+        summary="Leaderboard, agents, market and admin triggers of the AI trading race.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        responses={503: {"model": m.ErrorBody, "description": "database unreachable"}},
+    )
+    api.state.race = app
+    api.state.jobs = runner
+
+    @contextmanager
+    def reading() -> Iterator[Session]:
+        try:
+            with app.db.read() as session:
+                yield session
+        except OperationalError as exc:
+            raise ApiError(503, str(app.db.unavailable(exc))) from None
+        except DatabaseError as exc:
+            raise ApiError(503, str(exc)) from None
+
+    # ------------------------------------------------------------ errors
+
+    @api.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _describe(exc))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error(404, f"no such endpoint: {request.url.path[:200]}")
+        return _error(exc.status_code, str(exc.detail))
+
+    @api.exception_handler(DatabaseError)
+    async def _database(_: Request, exc: DatabaseError) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path[:200])
+        return _error(500, "internal error (logged)")
+
+    # ------------------------------------------------------------ reads
+
+    @api.get("/api/agents", response_model=list[m.AgentSummary], responses=ERRORS, tags=["agents"])
+    def list_agents() -> list[m.AgentSummary]:
+        """Every agent, by latest equity (descending)."""
+        with reading() as session:
+            return q.agent_summaries(session)
+
+    @api.get(
+        "/api/agents/{agent_id}", response_model=m.AgentDetail, responses=ERRORS, tags=["agents"]
+    )
+    def get_agent(agent_id: AgentId) -> m.AgentDetail:
+        key = _agent_id(agent_id)
+        with reading() as session:
+            detail = q.agent_detail(session, key, app.clock.now())
+        if detail is None:
+            raise ApiError(404, f"no agent {key}")
+        return detail
+
+    @api.get(
+        "/api/agents/{agent_id}/equity",
+        response_model=list[m.EquitySnapshot],
+        responses=ERRORS,
+        tags=["agents"],
+    )
+    def get_equity(
+        agent_id: AgentId,
+        from_: Annotated[
+            str | None, Query(alias="from", max_length=64, description="ISO-8601 start (UTC)")
+        ] = None,
+        to: Annotated[str | None, Query(max_length=64, description="ISO-8601 end")] = None,
+        max_points: Annotated[
+            int | None,
+            Query(
+                alias="maxPoints",
+                ge=2,
+                le=100_000,
+                description="evenly downsample, keeping first, last, min and max",
+            ),
+        ] = None,
+    ) -> list[m.EquitySnapshot]:
+        key = _agent_id(agent_id)
+        start, end = _time(from_, "from"), _time(to, "to")
+        if start is not None and end is not None and end < start:
+            raise ApiError(400, "'to' is before 'from'")
+        with reading() as session:
+            if not q.agent_exists(session, key):
+                raise ApiError(404, f"no agent {key}")
+            return q.equity(session, key, start, end, max_points)
+
+    @api.get(
+        "/api/leaderboard",
+        response_model=list[m.LeaderboardEntry],
+        responses=ERRORS,
+        tags=["leaderboard"],
+    )
+    def get_leaderboard() -> list[m.LeaderboardEntry]:
+        with reading() as session:
+            return q.leaderboard(session)
+
+    @api.get(
+        "/api/agents/{agent_id}/trades",
+        response_model=m.TradePage,
+        responses=ERRORS,
+        tags=["agents"],
+    )
+    def get_trades(
+        agent_id: AgentId,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> m.TradePage:
+        key = _agent_id(agent_id)
+        with reading() as session:
+            if not q.agent_exists(session, key):
+                raise ApiError(404, f"no agent {key}")
+            return q.trades(session, key, limit, offset)
+
+    @api.get(
+        "/api/agents/{agent_id}/portfolio",
+        response_model=m.Portfolio,
+        responses=ERRORS,
+        tags=["agents"],
+    )
+    def get_portfolio(agent_id: AgentId) -> m.Portfolio:
+        key = _agent_id(agent_id)
+        with reading() as session:
+            found = q.portfolio(session, key)
+        if found is None:
+            raise ApiError(404, f"no agent {key}")
+        return found
+
+    @api.get(
+        "/api/agents/{agent_id}/decisions",
+        response_model=list[m.DecisionLog],
+        responses=ERRORS,
+        tags=["agents"],
+    )
+    def get_decisions(
+        agent_id: AgentId, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[m.DecisionLog]:
+        key = _agent_id(agent_id)
+        with reading() as session:
+            if not q.agent_exists(session, key):
+                raise ApiError(404, f"no agent {key}")
+            return q.decisions(session, key, limit)
+
+    @api.get(
+        "/api/market/prices", response_model=list[m.MarketPrice], responses=ERRORS, tags=["market"]
+    )
+    def get_prices() -> list[m.MarketPrice]:
+        with reading() as session:
+            return q.market_prices(session)
+
+    @api.get(
+        "/api/market/prices/{symbol}",
+        response_model=m.MarketPrice,
+        responses=ERRORS,
+        tags=["market"],
+    )
+    def get_price(symbol: Annotated[str, Path(max_length=40)]) -> m.MarketPrice:
+        clean = symbol.strip()
+        if not clean.isalnum() or len(clean) > 16:
+            raise ApiError(400, f"symbol must be letters and digits, got {symbol[:40]!r}")
+        with reading() as session:
+            asset = q.asset_by_symbol(session, clean)
+            price = None if asset is None else q.market_price(session, asset)
+        if price is None:
+            raise ApiError(404, f"no prices for {clean.upper()}")
+        return price
+
+    @api.get(
+        "/api/health",
+        response_model=m.Health,
+        responses={503: {"model": m.Health, "description": "unhealthy"}},
+        tags=["health"],
+    )
+    def get_health() -> JSONResponse:
+        now = app.clock.now()
+        body: dict[str, Any] = {
+            "status": "Unhealthy",
+            "timestamp": iso(now),
+            "database": "Disconnected",
+            "activeAgentCount": 0,
+            "latestCandleTime": None,
+            "latestCandleAgeSeconds": None,
+            "lastCycle": None,
+        }
+        try:
+            app.db.ping()
+            with app.db.read() as session:
+                active, latest, cycle = q.health_facts(session)
+        except (DatabaseError, OperationalError) as exc:
+            log.warning("health: database unreachable: %s", exc)
+            return JSONResponse(m.Health(**body).model_dump(), status_code=503)
+        body.update(
+            status="Healthy",
+            database="Connected",
+            activeAgentCount=active,
+            latestCandleTime=iso(latest),
+            latestCandleAgeSeconds=None
+            if latest is None
+            else round((now - latest).total_seconds(), 3),
+            lastCycle=None
+            if cycle is None
+            else {"time": iso(cycle.cycle_time), "status": cycle.status},
+        )
+        return JSONResponse(m.Health(**body).model_dump(), status_code=200)
+
+    # ------------------------------------------------------------ admin
+
+    def require_admin(x_api_key: Annotated[str | None, Header(max_length=512)] = None) -> None:
+        authorize_admin(app.settings, x_api_key)
+
+    Admin = Depends(require_admin)
+
+    def _run_async(work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run engine work in its own event loop thread (the engine's DB calls block)."""
+        return asyncio.run(work())
+
+    @api.post(
+        "/api/admin/cycles",
+        response_model=m.CycleRun,
+        responses=ADMIN_ERRORS,
+        dependencies=[Admin],
+        tags=["admin"],
+    )
+    def run_cycle_now(body: m.CycleRequest | None = None) -> m.CycleRun:
+        """Run the decision cycle of the current schedule slot (or of ``at``)."""
+        at = _time(body.at if body else None, "at") or app.clock.now()
+        cycle_time = scheduled_time(app.settings.decision_schedule, at)
+        report = _run_async(lambda: app.engine.run_cycle(cycle_time, trigger="admin"))
+        return m.CycleRun(**report.as_dict())
+
+    @api.post(
+        "/api/admin/agents/{agent_id}/run",
+        response_model=m.CycleRun,
+        responses=ADMIN_ERRORS,
+        dependencies=[Admin],
+        tags=["admin"],
+    )
+    def run_agent_now(agent_id: AgentId, body: m.CycleRequest | None = None) -> m.CycleRun:
+        """Run one agent for the current schedule slot (or ``at``)."""
+        key = _agent_id(agent_id)
+        with reading() as session:
+            if not q.agent_exists(session, key):
+                raise ApiError(404, f"no agent {key}")
+        at = _time(body.at if body else None, "at") or app.clock.now()
+        cycle_time = scheduled_time(app.settings.decision_schedule, at)
+        report = _run_async(
+            lambda: app.engine.run_cycle(cycle_time, trigger="admin", agent_ids=[key])
+        )
+        return m.CycleRun(**report.as_dict())
+
+    @api.post(
+        "/api/admin/ingest",
+        response_model=dict[str, Any],
+        responses=ADMIN_ERRORS,
+        dependencies=[Admin],
+        tags=["admin"],
+    )
+    def ingest_now() -> dict[str, Any]:
+        """Fetch new candles from CoinGecko now, then mark every portfolio to market."""
+        from race.services import ingest_and_mark
+
+        return _run_async(lambda: ingest_and_mark(app))
+
+    @api.post(
+        "/api/admin/backfills",
+        response_model=m.JobAccepted,
+        status_code=202,
+        responses=ADMIN_ERRORS,
+        dependencies=[Admin],
+        tags=["admin"],
+    )
+    def start_backfill(body: m.BackfillRequest) -> m.JobAccepted:
+        """Start (or resume) a backfill; it runs in chunks. Poll the status URL."""
+        try:
+            spec = BackfillSpec.parse(body.start, body.end, body.interval)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        job_id = create_backfill_job(app, spec)
+        runner.submit(job_id)
+        return m.JobAccepted(
+            jobId=str(job_id), status="accepted", statusUrl=f"/api/admin/jobs/{job_id}"
+        )
+
+    @api.get(
+        "/api/admin/jobs/{job_id}",
+        response_model=m.Job,
+        responses=ADMIN_ERRORS,
+        dependencies=[Admin],
+        tags=["admin"],
+    )
+    def get_job(job_id: Annotated[str, Path(max_length=40)]) -> m.Job:
+        text = job_id.strip()
+        if not text.isdigit() or len(text) > 18 or int(text) <= 0:
+            raise ApiError(400, f"job id must be a positive integer, got {job_id[:40]!r}")
+        with reading() as session:
+            found = q.job(session, int(text))
+        if found is None:
+            raise ApiError(404, f"no job {text}")
+        return found
+
+    # ------------------------------------------------------------ middleware
+
+    api.add_middleware(BodyLimit, limit=app.settings.admin_max_body_bytes)
+    api.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(app.settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["X-API-Key", "Content-Type"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    return api

@@ -1,0 +1,244 @@
+"""Response shapes of the leaderboard API (``shared/api-contract.md``), field for field.
+
+camelCase, datetimes as ISO-8601 UTC strings with an offset, ids as strings, money and
+quantities as JSON numbers. Extra fields the dashboard ignores carry what the race knows
+beyond the contract (Sharpe, Sortino, fees, fallbacks, tokens, cost…)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Model):
+    message: str
+
+
+class EquitySnapshot(Model):
+    id: str
+    portfolioId: str
+    agentId: str
+    capturedAt: str
+    totalValue: float
+    cashValue: float
+    positionsValue: float
+    unrealizedPnL: float
+    percentChange: float | None
+    source: Literal["cycle", "mark"]
+
+
+class AgentSummary(Model):
+    id: str
+    name: str
+    strategy: str
+    isActive: bool
+    totalValue: float
+    percentChange: float
+    lastUpdated: str
+    provider: str
+    model: str | None
+    degraded: bool
+
+
+class PerformanceMetrics(Model):
+    agentId: str
+    initialValue: float
+    currentValue: float
+    totalReturn: float
+    percentReturn: float
+    maxDrawdown: float
+    sharpeRatio: float | None
+    totalTrades: int
+    winningTrades: int
+    losingTrades: int
+    winRate: float
+    calculatedAt: str
+    sortinoRatio: float | None
+    volatility: float | None
+    calmarRatio: float | None
+    feesPaid: float
+    decisions: int
+    fallbacks: int
+    fallbackRate: float | None
+    degraded: bool
+    promptTokens: int
+    completionTokens: int
+    costUsd: float
+
+
+class AgentDetail(Model):
+    id: str
+    name: str
+    strategy: str
+    isActive: bool
+    createdAt: str
+    provider: str
+    model: str | None
+    latestSnapshot: EquitySnapshot | None
+    performance: PerformanceMetrics
+
+
+class LeaderboardAgent(Model):
+    id: str
+    name: str
+    modelType: Literal["Llama", "OpenAI", "AzureOpenAI", "CustomML", "Mock"]
+    provider: str
+    isActive: bool
+    createdAt: str
+
+
+class LeaderboardEntry(Model):
+    agent: LeaderboardAgent
+    currentValue: float
+    performancePercent: float
+    drawdown: float
+    rank: int
+    model: str | None
+    sharpeRatio: float | None
+    sortinoRatio: float | None
+    totalTrades: int
+    winRate: float | None
+    feesPaid: float
+    fallbacks: int
+    degraded: bool
+    costUsd: float
+    lastUpdated: str | None
+
+
+class Trade(Model):
+    id: str
+    assetSymbol: str
+    executedAt: str
+    quantity: float
+    price: float
+    side: Literal["Buy", "Sell"]
+    totalValue: float
+    rationale: str | None
+    detectedRegime: str | None
+    fee: float
+    slippage: float
+    realizedPnL: float | None
+    decisionId: str
+
+
+class TradePage(Model):
+    trades: list[Trade]
+    totalCount: int
+    limit: int
+    offset: int
+
+
+class MarketPrice(Model):
+    symbol: str
+    name: str
+    price: float
+    change24h: float
+    changePercent24h: float
+    high24h: float
+    low24h: float
+    updatedAt: str
+
+
+class Position(Model):
+    assetSymbol: str
+    quantity: float
+    averagePrice: float
+    currentPrice: float | None
+    marketValue: float
+    unrealizedPnL: float
+
+
+class Portfolio(Model):
+    portfolioId: str
+    agentId: str
+    cash: float
+    positions: list[Position]
+    asOf: str
+    totalValue: float
+
+
+class DecisionLog(Model):
+    id: str
+    agentId: str
+    timestamp: str
+    action: Literal["BUY", "SELL", "HOLD"]
+    asset: str | None
+    quantity: float | None
+    rationale: str
+    citedRuleIds: str
+    detectedRegime: str
+    portfolioValueBefore: float
+    portfolioValueAfter: float
+    marketConditions: str
+    wasValidated: bool
+    validationErrors: str | None
+    createdAt: str
+    fallback: bool
+    fallbackReason: str | None
+    latencyMs: int | None
+    promptTokens: int | None
+    completionTokens: int | None
+    costUsd: float | None
+    model: str | None
+    confidence: float | None
+
+
+class LastCycle(Model):
+    time: str
+    status: str
+
+
+class Health(Model):
+    status: Literal["Healthy", "Unhealthy"]
+    timestamp: str
+    database: Literal["Connected", "Disconnected"]
+    activeAgentCount: int
+    latestCandleTime: str | None
+    latestCandleAgeSeconds: float | None
+    lastCycle: LastCycle | None
+
+
+class CycleRun(Model):
+    cycleTime: str
+    status: str
+    agentsTotal: int
+    decided: int
+    fallbacks: int
+    trades: int
+    skipped: dict[str, str]
+    errors: dict[str, str]
+    durationMs: int
+
+
+class BackfillRequest(Model):
+    start: str
+    end: str
+    interval: str = "1h"
+
+
+class CycleRequest(Model):
+    at: str | None = None
+
+
+class Job(Model):
+    id: str
+    kind: str
+    status: str
+    params: dict[str, object]
+    cursor: str | None
+    total: int
+    done: int
+    error: str | None
+    createdAt: str
+    updatedAt: str
+
+
+class JobAccepted(Model):
+    jobId: str
+    status: str
+    statusUrl: str
