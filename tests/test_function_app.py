@@ -123,7 +123,7 @@ def test_two_timer_invocations_for_one_slot_make_one_cycle(hosted):
     assert count(hosted.db, CycleRow, CycleRow.cycle_time == slot) == 1
 
 
-def test_ingest_timer_fetches_then_marks(hosted, monkeypatch):
+def test_ingest_timer_fetches_then_marks(hosted, monkeypatch, request):
     from tests.coingecko_server import FakeCoinGecko
 
     now = LAST_CANDLE + 3 * HOUR + HOUR / 12
@@ -132,6 +132,7 @@ def test_ingest_timer_fetches_then_marks(hosted, monkeypatch):
         monkeypatch.setenv("COINGECKO_API_KEY", "cg-demo-key")
         function_app.runtime.cache_clear()
         race = function_app.runtime()
+        request.addfinalizer(race.close)
         before = count(race.db, CandleRow)
         with freeze_time(now):
             call("ingest_market", TimerRequest(past_due=False))
