@@ -20,12 +20,15 @@ def operational(message, orig=None):
     return OperationalError("UPDATE …", {}, orig or sqlite3.OperationalError(message))
 
 
-@pytest.mark.parametrize("exc", [
-    operational("database is locked"),
-    OperationalError("x", {}, PgError("deadlock detected", "40P01")),
-    OperationalError("x", {}, PgError("could not serialize access", "40001")),
-    OperationalError("x", {}, PgError("server closed the connection unexpectedly", "08006")),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        operational("database is locked"),
+        OperationalError("x", {}, PgError("deadlock detected", "40P01")),
+        OperationalError("x", {}, PgError("could not serialize access", "40001")),
+        OperationalError("x", {}, PgError("server closed the connection unexpectedly", "08006")),
+    ],
+)
 def test_transient_errors_are_recognised(exc):
     assert is_transient(exc)
 

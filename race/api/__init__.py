@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -61,12 +60,22 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status)
 
 
+_FRIENDLY = {
+    "agent_id": "agent id must be a positive integer",
+    "job_id": "job id must be a positive integer",
+    "symbol": "symbol must be 1 to 16 letters or digits",
+}
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = [str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")]
         name = ".".join(where) or "request"
-        parts.append(f"{name}: {error.get('msg', 'invalid')}")
+        if name in _FRIENDLY:
+            parts.append(f"{_FRIENDLY[name]}, got {str(error.get('input'))[:40]!r}")
+        else:
+            parts.append(f"{name}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -110,7 +119,10 @@ def authorize_admin(settings: Any, presented: str | None) -> None:
         raise ApiError(401, "missing or wrong X-API-Key")
 
 
-AgentId = Annotated[str, Path(description="agent id (a positive integer)", max_length=40)]
+ID_PATTERN = r"^[1-9][0-9]{0,17}$"
+AgentId = Annotated[
+    str, Path(description="agent id (a positive integer)", max_length=40, pattern=ID_PATTERN)
+]
 
 
 def _agent_id(raw: str) -> int:
@@ -120,10 +132,12 @@ def _agent_id(raw: str) -> int:
     return int(text)
 
 
-def _time(raw: str | None, name: str) -> datetime | None:
+def _time(raw: datetime | str | None, name: str) -> datetime | None:
     if raw is None:
         return None
-    if re.search(r" \d\d:\d\d$", raw):  # "+00:00" sent unencoded arrives as " 00:00"
+    if isinstance(raw, datetime):
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
+    if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":  # "+00:00" sent unencoded
         raw = f"{raw[:-6]}+{raw[-5:]}"
     try:
         return parse_iso(raw, field=name)
@@ -209,9 +223,22 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     def get_equity(
         agent_id: AgentId,
         from_: Annotated[
-            str | None, Query(alias="from", max_length=64, description="ISO-8601 start (UTC)")
+            str | None,
+            Query(
+                alias="from",
+                max_length=64,
+                description="ISO-8601 start (UTC)",
+                json_schema_extra={"format": "date-time"},
+            ),
         ] = None,
-        to: Annotated[str | None, Query(max_length=64, description="ISO-8601 end")] = None,
+        to: Annotated[
+            str | None,
+            Query(
+                max_length=64,
+                description="ISO-8601 end (UTC)",
+                json_schema_extra={"format": "date-time"},
+            ),
+        ] = None,
         max_points: Annotated[
             int | None,
             Query(
@@ -224,8 +251,7 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     ) -> list[m.EquitySnapshot]:
         key = _agent_id(agent_id)
         start, end = _time(from_, "from"), _time(to, "to")
-        if start is not None and end is not None and end < start:
-            raise ApiError(400, "'to' is before 'from'")
+        # 'to' before 'from' is an empty range, not an error.
         with reading() as session:
             if not q.agent_exists(session, key):
                 raise ApiError(404, f"no agent {key}")
@@ -300,10 +326,10 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
         responses=ERRORS,
         tags=["market"],
     )
-    def get_price(symbol: Annotated[str, Path(max_length=40)]) -> m.MarketPrice:
+    def get_price(
+        symbol: Annotated[str, Path(max_length=16, pattern=r"^[A-Za-z0-9]{1,16}$")],
+    ) -> m.MarketPrice:
         clean = symbol.strip()
-        if not clean.isalnum() or len(clean) > 16:
-            raise ApiError(400, f"symbol must be letters and digits, got {symbol[:40]!r}")
         with reading() as session:
             asset = q.asset_by_symbol(session, clean)
             price = None if asset is None else q.market_price(session, asset)
@@ -418,7 +444,11 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     def start_backfill(body: m.BackfillRequest) -> m.JobAccepted:
         """Start (or resume) a backfill; it runs in chunks. Poll the status URL."""
         try:
-            spec = BackfillSpec.parse(body.start, body.end, body.interval)
+            spec = BackfillSpec.parse(
+                (_time(body.start, "start") or body.start).isoformat(),
+                (_time(body.end, "end") or body.end).isoformat(),
+                body.interval,
+            )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         job_id = create_backfill_job(app, spec)
@@ -434,7 +464,7 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
         dependencies=[Admin],
         tags=["admin"],
     )
-    def get_job(job_id: Annotated[str, Path(max_length=40)]) -> m.Job:
+    def get_job(job_id: Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]) -> m.Job:
         text = job_id.strip()
         if not text.isdigit() or len(text) > 18 or int(text) <= 0:
             raise ApiError(400, f"job id must be a positive integer, got {job_id[:40]!r}")

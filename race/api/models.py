@@ -6,9 +6,10 @@ beyond the contract (Sharpe, Sortino, fees, fallbacks, tokens, cost…)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Model(BaseModel):
@@ -216,13 +217,17 @@ class CycleRun(Model):
 
 
 class BackfillRequest(Model):
-    start: str
-    end: str
-    interval: str = "1h"
+    start: datetime
+    end: datetime
+    interval: str = Field(
+        default="1h",
+        pattern=r"^[0-9]{1,6}[smhdwSMHDW]$",
+        description="decision interval, e.g. 15m, 1h, 1d",
+    )
 
 
 class CycleRequest(Model):
-    at: str | None = None
+    at: datetime | None = None
 
 
 class Job(Model):

@@ -168,26 +168,29 @@ def agent_detail(session: Session, agent_id: int, now: datetime) -> m.AgentDetai
 
 
 def downsample(points: list[tuple[int, Decimal]], max_points: int) -> list[int]:
-    """Indices of at most ``max_points`` points, evenly spread, always keeping the first,
-    the last, the minimum and the maximum. ``points`` are (id, value) in time order."""
+    """Indices of at most ``max_points`` points (``max_points`` ≥ 2), always keeping the
+    first and the last, the minimum and the maximum when there is room (``max_points`` ≥ 4),
+    and the rest evenly spread. ``points`` are (id, value) in time order."""
     n = len(points)
     if n <= max_points:
         return list(range(n))
     values = [v for _, v in points]
-    keep = {0, n - 1, values.index(min(values)), values.index(max(values))}
+    keep = {0, n - 1}
+    extremes = [values.index(max(values)), values.index(min(values))]
+    for index in extremes:
+        if len(keep) < max_points:
+            keep.add(index)
     slots = max_points - len(keep)
     if slots > 0:
         step = (n - 1) / (slots + 1)
-        keep.update(round(step * (k + 1)) for k in range(slots))
-    chosen = sorted(keep)
-    while len(chosen) > max_points:  # rounding collisions never grow it; trim evenly if so
-        removable = [
-            i
-            for i in chosen[1:-1]
-            if i not in (values.index(min(values)), values.index(max(values)))
-        ]
-        chosen.remove(removable[len(removable) // 2])
-    return chosen
+        for k in range(1, slots + 1):
+            candidate = round(step * k)
+            # Step past indices already kept so every slot is used.
+            while candidate in keep and candidate < n - 1:
+                candidate += 1
+            if candidate not in keep:
+                keep.add(candidate)
+    return sorted(keep)
 
 
 def equity(
