@@ -119,6 +119,7 @@ class RaceEngine:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.telemetry = telemetry or Telemetry()
+        self._secret_values = [v for v in settings.secret_values() if len(v) >= 4]
         self.health = repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold)
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
@@ -269,7 +270,7 @@ class RaceEngine:
             )
             async with semaphore:
                 answer, failure = await self._ask(self.agent_for(spec), context)
-            step = judge(context, answer, failure=failure, summary=summary)
+            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
             outcome = self._persist(state, step, all_ids)
             if outcome == "written":
                 self._record(spec, step)
@@ -319,6 +320,36 @@ class RaceEngine:
             extra={"cycle_id": cycle_time.isoformat()},
         )
         return report
+
+    def _scrub(self, step: StepResult) -> StepResult:
+        """Remove every configured secret from the text a decision stores (an agent or a
+        provider may echo a key back; it must never reach the database)."""
+        secrets = self._secret_values
+        if not secrets:
+            return step
+        d = step.decision
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                return redact(value, secrets)
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            if isinstance(value, dict):
+                return {clean(k): clean(v) for k, v in value.items()}
+            return value
+
+        scrubbed = replace(
+            d,
+            rationale=clean(d.rationale),
+            cited_rules=clean(d.cited_rules),
+            fallback_reason=clean(d.fallback_reason),
+            raw_output=clean(d.raw_output),
+            prompt=clean(d.prompt),
+            proposed_orders=clean(d.proposed_orders),
+            details=clean(d.details),
+            notes=[replace(n, message=clean(n.message)) for n in d.notes],
+        )
+        return replace(step, decision=scrubbed)
 
     def _record(self, spec: AgentSpec, step: StepResult) -> None:
         decision = step.decision
@@ -701,7 +732,7 @@ class RaceEngine:
             )
         steps = []
         for spec, context, (answer, failure) in zip(due, contexts, answers, strict=True):
-            step = judge(context, answer, failure=failure, summary=summary)
+            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
             batches[spec.id].steps.append(step)
             spend.add(spec.id, cycle_time, step.decision.cost_usd)
             steps.append(step)

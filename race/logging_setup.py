@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 CONTEXT_KEYS = (
     "correlation_id",
@@ -126,7 +126,10 @@ def _configured_secrets() -> list[str]:
 
 
 def configure_logging(
-    level: int | None = None, fmt: str | None = None, secrets: Iterable[str] | None = None
+    level: int | None = None,
+    fmt: str | None = None,
+    secrets: Iterable[str] | None = None,
+    stream: TextIO | None = None,
 ) -> None:
     fmt = (
         fmt
@@ -151,7 +154,7 @@ def configure_logging(
             existing.addFilter(redactor)
         root.setLevel(level)
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
     handler.addFilter(redactor)

@@ -22,10 +22,9 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def json_logs(monkeypatch):
     stream = io.StringIO()
-    monkeypatch.setattr("sys.stderr", stream)
     root = logging.getLogger()
     before = list(root.handlers), root.level
-    configure_logging(level=logging.INFO, fmt="json", secrets=[SECRET])
+    configure_logging(level=logging.INFO, fmt="json", secrets=[SECRET], stream=stream)
     yield stream
     for handler in list(root.handlers):
         if handler not in before[0]:
