@@ -77,29 +77,34 @@ def test_backfill_survives_sigkill_at_random_points(tmp_path, sqlite_template, c
         "--interval",
         "1h",
     ]
+    # Kill points are chosen by progress, not by wall-clock time, so the test does not
+    # depend on how fast this machine replays: each run is killed a random few
+    # milliseconds after its progress passes the next target (so kills land both between
+    # and inside chunk commits), and the targets are spread over the whole range.
+    total = int((end - begin) / HOUR) + 1
+    chunk = int(env["RACE_BACKFILL_CHUNK_CYCLES"])
     rng = random.Random(20240101)
+    targets = sorted(rng.sample(range(1, total - 3 * chunk), KILLS))
     kills = 0
-    finished = False
     seen = []
-    while kills < KILLS and not finished:
-        before = progress(victim)
+    for target in targets:
+        target = max(target, progress(victim) + 1)  # each run does some work of its own
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        # Wait until this run has done some work of its own, then kill at a random moment.
-        deadline = time.monotonic() + 30
-        while process.poll() is None and progress(victim) == before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.25))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            seen.append(progress(victim))
-        else:
-            finished = True
+        deadline = time.monotonic() + 60
+        while process.poll() is None and progress(victim) < target:
+            assert time.monotonic() < deadline, "the backfill made no progress"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.02))
+        assert process.poll() is None, "the backfill finished before its kill point"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        seen.append(progress(victim))
     assert kills >= min(KILLS, 10), f"only {kills} kills before the backfill finished"
     assert len(set(seen)) > 1, seen  # the kills landed at different points
+    assert progress(victim) < total  # the final run below still has work to do
     final = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     assert digest(victim.db) == expected
@@ -193,28 +198,27 @@ def test_ingest_survives_sigkill_at_random_points(tmp_path, sqlite_template):
             "--end",
             end.isoformat(),
         ]
+        # As for the backfill: kill points by progress (stored candles), spread over the
+        # range, each a random few milliseconds after its target is passed.
+        total, step = len(expected), 15 * 24
         rng = random.Random(7)
-        kills, finished, seen = 0, False, []
-        while kills < KILLS and not finished:
-            before = candle_count(victim)
+        targets = sorted(rng.sample(range(1, total - 3 * step), KILLS))
+        kills, seen = 0, []
+        for target in targets:
+            target = max(target, candle_count(victim) + 1)  # each run stores something
             process = subprocess.Popen(
                 command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            deadline = time.monotonic() + 30
-            while (
-                process.poll() is None
-                and len(candle_rows(victim)) == before
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.12))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                kills += 1
-                seen.append(candle_count(victim))
-            else:
-                finished = True
+            deadline = time.monotonic() + 60
+            while process.poll() is None and candle_count(victim) < target:
+                assert time.monotonic() < deadline, "the ingestion made no progress"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.03))
+            assert process.poll() is None, "the ingestion finished before its kill point"
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            seen.append(candle_count(victim))
         assert kills >= min(KILLS, 10), f"only {kills} kills before the ingestion finished"
         assert len(set(seen)) > 1
         final = subprocess.run(
