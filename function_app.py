@@ -17,6 +17,7 @@ import logging
 
 import azure.functions as func
 
+import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
 from race.api import ApiError, authorize_admin, create_api
 from race.bootstrap import App, bootstrap
 from race.jobs import BackfillSpec, create_backfill_job, run_backfill_chunk
@@ -26,7 +27,7 @@ from race.services import ingest_and_mark
 from race.settings import load_settings
 
 SETTINGS = load_settings()
-QUEUE_CONNECTION = "AzureWebJobsStorage"
+QUEUE_CONNECTION = SETTINGS.queue_connection
 log = logging.getLogger("race.functions")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -36,10 +37,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 def runtime() -> App:
     """The object graph, built once per worker process (on first use)."""
     configure_logging()
-    race = bootstrap()
-    import agents.llama  # noqa: F401 - warm the LLM stack before the first cycle
-
-    return race
+    return bootstrap()
 
 
 @functools.cache

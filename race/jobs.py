@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,14 +22,22 @@ MAX_BACKFILL_CYCLES = 200_000
 """A request for more cycles than this is refused (about 23 years hourly)."""
 
 
+class UnknownJobError(LookupError):
+    """No backfill job with that id."""
+
+
 @dataclass(frozen=True)
 class BackfillSpec:
     start: datetime
     end: datetime
     interval: timedelta
+    agent_ids: tuple[int, ...] | None = None
+    """Only these agents (None: every active agent)."""
 
     @classmethod
-    def parse(cls, start: str, end: str, interval: str) -> BackfillSpec:
+    def parse(
+        cls, start: str, end: str, interval: str, agent_ids: Sequence[int] | None = None
+    ) -> BackfillSpec:
         """From request text; ``ValueError`` naming the bad field."""
         first = parse_iso(start, field="start")
         last = parse_iso(end, field="end")
@@ -39,20 +48,25 @@ class BackfillSpec:
             raise ValueError(
                 f"range holds more than {MAX_BACKFILL_CYCLES:,} cycles at {interval}: split it"
             )
-        return cls(first, last, step)
+        agents = None if agent_ids is None else tuple(sorted({int(a) for a in agent_ids}))
+        return cls(first, last, step, agents)
 
 
 def create_backfill_job(app: App, spec: BackfillSpec) -> int:
-    return app.engine.backfill_job(spec.start, spec.end, spec.interval)
+    """The job row of this backfill: created, or the existing one for the same parameters
+    (a repeated request finds the same job and its progress)."""
+    return app.engine.backfill_job(spec.start, spec.end, spec.interval, spec.agent_ids)
 
 
 def _spec_of(app: App, job_id: int) -> BackfillSpec:
     with app.db.read() as session:
         row = session.get(JobRow, job_id)
         if row is None or row.kind != "backfill":
-            raise LookupError(f"no backfill job {job_id}")
+            raise UnknownJobError(f"no backfill job {job_id}")
         params = dict(row.params or {})
-    return BackfillSpec.parse(params["start"], params["end"], params["interval"])
+    return BackfillSpec.parse(
+        params["start"], params["end"], params["interval"], params.get("agents")
+    )
 
 
 def _mark_failed(app: App, job_id: int, error: BaseException) -> None:
@@ -67,11 +81,17 @@ def _mark_failed(app: App, job_id: int, error: BaseException) -> None:
 async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> BackfillReport:
     """Advance the job by about ``max_seconds`` of work (at least one chunk). The report's
     ``finished`` says whether more calls are needed."""
-    spec = _spec_of(app, job_id)
     try:
+        spec = _spec_of(app, job_id)
         report = await app.engine.backfill(
-            spec.start, spec.end, spec.interval, max_seconds=max_seconds
+            spec.start,
+            spec.end,
+            spec.interval,
+            max_seconds=max_seconds,
+            agent_ids=spec.agent_ids,
         )
+    except UnknownJobError:
+        raise
     except Exception as exc:
         log.exception("backfill job %s failed", job_id, extra={"job_id": job_id})
         _mark_failed(app, job_id, exc)

@@ -58,8 +58,19 @@ class Settings(BaseSettings):
     cors_origins: CsvList = _env("RACE_CORS_ORIGINS", default=list(DEFAULT_CORS))
     admin_max_body_bytes: int = _env("RACE_ADMIN_MAX_BODY_BYTES", default=16_384)
     """Admin requests with a larger body are refused (413)."""
+    api_read_concurrency: int = _env("RACE_API_READ_CONCURRENCY", default=2)
+    """API reads handled at once per process (the rest queue in arrival order); 0 = no
+    limit."""
+    api_equity_default_max_points: int = _env("RACE_API_EQUITY_DEFAULT_MAX_POINTS", default=1000)
+    """Equity curves asked without ``maxPoints`` are downsampled to this many points (0 = the
+    whole range)."""
+    api_curve_cache_mb: float = _env("RACE_API_CURVE_CACHE_MB", default=32.0)
+    """Equity responses kept per process (MB; 0 = none), each valid for one version of its
+    curve."""
     backfill_queue: str = _env("RACE_BACKFILL_QUEUE", default="race-backfill")
     """Azure Storage queue carrying backfill job ids from chunk to chunk (Functions host)."""
+    queue_connection: str = _env("RACE_QUEUE_CONNECTION", default="AzureWebJobsStorage")
+    """Name of the app setting holding that queue's Storage connection string."""
     backfill_chunk_budget_seconds: float = _env("RACE_BACKFILL_CHUNK_BUDGET_SECONDS", default=240.0)
     """Work one queue-triggered invocation does before handing the job to the next one."""
     log_format: Literal["text", "json"] | None = _env("RACE_LOG_FORMAT", default=None)

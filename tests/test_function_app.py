@@ -239,3 +239,51 @@ def test_scheduled_time_is_never_the_wall_clock():
 
     late = datetime(2024, 5, 1, 10, 29, 59, tzinfo=UTC)
     assert scheduled_time(DECISION_SCHEDULE, late) == datetime(2024, 5, 1, 10, 15, tzinfo=UTC)
+
+
+def test_http_api_runs_an_admin_cycle_into_sql(hosted):
+    slot = LAST_CANDLE + 2 * HOUR
+    body = json.dumps({"at": (slot + HOUR / 6).isoformat()}).encode()  # 10 min into a slot
+
+    def post(key):
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["X-API-Key"] = key
+        return func.HttpRequest(
+            "POST",
+            "http://localhost/api/admin/cycles",
+            headers=headers,
+            route_params={"route": "api/admin/cycles"},
+            body=body,
+        )
+
+    for key in (None, "wrong"):
+        response = call("http_api", post(key), _Context())
+        assert response.status_code == 401
+        assert json.loads(response.get_body()) == {"message": "missing or wrong X-API-Key"}
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 0
+    response = call("http_api", post(ADMIN_KEY), _Context())
+    assert response.status_code == 200, response.get_body()
+    run = json.loads(response.get_body())
+    assert run["cycleTime"] == slot.isoformat()
+    assert run["decided"] == 5
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
+    with hosted.db.read() as session:
+        assert session.get(CycleRow, slot).trigger == "admin"
+
+
+def test_late_timers_log_past_due(hosted, caplog):
+    slot = LAST_CANDLE + 3 * HOUR
+    with caplog.at_level("WARNING", logger="race.functions"), freeze_time(slot + HOUR / 5):
+        call("run_cycle", TimerRequest(past_due=True))
+    assert any(
+        "past due" in r.getMessage() and slot.isoformat() in r.getMessage() for r in caplog.records
+    )
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
+
+
+def test_the_llm_stack_is_imported_with_the_app():
+    import sys
+
+    assert "agents.llama" in sys.modules
+    assert function_app.QUEUE_CONNECTION == "AzureWebJobsStorage"

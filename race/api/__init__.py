@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from race.api import models as m
 from race.api import queries as q
+from race.api._cache import VersionedCache
 from race.bootstrap import App
 from race.domain.timeutil import iso, parse_iso
 from race.jobs import BackfillSpec, LocalJobRunner, create_backfill_job
@@ -56,6 +58,13 @@ class ApiError(Exception):
         self.message = message
 
 
+def _json_bytes(content: Any) -> bytes:
+    """As :class:`JSONResponse` renders ``content``."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status)
 
@@ -77,6 +86,39 @@ def _describe(exc: RequestValidationError) -> str:
         else:
             parts.append(f"{name}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+class ReadGate:
+    """Lets at most ``limit`` per-agent reads (GET ``/api/agents/{id}/…``) run at once;
+    the rest wait their turn in arrival order.
+
+    A dashboard fans out one equity and one decisions request per agent. The handlers run
+    in worker threads that share one interpreter lock: unbounded, such a burst would be
+    interleaved slice by slice, every request finishing late together, instead of one
+    after another. The shared reads (leaderboard, prices, the agent list, health) are not
+    queued behind a burst: they stay as quick as the polls of every open tab need."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._gate: asyncio.Semaphore | None = None
+
+    def _gated(self, scope: Scope) -> bool:
+        return (
+            self.limit > 0
+            and scope["type"] == "http"
+            and scope["method"] in ("GET", "HEAD")
+            and scope["path"].startswith("/api/agents/")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._gated(scope):
+            await self.app(scope, receive, send)
+            return
+        if self._gate is None:  # created in the serving event loop
+            self._gate = asyncio.Semaphore(self.limit)
+        async with self._gate:
+            await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -159,6 +201,8 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     )
     api.state.race = app
     api.state.jobs = runner
+    curves = VersionedCache(int(app.settings.api_curve_cache_mb * 1024 * 1024))
+    api.state.curves = curves
 
     @contextmanager
     def reading() -> Iterator[Session]:
@@ -245,17 +289,36 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
                 alias="maxPoints",
                 ge=2,
                 le=100_000,
-                description="evenly downsample, keeping first, last, min and max",
+                description=(
+                    "at most this many points: evenly spread in time, always keeping the "
+                    "first, the last, the highest and the lowest. Without it, at most "
+                    "RACE_API_EQUITY_DEFAULT_MAX_POINTS (default 1000; 0 = the whole range)"
+                ),
             ),
         ] = None,
-    ) -> list[m.EquitySnapshot]:
+    ) -> JSONResponse:
+        """The equity curve, ascending; ``maxPoints`` downsamples it evenly in time, always
+        keeping the first, the last, the highest and the lowest point (a 90-day curve of
+        5-minute snapshots holds 26,000 points: the default keeps a dashboard's 50 curves
+        light)."""
         key = _agent_id(agent_id)
         start, end = _time(from_, "from"), _time(to, "to")
         # 'to' before 'from' is an empty range, not an error.
+        if max_points is None:
+            max_points = app.settings.api_equity_default_max_points or None
+        request = (key, start, end, max_points)
         with reading() as session:
-            if not q.agent_exists(session, key):
+            version = q.curve_version(session, key)
+            if version is None and not q.agent_exists(session, key):
                 raise ApiError(404, f"no agent {key}")
-            return q.equity(session, key, start, end, max_points)
+            body = None if version is None else curves.get(request, version)
+            if body is None:
+                body = _json_bytes(q.equity(session, key, start, end, max_points))
+                if version is not None:
+                    curves.put(request, version, body)
+        # Built in the EquitySnapshot shape (tests validate it) and serialised once per
+        # version of the curve: dashboards ask the same curves again and again.
+        return Response(body, media_type="application/json")
 
     @api.get(
         "/api/leaderboard",
@@ -477,6 +540,7 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     # ------------------------------------------------------------ middleware
 
     api.add_middleware(BodyLimit, limit=app.settings.admin_max_body_bytes)
+    api.add_middleware(ReadGate, limit=app.settings.api_read_concurrency)
     api.add_middleware(
         CORSMiddleware,
         allow_origins=list(app.settings.cors_origins),

@@ -186,7 +186,12 @@ class TradeRow(Base):
 
 class EquitySnapshotRow(Base):
     __tablename__ = "equity_snapshots"
-    __table_args__ = (UniqueConstraint("agent_id", "captured_at"),)
+    __table_args__ = (
+        UniqueConstraint("agent_id", "captured_at"),
+        # The API's downsampled curves keep the range's highest and lowest point: one
+        # seek each (migration 0003).
+        Index("ix_equity_snapshots_agent_value", "agent_id", "total_value", "captured_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
