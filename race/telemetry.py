@@ -168,6 +168,7 @@ class AppInsightsTelemetry(Telemetry):
         self.candles_rejected = meter.create_counter(
             "race.candles.rejected", description="candles rejected"
         )
+        self._closed = False
         atexit.register(self.shutdown)
 
     def _clean(self, value: Any) -> Any:
@@ -264,6 +265,10 @@ class AppInsightsTelemetry(Telemetry):
         self.logger_provider.force_flush()
 
     def shutdown(self) -> None:
+        """Flush and close the providers; idempotent (also registered with ``atexit``)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler = None
