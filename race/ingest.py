@@ -255,7 +255,7 @@ class IngestReport:
             )
             for a in self.assets
         ]
-        widths = [max(len(str(c)), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
 
         def line(cells: Sequence[str]) -> str:
             return "  ".join(
@@ -266,7 +266,10 @@ class IngestReport:
         out = [head, line(columns), line(["-" * w for w in widths])]
         out += [line(r) for r in rows]
         if not rows:
-            out.append("(no assets)")
+            out.append(
+                "(no enabled assets for this source: `python -m race assets list`, "
+                "`assets add SYMBOL COINGECKO_ID`, `assets enable SYMBOL`)"
+            )
         for a in self.assets:
             details = []
             if a.source and a.source != self.source:

@@ -114,3 +114,20 @@ def test_ingest_needs_a_schema(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["ingest", "--source", "sample"]) == 2
     assert "db upgrade" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setup", "source"),
+    [
+        ([["assets", "add", "SOL", "solana"]], "sample"),  # no bundled candles for SOL
+        ([["assets", "add", "BTC", "bitcoin", "--disabled"]], "coingecko"),
+    ],
+)
+def test_ingest_with_no_asset_to_report_says_so(env, capsys, setup, source):
+    for command in setup:
+        assert main(command) == 0
+    capsys.readouterr()
+    assert main(["ingest", "--source", source]) == 0
+    out = capsys.readouterr().out
+    assert "no enabled assets for this source" in out
+    assert "assets add SYMBOL COINGECKO_ID" in out
