@@ -4,6 +4,7 @@ cycles share it, so both write the same rows."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,6 +140,47 @@ def _proposed(orders: Sequence[Any]) -> list[Any]:
     return shown
 
 
+def _well_formed(answer: Any) -> tuple[AgentAnswer, str | None]:
+    """The answer with every field of the type :class:`AgentAnswer` declares, or an empty
+    answer and the reason it was refused: an agent implementation (a plugin, a remote
+    adapter) that builds a malformed answer becomes a recorded fallback, never an
+    exception in the cycle."""
+    if answer is None:
+        return AgentAnswer(), None
+    if not isinstance(answer, AgentAnswer):
+        return AgentAnswer(), f"agent answer malformed: {type(answer).__name__}, not an answer"
+    problems = []
+    if not isinstance(answer.orders, list | tuple):
+        problems.append(f"orders is {type(answer.orders).__name__}, not a list")
+    if not isinstance(answer.reasoning, str):
+        problems.append(f"reasoning is {type(answer.reasoning).__name__}, not text")
+    if not isinstance(answer.cited_rules, list | tuple):
+        problems.append(f"cited_rules is {type(answer.cited_rules).__name__}, not a list")
+    for name in ("raw_output", "prompt", "model", "regime", "fallback_reason"):
+        value = getattr(answer, name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name} is {type(value).__name__}, not text")
+    for name in ("latency_ms", "prompt_tokens", "completion_tokens"):
+        value = getattr(answer, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            problems.append(f"{name} is {type(value).__name__}, not an integer")
+    if answer.cost_usd is not None and not (
+        isinstance(answer.cost_usd, Decimal) and answer.cost_usd.is_finite()
+    ):
+        problems.append("cost_usd is not a finite Decimal")
+    if answer.confidence is not None and (
+        not isinstance(answer.confidence, int | float)
+        or isinstance(answer.confidence, bool)
+        or not math.isfinite(answer.confidence)
+    ):
+        problems.append("confidence is not a finite number")
+    if not isinstance(answer.details, dict):
+        problems.append(f"details is {type(answer.details).__name__}, not a mapping")
+    if not problems:
+        return answer, None
+    return AgentAnswer(), "agent answer malformed: " + "; ".join(problems)
+
+
 def judge(
     context: AgentContext,
     answer: AgentAnswer | None,
@@ -153,8 +195,8 @@ def judge(
         view, context.allowed_assets[0] if context.allowed_assets else None
     )
     before = context.equity
-    answer = answer or AgentAnswer()
-    fallback_reason = failure or answer.fallback_reason
+    answer, malformed = _well_formed(answer)
+    fallback_reason = failure or malformed or answer.fallback_reason
     notes: list[RiskNote] = []
     fills: tuple[Fill, ...] = ()
     portfolio = context.portfolio
