@@ -212,3 +212,14 @@ def test_execute_refuses_impossible_orders():
         execute(Portfolio(cash=D("10")), "ETH", Side.BUY, D("1"), D("2000"), COSTS)
     with pytest.raises(ValueError, match="exceeds"):
         execute(Portfolio(cash=D("10")), "ETH", Side.SELL, D("1"), D("2000"), COSTS)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "sNaN", "Infinity", "-Infinity", "0", "-1"])
+def test_non_finite_or_non_positive_prices_are_no_price(bad):
+    out = run(
+        [buy("ETH", 1), buy("BTC", "0.01")],
+        prices={"BTC": D("40000"), "ETH": D(bad)},
+    )
+    assert codes(out) == ["no_price"]
+    assert [f.asset for f in out.fills] == ["BTC"]
+    assert out.portfolio.cash >= 0

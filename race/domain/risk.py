@@ -46,6 +46,10 @@ def _note(
     )
 
 
+def _usable(price: Decimal | None) -> bool:
+    return isinstance(price, Decimal) and price.is_finite() and price > ZERO
+
+
 def apply_risk_rules(
     orders: Sequence[Order],
     portfolio: Portfolio,
@@ -67,6 +71,10 @@ def apply_risk_rules(
     fills: list[Fill] = []
     state = portfolio
     allowed = set(allowed_assets)
+    # A price that is NaN, infinite or not positive is no price at all: an order in that
+    # asset is refused ("no_price") and the mark is left out of the valuation.
+    prices = {a: p for a, p in prices.items() if _usable(p)}
+    marks = {a: p for a, p in marks.items() if _usable(p)}
     for offset, order in enumerate(orders):
         index = indices[offset] if indices is not None else offset
         if offset >= limits.max_orders_per_cycle:
@@ -104,7 +112,7 @@ def apply_risk_rules(
             )
             continue
         reference = prices.get(order.asset)
-        if reference is None or reference <= ZERO:
+        if reference is None:
             notes.append(
                 _note(
                     index,
