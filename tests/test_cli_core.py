@@ -60,14 +60,27 @@ def test_commands_on_a_missing_database_name_the_setting(tmp_path, monkeypatch, 
 
 
 def test_cycle_at_a_time_runs_once(seeded, capsys):
-    at = (START + 100 * HOUR + HOUR / 2).isoformat()  # floored to the candle interval
+    at = (START + 100 * HOUR + HOUR / 3).isoformat()  # 20 minutes into the hour
     assert main(["cycle", "--at", at, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["cycleTime"] == (START + 100 * HOUR).isoformat()
+    # Floored to RACE_DECISION_SCHEDULE (every 15 minutes), as the timer does.
+    assert report["cycleTime"] == (START + 100 * HOUR + HOUR / 4).isoformat()
     assert report["decided"] == 5
     assert main(["cycle", "--at", at]) == 0
     assert "0 decided" in capsys.readouterr().out
     assert decisions(seeded) == 5
+
+
+def test_cycle_follows_the_configured_schedule(seeded, capsys, monkeypatch):
+    monkeypatch.setenv("RACE_DECISION_SCHEDULE", "0 0 */4 * * *")
+    assert main(["cycle", "--at", (START + 102 * HOUR).isoformat(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cycleTime"] == (START + 100 * HOUR).isoformat()
+
+
+def test_cycle_in_the_future_is_refused(seeded, capsys):
+    assert main(["cycle", "--at", "2999-01-01T00:00:00Z"]) == 2
+    assert "is in the future" in capsys.readouterr().err
+    assert decisions(seeded) == 0
 
 
 def test_bad_time_argument_is_a_usage_error(seeded, capsys):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from race.cli._common import iso_arg, open_app, progress_bar
-from race.domain.timeutil import floor_time, parse_interval
+from race.domain.timeutil import parse_interval
 from race.leaderboard import render_table, standings
+from race.schedule import scheduled_time
 
 
 def register(commands: Any) -> None:
@@ -70,12 +72,17 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 def cmd_cycle(args: argparse.Namespace) -> int:
     app = open_app()
-    at = args.at or app.clock.now()
-    cycle_time = (
-        floor_time(at, app.settings.candle_interval)
-        if args.at
-        else floor_time(at, parse_interval("15m"))
-    )
+    now = app.clock.now()
+    at = args.at or now
+    if at > now:
+        print(
+            f"error: --at {at.isoformat()} is in the future (now {now.isoformat()}): a cycle "
+            "decides on candles closed by its time",
+            file=sys.stderr,
+        )
+        return 2
+    # The slot of RACE_DECISION_SCHEDULE that holds ``at``: the same cycle id the timer uses.
+    cycle_time = scheduled_time(app.settings.decision_schedule, at)
     report = asyncio.run(app.engine.run_cycle(cycle_time, trigger="manual"))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
