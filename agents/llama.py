@@ -1,8 +1,10 @@
 """The language-model agent: Llama on Groq by default, or any OpenAI-compatible chat model
 (Together, OpenAI, Azure OpenAI) chosen by the agent's provider and settings.
 
-One decision: daily budget check → bounded prompt → JSON-mode chat completion through the
-provider's shared limiter and circuit breaker with the one retry policy → the core parser.
+One decision: daily budget check → bounded prompt → the call's worst-case cost checked
+against what is left of the budget → JSON-mode chat completion through the provider's shared
+limiter and circuit breaker with the one retry policy → the core parser. An answer without
+``usage`` is charged estimated tokens (characters / 4), marked ``usageEstimated``.
 Any failure is a HOLD with its reason (``AgentAnswer.fallback``), carrying whatever is known
 (prompt, raw output, tokens, cost) for the audit. An optional fallback chain tries other
 providers when one is unavailable.
@@ -30,9 +32,11 @@ from agents.pricing import (
     Price,
     budget_exhausted,
     daily_budget,
+    estimate_tokens,
     parse_price_table,
     price_for,
     price_override,
+    worst_case,
 )
 from agents.prompting import Prompt, build_prompt
 from agents.providers import (
@@ -160,6 +164,18 @@ class LlamaAgent:
             if not route.model:
                 failures.append(f"{target.label}: no model or deployment configured")
                 continue
+            price = self._price(route.model)
+            if price is not None:
+                # Refuse a call that could take today's spend over the budget.
+                refusal = budget_exhausted(
+                    context.spent_today_usd,
+                    self.budget,
+                    context.cycle_time,
+                    worst_case(price, len(prompt), self.max_tokens),
+                )
+                if refusal:
+                    failures.append(refusal)
+                    continue
             runtime = provider_runtime(self.shared, self.settings, self.clock, route.key)
             try:
                 completion = await chat_json(
@@ -234,16 +250,31 @@ class LlamaAgent:
         price = self._price(model)
         cost: Decimal | None = None
         details = self._details(route, completion, failures, prompt)
-        if price is not None and (completion.prompt_tokens or completion.completion_tokens):
-            cost = price.cost(completion.prompt_tokens, completion.completion_tokens)
-        elif price is None:
+        prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
+        estimated: list[str] = []
+        if prompt_tokens is None:
+            prompt_tokens = estimate_tokens(len(prompt))
+            estimated.append("prompt")
+        if completion_tokens is None:
+            completion_tokens = estimate_tokens(completion.content or "")
+            estimated.append("completion")
+        if estimated:
+            # No `usage` from the provider: the spend still counts against the budget.
+            details["usageEstimated"] = estimated
+            details["usageNote"] = (
+                f"the provider reported no {' or '.join(estimated)} token usage: estimated "
+                "as characters / 4"
+            )
+        if price is not None:
+            cost = price.cost(prompt_tokens, completion_tokens)
+        else:
             details["costNote"] = f"no price for model {model!r} (set LLM_PRICES)"
         accounting: dict[str, Any] = {
             "prompt": prompt.text,
             "model": model,
             "latency_ms": int((time.perf_counter() - started) * 1000),
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
             "cost_usd": cost,
             "details": details,
         }
@@ -258,6 +289,8 @@ class LlamaAgent:
             if completion.finish_reason == "length":
                 reason += f" (cut off at max_tokens={self.max_tokens})"
             return AgentAnswer.fallback(reason, raw_output=completion.content, **accounting)
+        if parsed.notes:
+            details["answerNotes"] = parsed.notes
         return AgentAnswer(
             orders=parsed.orders,
             reasoning=parsed.reasoning,

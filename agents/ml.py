@@ -157,6 +157,14 @@ class ArtifactStore:
         return saved[0]
 
 
+def confidence_scale(confidence: float, full_confidence: float) -> Decimal:
+    """How much of the full order size a signal of this confidence earns:
+    ``min(1, confidence / full_confidence)`` (0 for no confidence)."""
+    if full_confidence <= 0:
+        raise ValueError(f"full_confidence must be > 0, got {full_confidence}")
+    return Decimal(str(min(1.0, max(0.0, confidence) / full_confidence)))
+
+
 def load_model(info: ArtifactInfo, shared: dict[str, Any]) -> Any:
     """The fitted estimator of a version, loaded once per process (keyed by path and mtime)."""
     path = info.path / MODEL_FILE
@@ -235,7 +243,7 @@ class MLAgent:
         for symbol, p_up in zip(ready, probabilities, strict=True):
             p = float(p_up)
             confidence = round(abs(p - 0.5) * 2.0, 6)
-            scale = Decimal(str(min(1.0, confidence / self.full_confidence)))
+            scale = confidence_scale(confidence, self.full_confidence)
             held = context.portfolio.quantity(symbol)
             price = context.market.prices[symbol]
             signal = "HOLD"

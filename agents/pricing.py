@@ -4,6 +4,9 @@ Prices are USD per million input (prompt) and output (completion) tokens, from t
 ``LLM_PRICES`` setting (``model=input/output`` entries). An agent's ``price`` param
 (``{"input": 0.59, "output": 0.79}``) overrides the table, e.g. for an Azure deployment
 whose name is not a model name.
+
+A daily budget is never overshot by a call: before each call its worst case (the prompt's
+estimated tokens plus ``max_tokens`` of answer) must still fit in what is left.
 """
 
 from __future__ import annotations
@@ -91,17 +94,56 @@ def daily_budget(params: Mapping[str, Any], settings: Settings) -> Decimal | Non
     return value if given else settings.llm_daily_budget_usd
 
 
+CHARS_PER_TOKEN = 4
+"""Rough characters per token, for estimates: the worst case of a call before it is made,
+and the usage of an answer that came without ``usage``."""
+
+
+def estimate_tokens(text_or_chars: str | int) -> int:
+    """Tokens in a text (or a character count), estimated as characters / 4 rounded up."""
+    chars = text_or_chars if isinstance(text_or_chars, int) else len(text_or_chars)
+    return -(-max(chars, 0) // CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The most a call can cost: its estimated prompt and ``max_tokens`` of answer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+
+def worst_case(price: Price, prompt_chars: int, max_tokens: int) -> WorstCase:
+    prompt_tokens = estimate_tokens(prompt_chars)
+    return WorstCase(prompt_tokens, max_tokens, price.cost(prompt_tokens, max_tokens))
+
+
+def _resumes(cycle_time: datetime) -> str:
+    start = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (start + timedelta(days=1)).isoformat()
+
+
 def budget_exhausted(
-    spent_today: Decimal, budget: Decimal | None, cycle_time: datetime
+    spent_today: Decimal,
+    budget: Decimal | None,
+    cycle_time: datetime,
+    next_call: WorstCase | None = None,
 ) -> str | None:
-    """The HOLD reason when today's spend has reached the budget, else None."""
-    if budget is None or spent_today < budget:
+    """The HOLD reason when today's spend has reached the budget, or when the next call's
+    worst case (``next_call``) would take it over the budget; else None."""
+    if budget is None:
         return None
-    resume = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    return (
-        f"budget exhausted: spent {plain(spent_today)} of {plain(budget)} USD today (UTC); "
-        f"resumes {resume.isoformat()}"
-    )
+    spent = f"spent {plain(spent_today)} of {plain(budget)} USD today (UTC)"
+    if spent_today >= budget:
+        return f"budget exhausted: {spent}; resumes {_resumes(cycle_time)}"
+    if next_call is not None and spent_today + next_call.cost > budget:
+        return (
+            f"budget exhausted: {spent} and the next call may cost up to "
+            f"{plain(next_call.cost)} USD (≈{next_call.prompt_tokens} prompt tokens + "
+            f"max_tokens {next_call.completion_tokens}); resumes {_resumes(cycle_time)}"
+        )
+    return None
 
 
 def plain(value: Decimal) -> str:

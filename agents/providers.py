@@ -7,7 +7,9 @@ default), ``together`` (``TOGETHER_*``), ``openai`` (``OPENAI_*``) and ``azure``
 minute and calls in flight), one circuit breaker, and one client per event loop.
 
 :func:`chat_json` makes one JSON-mode chat completion with the project's single retry
-policy (:mod:`race.resilience`); the SDK's own retries are off (``max_retries=0``).
+policy (:mod:`race.resilience`); the SDK's own retries are off (``max_retries=0``). The
+circuit breaker counts failed calls (a call = one decision's attempts against one provider),
+and is consulted again before every attempt (:class:`BreakerGate`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import random
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -29,6 +31,7 @@ from agents.config import AgentConfigError
 from race.clock import Clock
 from race.domain.model import Provider
 from race.resilience import (
+    BreakerState,
     CircuitBreaker,
     CircuitOpen,
     RateLimiter,
@@ -40,6 +43,8 @@ from race.resilience import (
     retry_async,
 )
 from race.settings import Settings
+
+T = TypeVar("T")
 
 ENDPOINTS = ("llama", "together", "openai", "azure")
 _ALIASES = {
@@ -331,10 +336,64 @@ def translate(exc: openai.OpenAIError, timeout: float) -> Exception:
 
 
 def _counts_against_provider(exc: BaseException) -> bool:
-    """Breaker failures: outages and refusals of the provider, not bad answers."""
-    if isinstance(exc, TransientError):
+    """Breaker failures: outages and refusals of the provider, not bad answers. Judged once
+    per decision, on what is left when our retries are over (:class:`RetriesExhausted`
+    wraps the last transient error)."""
+    if isinstance(exc, RetriesExhausted | TransientError):
         return True
     return isinstance(exc, _StatusError) and exc.status in (401, 403, 404)
+
+
+def _open_message(breaker: CircuitBreaker) -> str:
+    return (
+        f"{breaker.name} unavailable (circuit open after "
+        f"{breaker.consecutive_failures} consecutive failures)"
+    )
+
+
+class BreakerGate:
+    """One decision's passage through a provider's circuit breaker.
+
+    The breaker counts decisions, not attempts: a decision that still fails once our retries
+    are exhausted is one failure (so "opens after 5 consecutive failures" means 5 failed
+    decisions), and a decision that succeeds on a retry is a success. Calls wait in the rate
+    limiter and in backoff, and other decisions may open the breaker meanwhile, so
+    :meth:`check` is called again before every attempt, once its limiter slot is held: a
+    decision that finds the breaker no longer closed stops with :class:`CircuitOpen`
+    instead of sending its request. The half-open probe is the one decision the breaker
+    let through; it is not stopped by its own breaker.
+    """
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.probe = False
+
+    def check(self) -> None:
+        """Raise :class:`CircuitOpen` unless this decision may send a request now."""
+        if self.probe or self.breaker.state is BreakerState.CLOSED:
+            return
+        raise CircuitOpen(_open_message(self.breaker))
+
+    async def run(
+        self,
+        decision: Callable[[], Awaitable[T]],
+        is_failure: Callable[[BaseException], bool],
+    ) -> T:
+        """Run the whole decision (all its attempts) and record one outcome for it."""
+        breaker = self.breaker
+        if breaker.state is not BreakerState.CLOSED:
+            # Open: CircuitOpen at once. Half-open: this decision becomes the one probe
+            # (or, when a probe is already out, CircuitOpen). The breaker judges it.
+            self.probe = True
+            return await breaker.call(decision, is_failure=is_failure)
+        try:
+            result = await decision()
+        except Exception as exc:
+            if is_failure(exc):
+                breaker.record_failure()
+            raise  # anything else (a bad request, CircuitOpen, …) leaves the state alone
+        breaker.record_success()
+        return result
 
 
 async def chat_json(
@@ -351,6 +410,8 @@ async def chat_json(
 ) -> Completion:
     """One JSON-mode chat completion through the runtime's breaker and limiter, retried on
     408/429/5xx/network errors while time is left before ``deadline`` (on ``clock``).
+    The breaker is checked before every attempt once its limiter slot is held, and records
+    one outcome for the whole call (see :class:`BreakerGate`).
 
     Raises :class:`ProviderFailure` (try another provider) or :class:`InvalidGeneration`.
     """
@@ -358,28 +419,26 @@ async def chat_json(
     retries: list[str] = []
     attempts = 0
     started = time.perf_counter()
+    gate = BreakerGate(runtime.breaker)
 
-    async def request() -> Any:
+    async def request(client: openai.AsyncOpenAI) -> Any:
         nonlocal attempts
         async with runtime.limiter.slot():
+            gate.check()  # the breaker may have opened while this call queued or backed off
             attempts += 1
             # Never outlive the decision's deadline: the last attempt gets what is left.
             timeout = max(0.1, min(runtime.timeout, deadline - clock.monotonic()))
-            async with runtime.clients.lease() as client:
-                try:
-                    return await client.chat.completions.create(
-                        model=model,
-                        messages=list(messages),  # type: ignore[arg-type]
-                        temperature=temperature,
-                        max_tokens=max_tokens,
-                        response_format={"type": "json_object"},
-                        timeout=timeout,
-                    )
-                except openai.OpenAIError as exc:
-                    raise translate(exc, timeout) from None
-
-    async def attempt() -> Any:
-        return await runtime.breaker.call(request, is_failure=_counts_against_provider)
+            try:
+                return await client.chat.completions.create(
+                    model=model,
+                    messages=list(messages),  # type: ignore[arg-type]
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    response_format={"type": "json_object"},
+                    timeout=timeout,
+                )
+            except openai.OpenAIError as exc:
+                raise translate(exc, timeout) from None
 
     def retryable(exc: BaseException) -> bool:
         if not isinstance(exc, TransientError):
@@ -395,18 +454,27 @@ async def chat_json(
     def on_retry(number: int, exc: BaseException, seconds: float) -> None:
         retries.append(f"attempt {number}: {exc} → retry in {seconds:.1f} s")
 
+    async def decision() -> Any:
+        # One client lease for the whole call (queueing and backoff included): calls queued
+        # behind the limiter keep the loop's client, and its connections, alive.
+        async with runtime.clients.lease() as client:
+            return await retry_async(
+                lambda: request(client),
+                policy,
+                sleep=clock.sleep,
+                retryable=retryable,
+                on_retry=on_retry,
+                rng=rng,
+                what=f"{label} request",
+            )
+
     try:
-        response = await retry_async(
-            attempt,
-            policy,
-            sleep=clock.sleep,
-            retryable=retryable,
-            on_retry=on_retry,
-            rng=rng,
-            what=f"{label} request",
-        )
+        response = await gate.run(decision, is_failure=_counts_against_provider)
     except CircuitOpen as exc:
-        raise ProviderFailure(str(exc), unavailable=True) from None
+        reason = str(exc)
+        if attempts:
+            reason += f" (stopped after {attempts} attempt(s))"
+        raise ProviderFailure(reason, unavailable=True) from None
     except RetriesExhausted as exc:
         raise ProviderFailure(
             f"{label} provider unavailable: {exc.last} (after {exc.attempts} attempts)",

@@ -10,6 +10,8 @@ Providers: ``Mock`` → a baseline (model = baseline kind); ``Llama``, ``OpenAI`
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,8 @@ class AgentServices:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     shared: dict[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    """Where settings named by agent params live (a remote model's ``api_key_setting``)."""
 
 
 def build_agent(spec: AgentSpec, services: AgentServices) -> Agent:
@@ -53,7 +57,9 @@ def build_agent(spec: AgentSpec, services: AgentServices) -> Agent:
         if kind == REMOTE_MODEL:
             from agents.remote_ml import RemoteMLAgent
 
-            return RemoteMLAgent(spec, services.settings, services.clock, services.shared)
+            return RemoteMLAgent(
+                spec, services.settings, services.clock, services.shared, services.environ
+            )
         if kind == ENSEMBLE_MODEL:
             from agents.ensemble import EnsembleAgent
 
@@ -64,26 +70,54 @@ def build_agent(spec: AgentSpec, services: AgentServices) -> Agent:
     raise AgentUnavailable(f"provider {spec.provider.value} is not available in this build")
 
 
-def configuration_notes(spec: AgentSpec, settings: Settings) -> list[str]:
-    """What is missing for ``spec`` to actually decide (it would HOLD with the reason)."""
+def configuration_notes(
+    spec: AgentSpec, settings: Settings, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """What is missing for ``spec`` to actually decide (it would HOLD with the reason). For
+    an ensemble, also what each member misses (that member abstains until it is fixed)."""
+    environ = os.environ if environ is None else environ
+    notes = [f"{gap}: the agent will HOLD until then" for gap in _gaps(spec, settings, environ)]
+    if spec.provider is Provider.CUSTOM_ML and (spec.model or "").strip().lower() == (
+        ENSEMBLE_MODEL
+    ):
+        from agents.ensemble import EnsembleAgent
+
+        services = AgentServices(settings=settings, environ=environ)
+        try:
+            ensemble = EnsembleAgent(spec, services, build_agent)
+        except ValueError:
+            return notes  # refused when the agent is built, with the reason
+        for member in ensemble.members:
+            for gap in _gaps(member.spec, settings, environ):
+                notes.append(f"ensemble member {member.name!r}: {gap}: it abstains until then")
+    return notes
+
+
+def _gaps(spec: AgentSpec, settings: Settings, environ: Mapping[str, str]) -> list[str]:
     from agents.providers import PROVIDER_ENDPOINT, endpoint
 
-    notes: list[str] = []
+    gaps: list[str] = []
+    kind = (spec.model or "").strip().lower()
     key = PROVIDER_ENDPOINT.get(spec.provider)
     if key is not None:
         missing = endpoint(settings, key).missing
         if missing:
-            notes.append(f"{missing}: the agent will HOLD until it is")
-    if spec.provider is Provider.CUSTOM_ML and (spec.model or "").lower() not in (
-        REMOTE_MODEL,
-        ENSEMBLE_MODEL,
-    ):
+            gaps.append(missing)
+    elif spec.provider is Provider.CUSTOM_ML and kind == REMOTE_MODEL:
+        from agents.remote_ml import key_setting_param
+
+        try:
+            name = key_setting_param(spec.params)
+        except ValueError:
+            name = None  # refused when the agent is built, with the reason
+        if name is not None and not (environ.get(name) or "").strip():
+            gaps.append(f"{name} is not set (named by param 'api_key_setting')")
+    elif spec.provider is Provider.CUSTOM_ML and kind != ENSEMBLE_MODEL:
         from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
 
         store = ArtifactStore(settings.ml_artifact_dir, spec.model or DEFAULT_MODEL_NAME)
         if not store.list():
-            notes.append(
-                f"no trained model in {store.directory}: run `python -m race ml train "
-                "--until ISO` (the agent HOLDs until then)"
+            gaps.append(
+                f"no trained model in {store.directory} (run `python -m race ml train --until ISO`)"
             )
-    return notes
+    return gaps

@@ -9,8 +9,8 @@
                   "close": …, "volume": … | null}],
      "instructions": "…"}
 
-and headers ``X-API-Key`` (``REMOTE_ML_API_KEY``, when set) and ``Idempotency-Key`` (agent id
-and cycle time: a retried request is recognisably the same decision). The answer::
+and headers ``X-API-Key`` and ``Idempotency-Key`` (agent id and cycle time: a retried request
+is recognisably the same decision). The answer::
 
     {"orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.01}],
      "signals": [...], "reasoning": "…", "modelVersion": "…"}
@@ -19,14 +19,25 @@ Orders go to the engine's parser and risk rules like any other agent's. Timeouts
 errors, invalid JSON or a wrong shape → HOLD with the reason. 408/429/5xx and network
 errors are retried with the one policy (the idempotency key makes that safe).
 
-Params: ``url`` (base URL; default ``REMOTE_ML_URL``), ``timeout_seconds``.
+The key: ``REMOTE_ML_API_KEY`` goes only to the origin (scheme, host, port) of
+``REMOTE_ML_URL``; an agent whose ``url`` points elsewhere sends the key held by the setting
+its ``api_key_setting`` param names, or no key at all. The param holds the NAME of an
+environment setting (e.g. ``"MY_MODEL_KEY"``), never the key itself, so the key stays out of
+the agents table. The circuit breaker counts failed decisions (after the retries), like the
+LLM providers' (:class:`~agents.providers.BreakerGate`).
+
+Params: ``url`` (base URL; default ``REMOTE_ML_URL``), ``api_key_setting``,
+``timeout_seconds``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -34,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agents._clients import SharedClient
 from agents.config import AgentConfigError, number, reject_unknown
-from agents.providers import scrub, secrets_of
+from agents.providers import BreakerGate, scrub, secrets_of
 from race.clock import Clock
 from race.domain.agent import AgentAnswer, AgentContext, AgentSpec
 from race.resilience import (
@@ -50,7 +61,8 @@ from race.resilience import (
 from race.settings import Settings
 
 SCHEMA_VERSION = "1.0"
-PARAMS = ("url", "timeout_seconds")
+PARAMS = ("url", "api_key_setting", "timeout_seconds")
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_RESPONSE_BYTES = 1_000_000
 TIME_MARGIN = 2.0
 
@@ -66,6 +78,26 @@ class _Prediction(BaseModel):
 
 def _iso(value: Any) -> str:
     return value.isoformat().replace("+00:00", "Z")
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit."""
+    parsed = httpx.URL(url)
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme.lower(), parsed.host.lower(), port
+
+
+def key_setting_param(params: Mapping[str, Any]) -> str | None:
+    """The ``api_key_setting`` param: the name of the setting that holds this agent's key."""
+    name = params.get("api_key_setting")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _SETTING_NAME.fullmatch(name):
+        raise AgentConfigError(
+            "param 'api_key_setting' must be the NAME of an environment setting holding the "
+            'key (letters, digits and _, e.g. "MY_MODEL_API_KEY"), never the key itself'
+        )
+    return name
 
 
 def idempotency_key(context: AgentContext) -> str:
@@ -115,7 +147,12 @@ class RemoteMLAgent:
     in_process = False
 
     def __init__(
-        self, spec: AgentSpec, settings: Settings, clock: Clock, shared: dict[str, Any]
+        self,
+        spec: AgentSpec,
+        settings: Settings,
+        clock: Clock,
+        shared: dict[str, Any],
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         params = dict(spec.params)
         reject_unknown(params, PARAMS, what="remote ML agents")
@@ -128,11 +165,18 @@ class RemoteMLAgent:
         self.spec = spec
         self.settings = settings
         self.clock = clock
+        self.environ = os.environ if environ is None else environ
         self.url = base.rstrip("/") + "/predict"
         self.timeout = number(
             params, "timeout_seconds", settings.remote_ml_timeout_seconds, 0.05, 600.0
         )
-        self.api_key = settings.remote_ml_api_key
+        self.key_setting = key_setting_param(params)
+        global_url = settings.remote_ml_url
+        self.global_key_applies = bool(
+            global_url
+            and global_url.startswith(("http://", "https://"))
+            and origin(global_url) == origin(self.url)
+        )
         self.policy = RetryPolicy(attempts=1 + max(0, settings.llm_max_retries))
         self._secrets = secrets_of(settings)
         slot = f"remote_ml.{self.url}"
@@ -151,6 +195,21 @@ class RemoteMLAgent:
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
+    def api_key(self) -> str | None:
+        """The key to send, or None; raises :class:`AgentConfigError` when the setting named
+        by ``api_key_setting`` is not set."""
+        if self.key_setting is not None:
+            value = (self.environ.get(self.key_setting) or "").strip()
+            if not value:
+                raise AgentConfigError(
+                    f"{self.key_setting} is not set (named by param 'api_key_setting')"
+                )
+            return value
+        key = self.settings.remote_ml_api_key
+        if self.global_key_applies and key is not None and key.get_secret_value():
+            return key.get_secret_value()
+        return None  # REMOTE_ML_API_KEY is for REMOTE_ML_URL's origin only
+
     async def decide(self, context: AgentContext) -> AgentAnswer:
         started = time.perf_counter()
         body = json.dumps(request_body(context), separators=(",", ":")).encode()
@@ -159,8 +218,17 @@ class RemoteMLAgent:
             "accept": "application/json",
             "idempotency-key": idempotency_key(context),
         }
-        if self.api_key is not None and self.api_key.get_secret_value():
-            headers["x-api-key"] = self.api_key.get_secret_value()
+        secrets = self._secrets
+        try:
+            key = self.api_key()
+        except AgentConfigError as exc:
+            return AgentAnswer.fallback(
+                f"remote model: {exc}", model="remote", details={"url": self.url}
+            )
+        if key is not None:
+            headers["x-api-key"] = key
+            secrets = [*secrets, key]
+        gate = BreakerGate(self.breaker)
         deadline = self.clock.monotonic() + max(
             0.5, self.settings.agent_timeout_seconds - TIME_MARGIN
         )
@@ -168,6 +236,7 @@ class RemoteMLAgent:
 
         async def post() -> httpx.Response:
             nonlocal attempts
+            gate.check()  # other decisions may have opened the breaker during our backoff
             attempts += 1
             async with self.clients.lease() as client:
                 try:
@@ -192,7 +261,7 @@ class RemoteMLAgent:
 
         def fail(reason: str, **extra: Any) -> AgentAnswer:
             return AgentAnswer.fallback(
-                scrub(f"remote model: {reason}", self._secrets),
+                scrub(f"remote model: {reason}", secrets),
                 model="remote",
                 latency_ms=int((time.perf_counter() - started) * 1000),
                 details={"url": self.url, "attempts": attempts},
@@ -200,12 +269,15 @@ class RemoteMLAgent:
             )
 
         try:
-            response = await retry_async(
-                lambda: self.breaker.call(post, is_failure=lambda e: isinstance(e, TransientError)),
-                self.policy,
-                sleep=self.clock.sleep,
-                retryable=retryable,
-                what="remote model request",
+            response = await gate.run(
+                lambda: retry_async(
+                    post,
+                    self.policy,
+                    sleep=self.clock.sleep,
+                    retryable=retryable,
+                    what="remote model request",
+                ),
+                is_failure=lambda e: isinstance(e, RetriesExhausted | TransientError),
             )
         except CircuitOpen as exc:
             return fail(str(exc))

@@ -167,3 +167,41 @@ def test_optional_agents_follow_the_settings():
         build_agent(spec, AgentServices(settings=settings))
         for secret in ("gsk-1234", "sk-1234", "az-1234"):
             assert secret not in json.dumps(dict(new.params or {})) + new.instructions
+
+
+def test_add_notes_what_an_ensembles_members_still_need(cli_db, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RACE_ML_ARTIFACT_DIR", str(tmp_path / "no-artifacts"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    members = [
+        {"name": "llama", "provider": "Llama", "model": "llama-3.3-70b-versatile"},
+        {"name": "gpt", "provider": "OpenAI", "model": "gpt-4o-mini"},
+        {"name": "ml", "provider": "CustomML", "model": "direction-gb"},
+        {"name": "sma", "provider": "Mock", "model": "sma_cross"},
+    ]
+    argv = ["agents", "add", "--name", "Committee", "--provider", "CustomML"]
+    argv += ["--model", "ensemble", "--params", json.dumps({"members": members})]
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        "note: ensemble member 'llama': Llama not configured (LLAMA_API_KEY is not set): it "
+        "abstains until then",
+        "note: ensemble member 'gpt': OpenAI not configured (OPENAI_API_KEY is not set): it "
+        "abstains until then",
+        f"note: ensemble member 'ml': no trained model in {tmp_path / 'no-artifacts'}"
+        "/direction-gb (run `python -m race ml train --until ISO`): it abstains until then",
+    ]
+    assert [a["name"] for a in agents_json(capsys)] == ["Committee"]
+
+
+def test_add_notes_a_remote_models_key_setting_that_is_not_set(cli_db, capsys, monkeypatch):
+    monkeypatch.delenv("MY_MODEL_KEY", raising=False)
+    params = {"url": "https://models.example.com", "api_key_setting": "MY_MODEL_KEY"}
+    argv = ["agents", "add", "--name", "Mine", "--provider", "CustomML", "--model", "remote"]
+    assert main([*argv, "--params", json.dumps(params)]) == 0
+    assert (
+        "note: MY_MODEL_KEY is not set (named by param 'api_key_setting'): the agent will "
+        "HOLD until then" in capsys.readouterr().err
+    )
+    monkeypatch.setenv("MY_MODEL_KEY", "my-own-key-1")
+    assert main([*argv[:3], "Mine too", *argv[4:], "--params", json.dumps(params)]) == 0
+    assert "note:" not in capsys.readouterr().err

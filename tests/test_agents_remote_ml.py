@@ -51,9 +51,17 @@ def make_app(database_url, **overrides):
 
 @pytest.fixture
 def remote_app(database_url, server):
-    application = make_app(database_url)
+    application = make_app(database_url, REMOTE_ML_URL=server.root_url)
     yield application
     application.close()
+
+
+@pytest.fixture
+def elsewhere():
+    """Another remote model: same host, another port — another origin."""
+    with OpenAIServer() as running:
+        running.default = Reply(body=PREDICTION)
+        yield running
 
 
 def remote_agent(app, url, **params):
@@ -164,6 +172,71 @@ def test_persistent_500_holds_after_the_retries(remote_app, server):
     assert "HTTP 500 (after 4 attempts)" in row.fallback_reason
     assert len(server.requests) == 4
     assert remote_app.clock.sleeps and all(s < 10 for s in remote_app.clock.sleeps)
+    # One failed decision is one breaker failure, not four.
+    breaker, _ = remote_app.services.shared[f"remote_ml.{server.root_url}/predict"]
+    assert breaker.consecutive_failures == 1 and breaker.state.value == "closed"
+
+
+def test_the_global_key_never_goes_to_another_origin(remote_app, server, elsewhere):
+    ours = remote_agent(remote_app, f"{server.root_url}/v2")
+    theirs = seed_agent(
+        remote_app,
+        "Someone else's model",
+        Provider.CUSTOM_ML,
+        model="remote",
+        params={"url": elsewhere.root_url},
+    )
+    report = asyncio.run(remote_app.engine.run_cycle(T))
+    assert report.fallbacks == 0
+    assert not decision(remote_app, theirs).fallback
+    assert decision(remote_app, ours).details["url"] == f"{server.root_url}/v2/predict"
+    [own] = server.requests
+    assert own.headers["x-api-key"] == API_KEY  # REMOTE_ML_URL's origin gets the key
+    [foreign] = elsewhere.requests
+    assert "x-api-key" not in foreign.headers
+    assert API_KEY not in json.dumps(foreign.headers) + foreign.body.decode()
+
+
+def test_a_per_agent_key_comes_from_the_setting_its_param_names(remote_app, elsewhere, monkeypatch):
+    monkeypatch.setenv("ELSEWHERE_MODEL_KEY", "elsewhere-own-key-42")
+    agent = remote_agent(remote_app, elsewhere.root_url, api_key_setting="ELSEWHERE_MODEL_KEY")
+    asyncio.run(remote_app.engine.run_cycle(T))
+    row = decision(remote_app, agent)
+    assert not row.fallback
+    [request] = elsewhere.requests
+    assert request.headers["x-api-key"] == "elsewhere-own-key-42"
+    assert "elsewhere-own-key-42" not in json.dumps(row.details) + row.rationale
+
+
+def test_a_per_agent_key_setting_that_is_not_set_holds_without_a_request(
+    remote_app, elsewhere, monkeypatch
+):
+    monkeypatch.delenv("ELSEWHERE_MODEL_KEY", raising=False)
+    agent = remote_agent(remote_app, elsewhere.root_url, api_key_setting="ELSEWHERE_MODEL_KEY")
+    asyncio.run(remote_app.engine.run_cycle(T))
+    row = decision(remote_app, agent)
+    assert row.fallback
+    assert "ELSEWHERE_MODEL_KEY is not set (named by param 'api_key_setting')" in (
+        row.fallback_reason
+    )
+    assert elsewhere.requests == []
+
+
+@pytest.mark.parametrize("value", ["sk-live-1234-abcd", "", 42, "has space"])
+def test_api_key_setting_must_be_a_setting_name(remote_app, server, value):
+    from agents.config import AgentConfigError
+    from agents.registry import AgentServices, build_agent
+    from race.domain.agent import AgentSpec
+
+    spec = AgentSpec(
+        id=1,
+        name="Bad",
+        provider=Provider.CUSTOM_ML,
+        model="remote",
+        params={"url": server.root_url, "api_key_setting": value},
+    )
+    with pytest.raises(AgentConfigError, match="NAME of an environment setting"):
+        build_agent(spec, AgentServices(settings=remote_app.settings))
 
 
 def test_timeout_holds(remote_app, server):
@@ -191,8 +264,12 @@ def test_unreachable_server_holds(database_url):
         app.close()
 
 
-def test_remote_agent_needs_a_url(remote_app):
-    agent = seed_agent(remote_app, "No URL", Provider.CUSTOM_ML, model="remote")
-    asyncio.run(remote_app.engine.run_cycle(T))
-    row = decision(remote_app, agent)
-    assert row.fallback and "REMOTE_ML_URL" in row.fallback_reason
+def test_remote_agent_needs_a_url(database_url):
+    app = make_app(database_url)
+    try:
+        agent = seed_agent(app, "No URL", Provider.CUSTOM_ML, model="remote")
+        asyncio.run(app.engine.run_cycle(T))
+        row = decision(app, agent)
+        assert row.fallback and "REMOTE_ML_URL" in row.fallback_reason
+    finally:
+        app.close()

@@ -142,7 +142,7 @@ def test_valid_buy_carries_orders_prompt_raw_output_tokens_and_cost(server):
     assert body["max_tokens"] == 500
     assert body["response_format"] == {"type": "json_object"}
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    assert request.headers["x-stainless-retry-count"] == "0"  # the SDK does not retry
+    assert "usageEstimated" not in answer.details
     step = judge(context(rig.settings), answer)
     assert step.decision.action is Action.BUY
     assert step.fills[0].quantity == Decimal("0.1")
@@ -161,7 +161,7 @@ def test_valid_multi_order_answer_executes_every_order(server):
                 "reasoning": "Rotate: trim ETH, add BTC.",
                 "orders": [
                     {"asset": "ETH", "side": "SELL", "quantity": 2},
-                    {"asset": "BTC", "side": "BUY", "quantity": "0.05"},
+                    {"asset": "BTC", "side": "BUY", "quantity": 0.05},
                 ],
                 "cited_rules": ["R2"],
             }
@@ -196,6 +196,35 @@ def test_missing_cited_rules_is_accepted(server):
     answer = rig.decide()
     assert answer.fallback_reason is None
     assert answer.cited_rules == []
+    assert "answerNotes" not in answer.details
+
+
+@pytest.mark.parametrize(
+    ("cited", "rules", "note"),
+    [
+        ("R4", ["R4"], "cited_rules was a string, not a list: read as one rule"),
+        (None, [], None),
+        (
+            ["R4", 6, None, {"rule": "R2"}, "  ", "R6"],
+            ["R4", "R6"],
+            "cited_rules items that are not rule names were ignored: 1 (int), 2 (null), "
+            "3 (dict), 4 (blank)",
+        ),
+        ({"R4": True}, [], "cited_rules must be a list of strings, got dict: ignored"),
+        (7, [], "cited_rules must be a list of strings, got int: ignored"),
+    ],
+)
+def test_mistyped_cited_rules_keep_the_orders_and_note_what_was_ignored(server, cited, rules, note):
+    rig = Rig(server)
+    server.script(completion({**BUY, "cited_rules": cited}))
+    answer = rig.decide()
+    assert answer.fallback_reason is None
+    assert answer.orders == BUY["orders"]
+    assert answer.cited_rules == rules
+    assert answer.details.get("answerNotes", []) == ([note] if note else [])
+    step = judge(context(rig.settings), answer)
+    assert [(f.asset, f.quantity) for f in step.fills] == [("BTC", Decimal("0.1"))]
+    assert step.decision.cited_rules == rules
 
 
 # ---------------------------------------------------------------- provider failures
@@ -355,6 +384,9 @@ GOOD = {"asset": "BTC", "side": "BUY", "quantity": 0.1}
         ({"asset": "ETH", "side": "BUY", "quantity": -3}, "non_positive_quantity"),
         ({"asset": "ETH", "side": "BUY", "quantity": 1e15}, "absurd_quantity"),
         ({"asset": "ETH", "side": "BUY", "quantity": "lots"}, "bad_quantity"),
+        ({"asset": "ETH", "side": "BUY", "quantity": "0.05"}, "bad_quantity"),
+        ({"asset": "ETH", "side": "BUY", "quantity": "1e-2"}, "bad_quantity"),
+        ({"asset": "ETH", "side": "BUY", "quantity": False}, "bad_quantity"),
         ({"asset": "ETH", "side": "BUY", "quantity": True}, "bad_quantity"),
         ({"asset": "ETH", "side": "BUY", "quantity": None}, "bad_quantity"),
         ({"asset": "ETH", "side": "BUY", "quantity": [1]}, "bad_quantity"),
@@ -480,6 +512,111 @@ def test_open_circuit_is_an_immediate_hold_shared_by_agents_of_the_provider(serv
     assert rig.services.shared["llm.provider.llama"].breaker.state.value == "closed"
 
 
+def decide_in_parallel(rig: Rig, specs: list[AgentSpec]) -> list[AgentAnswer]:
+    """One cycle's worth of decisions at once, as the engine runs them."""
+
+    async def run() -> list[AgentAnswer]:
+        agents = [rig.agent(spec) for spec in specs]
+        return list(
+            await asyncio.gather(
+                *(
+                    agent.decide(context(rig.settings, spec=spec))
+                    for agent, spec in zip(agents, specs, strict=True)
+                )
+            )
+        )
+
+    return asyncio.run(run())
+
+
+def test_calls_queued_behind_the_limiter_hold_once_the_breaker_opens(server):
+    """20 agents, 2 calls in flight, a provider that always fails: the breaker opens after 5
+    failed calls and the calls still queued for a slot are not sent."""
+    rig = Rig(server, LLM_MAX_RETRIES="0", LLAMA_MAX_CONCURRENCY="2")
+    server.default = server_error(500)
+    specs = [AgentSpec(id=n, name=f"Agent {n}", provider=Provider.LLAMA) for n in range(20)]
+    answers = decide_in_parallel(rig, specs)
+    threshold, in_flight = 5, 2
+    sent = len(server.requests)
+    assert threshold <= sent <= threshold + in_flight - 1
+    assert all("Llama provider unavailable" in a.fallback_reason for a in answers)
+    failed = [a for a in answers if "HTTP 500" in a.fallback_reason]
+    refused = [a for a in answers if "unavailable (circuit open" in a.fallback_reason]
+    assert len(failed) == sent
+    assert len(refused) == len(answers) - sent >= 20 - threshold - in_flight
+    assert rig.services.shared["llm.provider.llama"].breaker.state.value == "open"
+
+
+def test_a_call_backing_off_stops_when_the_breaker_opens_meanwhile(server):
+    rig = Rig(server)
+    server.default = server_error(500)
+    breaker = rig.services.shared  # filled on the first decision
+    opened: list[float] = []
+    plain_sleep = rig.clock.sleep
+
+    async def sleep_while_others_fail(seconds: float) -> None:
+        # During this call's first backoff, five other calls fail: the breaker opens.
+        if not opened:
+            runtime = breaker["llm.provider.llama"].breaker
+            for _ in range(5):
+                runtime.record_failure()
+            opened.append(seconds)
+        await plain_sleep(seconds)
+
+    rig.clock.sleep = sleep_while_others_fail  # type: ignore[method-assign]
+    answer = rig.decide()
+    assert opened
+    assert "Llama provider unavailable (circuit open" in answer.fallback_reason
+    assert "stopped after 1 attempt(s)" in answer.fallback_reason
+    assert len(server.requests) == 1  # the retry was not sent
+
+
+def test_the_breaker_counts_failed_calls_not_attempts(server):
+    rig = Rig(server)  # 3 retries: one failed call is 4 requests
+    server.default = server_error(500)
+    for failed in range(1, 5):
+        answer = rig.decide()
+        assert "after 4 attempts" in answer.fallback_reason
+        breaker = rig.services.shared["llm.provider.llama"].breaker
+        assert breaker.consecutive_failures == failed
+        assert breaker.state.value == "closed"
+    assert len(server.requests) == 16
+    # A call that succeeds on a retry is a success: the count starts again.
+    server.script(server_error(503), completion(BUY))
+    assert rig.decide().fallback_reason is None
+    assert breaker.consecutive_failures == 0
+    for _ in range(5):
+        assert "after 4 attempts" in rig.decide().fallback_reason
+    assert breaker.state.value == "open" and breaker.consecutive_failures == 5
+    sent = len(server.requests)
+    assert sent == 16 + 2 + 20
+    assert "circuit open after 5 consecutive failures" in rig.decide().fallback_reason
+    assert len(server.requests) == sent
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+@pytest.mark.parametrize("provider", [Provider.LLAMA, Provider.AZURE_OPENAI])
+def test_the_sdk_never_retries_a_failure_on_its_own(server, provider, retries):
+    """With the SDK's default max_retries=2 one of our attempts would be 3 requests."""
+    azure = {
+        "AZURE_OPENAI_ENDPOINT": server.root_url,
+        "AZURE_OPENAI_API_KEY": "azure-key-9876",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt4o-race",
+    }
+    rig = Rig(
+        server,
+        LLM_MAX_RETRIES=str(retries),
+        **(azure if provider is Provider.AZURE_OPENAI else {}),
+    )
+    server.default = server_error(500)
+    answer = rig.decide(spec=AgentSpec(id=9, name="One", provider=provider))
+    assert f"after {retries + 1} attempts" in answer.fallback_reason
+    assert len(server.requests) == retries + 1
+    assert len(rig.clock.sleeps) == retries  # every retry was ours, on our clock
+    if provider is Provider.AZURE_OPENAI:
+        assert server.requests[0].path.startswith("/openai/deployments/gpt4o-race/")
+
+
 def test_budget_exhausted_holds_without_a_call(server):
     rig = Rig(server)
     spec = AgentSpec(
@@ -490,7 +627,74 @@ def test_budget_exhausted_holds_without_a_call(server):
     assert "resumes 2024-01-04T00:00:00+00:00" in answer.fallback_reason
     assert server.requests == []
     server.script(completion(BUY))
-    assert rig.decide(spec=spec, spent=Decimal("0.0099")).fallback_reason is None
+    assert rig.decide(spec=spec, spent=Decimal("0.005")).fallback_reason is None
+
+
+def worst_case_usd(prompt_chars: int, max_tokens: int = 500) -> Decimal:
+    """llama-3.3-70b-versatile at 0.59 / 0.79 USD per million: ⌈chars / 4⌉ prompt tokens
+    and max_tokens of answer."""
+    prompt_tokens = -(-prompt_chars // 4)
+    return (Decimal(prompt_tokens) * Decimal("0.59") + max_tokens * Decimal("0.79")) / 10**6
+
+
+def test_a_call_that_could_overshoot_the_budget_is_refused_before_it_is_made(server):
+    rig = Rig(server)
+    spec = AgentSpec(
+        id=7, name="Thrifty", provider=Provider.LLAMA, params={"daily_budget_usd": 0.01}
+    )
+    server.script(completion(BUY))
+    chars = rig.decide(spec=spec).details["promptChars"]  # the same context, the same prompt
+    worst = worst_case_usd(chars)
+    budget = Decimal("0.01")
+    server.clear()
+    answer = rig.decide(spec=spec, spent=budget - worst + Decimal("0.000000001"))
+    assert answer.fallback_reason.startswith("budget exhausted: spent ")
+    assert f"the next call may cost up to {worst.normalize():f} USD" in answer.fallback_reason
+    assert f"≈{-(-chars // 4)} prompt tokens + max_tokens 500" in answer.fallback_reason
+    assert "resumes 2024-01-04T00:00:00+00:00" in answer.fallback_reason
+    assert answer.prompt  # the audit shows what would have been asked
+    assert server.requests == []
+    # Exactly what is left is enough: even the worst case ends at the budget, not beyond.
+    server.script(completion(BUY))
+    assert rig.decide(spec=spec, spent=budget - worst).fallback_reason is None
+    assert len(server.requests) == 1
+
+
+def test_a_smaller_max_tokens_fits_where_the_default_would_not(server):
+    rig = Rig(server)
+    wide = AgentSpec(id=7, name="Wide", provider=Provider.LLAMA, params={"daily_budget_usd": 0.01})
+    narrow = AgentSpec(
+        id=7,
+        name="Wide",
+        provider=Provider.LLAMA,
+        params={"daily_budget_usd": 0.01, "max_tokens": 100},
+    )
+    server.script(completion(BUY))
+    chars = rig.decide(spec=narrow).details["promptChars"]
+    spent = Decimal("0.01") - worst_case_usd(chars, 100)
+    assert "budget exhausted" in rig.decide(spec=wide, spent=spent).fallback_reason
+    server.script(completion(BUY))
+    assert rig.decide(spec=narrow, spent=spent).fallback_reason is None
+
+
+def test_an_answer_without_usage_is_charged_an_estimate_marked_as_such(server):
+    rig = Rig(server)
+    server.script(completion(BUY, usage=False))
+    answer = rig.decide()
+    assert answer.fallback_reason is None
+    content = json.dumps(BUY)
+    prompt_tokens = -(-answer.details["promptChars"] // 4)
+    completion_tokens = -(-len(content) // 4)
+    assert (answer.prompt_tokens, answer.completion_tokens) == (prompt_tokens, completion_tokens)
+    assert answer.cost_usd == (
+        Decimal(prompt_tokens) * Decimal("0.59") + Decimal(completion_tokens) * Decimal("0.79")
+    ) / Decimal(10**6)
+    assert answer.details["usageEstimated"] == ["prompt", "completion"]
+    assert "estimated as characters / 4" in answer.details["usageNote"]
+    # The estimate is what the engine sums into the day's spend: judged and stored as is.
+    record = judge(context(rig.settings), answer).decision
+    assert record.cost_usd == answer.cost_usd
+    assert record.details["usageEstimated"] == ["prompt", "completion"]
 
 
 def test_default_budget_comes_from_the_setting_and_null_param_lifts_it(server):

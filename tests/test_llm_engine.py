@@ -155,6 +155,12 @@ def test_bad_output_and_bad_orders_are_recorded_with_reasons(llm_app, server):
     assert sorted(t.quantity for t in trades) == [Decimal("0.1"), Decimal("1")]
 
 
+def worst_case_usd(prompt_chars: int, max_tokens: int = 500) -> Decimal:
+    """The most a llama-3.3-70b-versatile call may cost (0.59 / 0.79 USD per million):
+    ⌈prompt chars / 4⌉ tokens in, max_tokens out."""
+    return (-(-prompt_chars // 4) * Decimal("0.59") + max_tokens * Decimal("0.79")) / 10**6
+
+
 def test_daily_budget_exhausts_then_resets_at_the_utc_day_boundary(llm_app, server):
     agent = seed_agent(
         llm_app,
@@ -174,18 +180,59 @@ def test_daily_budget_exhausts_then_resets_at_the_utc_day_boundary(llm_app, serv
         asyncio.run(llm_app.engine.run_cycle(cycle_time))
     rows = decisions(llm_app, agent)
     assert [r.cycle_time for r in rows] == times
-    assert [r.fallback for r in rows] == [False, False, True, False, False]
-    assert rows[2].fallback_reason.startswith("budget exhausted: spent 0.002518 of 0.0015 USD")
-    assert "resumes 2024-01-05T00:00:00+00:00" in rows[2].fallback_reason
-    assert rows[2].cost_usd is None
+    # A second call the same day could take the spend over 0.0015 USD (0.001259 spent + a
+    # worst case above 0.000241): refused before it is made, so a day never overshoots.
+    assert [r.fallback for r in rows] == [False, True, True, False, True]
+    worst = worst_case_usd(rows[0].details["promptChars"])
+    assert worst <= Decimal("0.0015") < Decimal("0.001259") + worst
+    for refused in (rows[1], rows[2], rows[4]):
+        assert refused.fallback_reason.startswith(
+            "budget exhausted: spent 0.001259 of 0.0015 USD today (UTC) and the next call "
+            "may cost up to "
+        )
+        assert refused.cost_usd is None
+    assert "resumes 2024-01-05T00:00:00+00:00" in rows[1].fallback_reason
+    assert "resumes 2024-01-06T00:00:00+00:00" in rows[4].fallback_reason
     assert [r.cost_usd for r in rows] == [
         Decimal("0.001259"),
-        Decimal("0.001259"),
+        None,
         None,
         Decimal("0.001259"),
-        Decimal("0.001259"),
+        None,
     ]
-    assert len(server.requests) == 4  # no call while the budget was spent
+    assert len(server.requests) == 2  # no call that could overshoot was made
+
+
+def test_answers_without_usage_are_charged_an_estimate_that_counts_against_the_budget(
+    llm_app, server
+):
+    agent = seed_agent(
+        llm_app,
+        "No usage",
+        Provider.LLAMA,
+        model="llama-3.3-70b-versatile",
+        params={"daily_budget_usd": 0.0015},
+    )
+    content = {"reasoning": "Holding.", "orders": [], "cited_rules": []}
+    server.default = completion(content, usage=False)
+    first = START + 99 * HOUR
+    for cycle_time in (first, first + HOUR):
+        asyncio.run(llm_app.engine.run_cycle(cycle_time))
+    rows = decisions(llm_app, agent)
+    chars = rows[0].details["promptChars"]
+    prompt_tokens, completion_tokens = -(-chars // 4), -(-len(json.dumps(content)) // 4)
+    estimate = (prompt_tokens * Decimal("0.59") + completion_tokens * Decimal("0.79")) / 10**6
+    assert not rows[0].fallback
+    assert (rows[0].prompt_tokens, rows[0].completion_tokens) == (prompt_tokens, completion_tokens)
+    assert rows[0].cost_usd == estimate
+    assert rows[0].details["usageEstimated"] == ["prompt", "completion"]
+    # The estimate was spent: the second call's worst case no longer fits in the budget.
+    assert worst_case_usd(chars) <= Decimal("0.0015") < estimate + worst_case_usd(chars)
+    assert rows[1].fallback
+    assert rows[1].fallback_reason.startswith(
+        f"budget exhausted: spent {estimate.normalize():f} of 0.0015 USD today (UTC)"
+    )
+    assert len(server.requests) == 1
 
 
 def test_backfill_with_an_llm_agent_uses_the_same_path(llm_app, server):

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from agents.features import FEATURES, latest_features
-from agents.ml import ArtifactStore, load_model
+from agents.ml import ArtifactStore, confidence_scale, load_model
 from race.bootstrap import bootstrap
 from race.cli import main
 from race.clock import ManualClock
@@ -246,47 +246,67 @@ def test_ml_agent_decides_through_the_engine_with_the_artifact_before_t(bundled,
         app.close()
 
 
+def test_confidence_scale_is_confidence_over_full_confidence_capped_at_one():
+    for full in (0.2, 0.5, 1.0):
+        for confidence in (0.0, 0.01, 0.05, 0.1, 0.19, 0.2, 0.3, 0.5, 0.75, 1.0):
+            expected = min(1.0, confidence / full)
+            assert float(confidence_scale(confidence, full)) == pytest.approx(expected)
+    assert confidence_scale(0.1, 0.2) == Decimal("0.5")
+    assert confidence_scale(0.0, 0.2) == 0
+    assert confidence_scale(0.6, 0.2) == 1
+    scales = [confidence_scale(c / 100, 0.5) for c in range(101)]
+    assert scales == sorted(scales) and scales[0] == 0 and scales[-1] == 1
+
+
+def _context_at(app, spec, at):
+    from race.domain.agent import AgentContext
+    from race.domain.model import Portfolio
+    from race.store import repository as repo
+
+    with app.db.read() as session:
+        assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
+        view = repo.market_view(session, at, assets, 50, timedelta(hours=6))
+    return AgentContext(
+        agent=spec,
+        cycle_time=at,
+        market=view,
+        portfolio=Portfolio(cash=Decimal("100000")),
+        limits=app.settings.limits,
+        costs=app.settings.costs,
+        allowed_assets=("BTC", "ETH"),
+        starting_capital=Decimal("100000"),
+    )
+
+
 def test_orders_are_sized_by_confidence(bundled, sqlite_url):
+    """At UNTIL + 10 h the model is bullish on BTC with a confidence below both
+    ``full_confidence`` values tried, so the order is a fraction of the full size — and a
+    larger ``full_confidence`` asks for proportionally less."""
     app, _ = prediction_app(bundled, sqlite_url)
     try:
-        agent_id = seed_agent(
-            app,
-            "ML sized",
-            Provider.CUSTOM_ML,
-            model="direction-gb",
-            params={"buy_threshold": 0.5, "max_fraction": 0.4, "full_confidence": 0.5},
-        )
-        spec = next(s for s in _specs(app) if s.id == agent_id)
-        agent = app.engine.agent_for(spec)
-        from race.domain.agent import AgentContext
-        from race.domain.model import Portfolio
-        from race.store import repository as repo
-
-        at = UNTIL + timedelta(hours=30)
-        with app.db.read() as session:
-            assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
-            view = repo.market_view(session, at, assets, 50, timedelta(hours=6))
-        context = AgentContext(
-            agent=spec,
-            cycle_time=at,
-            market=view,
-            portfolio=Portfolio(cash=Decimal("100000")),
-            limits=app.settings.limits,
-            costs=app.settings.costs,
-            allowed_assets=("BTC", "ETH"),
-            starting_capital=Decimal("100000"),
-        )
-        answer = asyncio.run(agent.decide(context))
-        for order in answer.orders:
-            signal = answer.details["signals"][order["asset"]]
-            scale = min(1.0, signal["confidence"] / 0.5)
-            notional = float(order["quantity"] * view.prices[order["asset"]])
-            assert notional == pytest.approx(100000 * 0.4 * scale, rel=1e-4)
-        for asset, signal in answer.details["signals"].items():
-            if signal["pUp"] >= 0.5:
-                assert (
-                    any(o["asset"] == asset for o in answer.orders) or signal["confidence"] < 1e-3
-                )
+        at = UNTIL + timedelta(hours=10)
+        sized = {}
+        for full in (0.2, 0.5):
+            agent_id = seed_agent(
+                app,
+                f"ML full at {full}",
+                Provider.CUSTOM_ML,
+                model="direction-gb",
+                params={"buy_threshold": 0.5, "max_fraction": 0.4, "full_confidence": full},
+            )
+            spec = next(s for s in _specs(app) if s.id == agent_id)
+            context = _context_at(app, spec, at)
+            answer = asyncio.run(app.engine.agent_for(spec).decide(context))
+            [order] = [o for o in answer.orders if o["asset"] == "BTC"]
+            assert order["side"] == "BUY"
+            confidence = answer.details["signals"]["BTC"]["confidence"]
+            assert 0.05 < confidence < full  # a partial size: the test bites
+            notional = order["quantity"] * context.market.prices["BTC"]
+            expected = Decimal(100000) * Decimal("0.4") * Decimal(str(confidence / full))
+            assert float(notional) == pytest.approx(float(expected), rel=1e-4)
+            assert notional < Decimal(100000) * Decimal("0.4") * Decimal("0.99")
+            sized[full] = order["quantity"]
+        assert float(sized[0.5] / sized[0.2]) == pytest.approx(0.2 / 0.5, rel=1e-3)
     finally:
         app.close()
 

@@ -3,11 +3,14 @@
 Two levels:
 
 * :func:`parse_model_output` reads a language model's JSON text. The whole answer is
-  refused (→ HOLD with the reason) when it is not JSON, not an object, has no non-blank
-  ``reasoning`` or when ``orders`` is not a list.
+  refused (→ HOLD with the reason) only when it is not JSON, not an object, has no
+  non-blank ``reasoning`` or when ``orders`` is not a list. A mistyped ``cited_rules``
+  never costs the orders: a string is one rule, null none, non-string items are ignored,
+  and what was ignored is noted (:attr:`ParsedAnswer.notes`).
 * :func:`parse_orders` turns each proposed order (a mapping or an :class:`Order`) into a
-  typed order. One bad order (unknown asset, bad side, wrong type, quantity ≤ 0, not
-  finite or absurd) is dropped with its reason; the valid ones are kept.
+  typed order. One bad order (unknown asset, bad side, wrong type — the quantity must be a
+  number, not a string or a boolean —, quantity ≤ 0, not finite or absurd) is dropped with
+  its reason; the valid ones are kept.
 
 Whatever text an answer carries ("ignore previous instructions…") changes nothing here:
 limits are numbers in :class:`~race.domain.model.RiskLimits`, enforced by the risk rules.
@@ -39,7 +42,6 @@ class _ModelAnswer(BaseModel):
 
     reasoning: str
     orders: list[Any]
-    cited_rules: list[Any] = []
 
     @field_validator("reasoning")
     @classmethod
@@ -55,6 +57,48 @@ class ParsedAnswer:
     orders: list[Any]
     cited_rules: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What was ignored of an answer that was otherwise used (e.g. a mistyped cited rule)."""
+
+
+MAX_CITED_RULES = 20
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def cited_rules_of(value: object) -> tuple[list[str], list[str]]:
+    """``cited_rules`` read leniently: (the rules, notes on what was ignored). A string is
+    one rule, null or absent none; items that are not non-blank strings are ignored."""
+    notes: list[str] = []
+    if value is None:
+        return [], notes
+    if isinstance(value, str):
+        items: list[Any] = [value]
+        notes.append("cited_rules was a string, not a list: read as one rule")
+    elif isinstance(value, list):
+        items = value
+    else:
+        notes.append(f"cited_rules must be a list of strings, got {_type_name(value)}: ignored")
+        return [], notes
+    rules: list[str] = []
+    ignored: list[str] = []
+    for position, item in enumerate(items):
+        if isinstance(item, str) and item.strip():
+            rules.append(item.strip())
+        else:
+            ignored.append(
+                f"{position} ({_type_name(item) if not isinstance(item, str) else 'blank'})"
+            )
+    if ignored:
+        notes.append(
+            f"cited_rules items that are not rule names were ignored: {', '.join(ignored)}"
+        )
+    if len(rules) > MAX_CITED_RULES:
+        notes.append(f"cited_rules: only the first {MAX_CITED_RULES} of {len(rules)} are kept")
+        rules = rules[:MAX_CITED_RULES]
+    return rules, notes
 
 
 def _describe(error: ValidationError) -> str:
@@ -81,16 +125,18 @@ def parse_model_output(text: str | None) -> ParsedAnswer:
         raise AnswerRejected(f"answer must be a JSON object, got {type(data).__name__}")
     if "orders" in data and not isinstance(data["orders"], list):
         raise AnswerRejected(f"'orders' must be a list, got {type(data['orders']).__name__}")
+    fields = dict(data)
+    cited, notes = cited_rules_of(fields.pop("cited_rules", None))
     try:
-        parsed = _ModelAnswer.model_validate(data, strict=True)
+        parsed = _ModelAnswer.model_validate(fields, strict=True)
     except ValidationError as exc:
         raise AnswerRejected(f"answer does not match the schema: {_describe(exc)}") from None
-    cited = [str(rule) for rule in parsed.cited_rules if isinstance(rule, str | int) and str(rule)]
     return ParsedAnswer(
         reasoning=parsed.reasoning,
         orders=parsed.orders,
-        cited_rules=cited[:20],
+        cited_rules=cited,
         extra=dict(parsed.model_extra or {}),
+        notes=notes,
     )
 
 
@@ -168,15 +214,16 @@ def parse_orders(
             )
             continue
         side = Side(raw_side.strip().upper())
-        if isinstance(raw_quantity, bool) or not isinstance(
-            raw_quantity, int | float | str | Decimal
-        ):
+        # A JSON number (or a Decimal from an in-process agent); "0.05" is a string, not a
+        # quantity: the answer's types are part of the protocol.
+        if isinstance(raw_quantity, bool) or not isinstance(raw_quantity, int | float | Decimal):
             notes.append(
                 _drop(
                     index,
                     symbol,
                     "bad_quantity",
-                    f"quantity must be a number, got {type(raw_quantity).__name__}",
+                    f"quantity must be a number, got {_type_name(raw_quantity)}"
+                    + (f" {raw_quantity[:32]!r}" if isinstance(raw_quantity, str) else ""),
                     raw_quantity,
                 )
             )
