@@ -7,8 +7,13 @@ last ``RACE_CONTEXT_CANDLES`` of a cycle) compute the same numbers: windows are 
 over their own values (numpy sliding windows), not as running sums over the whole history.
 EMAs are finite-window EMAs (exponential weights over a fixed number of candles).
 
-``volume_ratio_24`` is NaN when volume is unknown (e.g. CoinGecko OHLC); the model's
-pipeline imputes it as 0 ("usual volume"), so predictions still work without volume.
+``volume_ratio_24`` (volume over its 24-candle mean) uses ``Candle.volume`` only: the
+base-asset volume traded within each candle. It is NaN when any volume in the window is
+unknown — CoinGecko candles have none (``/ohlc`` reports no volume; ``/market_chart/range``
+only a rolling 24 h USD total, ``Candle.quote_volume_24h``, which is deliberately not used:
+a 24-hour total sampled every candle is neither per candle nor in the same unit as the
+bundled candles' base volumes, so mixing them would make the ratio meaningless). The
+model's pipeline imputes NaN as 0 ("usual volume"), so predictions still work without it.
 """
 
 from __future__ import annotations
@@ -168,12 +173,17 @@ def latest_features(candles: Sequence[Candle]) -> np.ndarray | None:
         np.array([float(c.close) for c in window]),
         np.array([float(c.high) for c in window]),
         np.array([float(c.low) for c in window]),
-        np.array([np.nan if c.volume is None else float(c.volume) for c in window]),
+        _base_volumes(window),
     )
     row = np.array([arrays[name][-1] for name in FEATURES])
     if np.isnan(row[_REQUIRED]).any():
         return None
     return row
+
+
+def _base_volumes(candles: Sequence[Candle]) -> np.ndarray:
+    """Per-candle base volumes as floats, NaN where unknown (never the 24 h quote volume)."""
+    return np.array([np.nan if c.volume is None else float(c.volume) for c in candles])
 
 
 def complete_rows(features: pd.DataFrame) -> pd.Series:

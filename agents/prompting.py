@@ -165,14 +165,45 @@ def _asset_section(symbol: str, series: Sequence[Candle], price: Decimal | None,
     if rows > 0:
         shown = list(series)[-rows:]
         lines.append(f"last {len(shown)} candles (close time UTC, oldest first):")
-        lines.append("time,open,high,low,close,volume")
-        for c in shown:
-            volume = "" if c.volume is None else _num(float(c.volume), 6)
-            lines.append(
-                f"{c.close_time.strftime('%m-%d %H:%M')},{_num(float(c.open))},"
-                f"{_num(float(c.high))},{_num(float(c.low))},{_num(float(c.close))},{volume}"
-            )
+        lines += _candle_table(symbol, shown)
     return "\n".join(lines)
+
+
+def _candle_table(symbol: str, shown: Sequence[Candle]) -> list[str]:
+    """A legend, the header and one row per candle. ``volume`` is the base asset traded
+    within the candle; CoinGecko's rolling 24 h USD volume gets its own column, only when
+    some shown candle has it (the two are different quantities and never mixed). Unknown
+    values are left empty."""
+    with_24h = any(c.quote_volume_24h is not None for c in shown)
+    legend = f"volume = {symbol} traded within the candle"
+    if with_24h:
+        legend += (
+            "; usd_volume_24h = USD traded in the 24 h up to the candle's close "
+            "(a rolling total, not per candle)"
+        )
+    lines = [legend + "; empty = unknown"]
+    lines.append("time,open,high,low,close,volume" + (",usd_volume_24h" if with_24h else ""))
+    for c in shown:
+        volume = "" if c.volume is None else _num(float(c.volume), 6)
+        row = (
+            f"{c.close_time.strftime('%m-%d %H:%M')},{_num(float(c.open))},"
+            f"{_num(float(c.high))},{_num(float(c.low))},{_num(float(c.close))},{volume}"
+        )
+        if with_24h:
+            row += "," + _usd_amount(c.quote_volume_24h)
+        lines.append(row)
+    return lines
+
+
+def _usd_amount(value: Decimal | None) -> str:
+    """A large USD amount, short: ``190.46B``, ``950.2M``; empty when unknown."""
+    if value is None:
+        return ""
+    amount = float(value)
+    for size, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(amount) >= size:
+            return f"{amount / size:.5g}{suffix}"
+    return f"{amount:.5g}"
 
 
 def market_section(

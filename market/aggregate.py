@@ -7,17 +7,20 @@
 * :func:`candles_from_points` — price points (``/market_chart/range``) into candles.
 
 Both are pure; the bucket of a candle closing at C is the half-open span (C − interval, C].
+Neither ever uses anything after C for the candle closing at C (no look-ahead).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from market.validation import (
+    FUTURE,
     INCOMPLETE,
+    OUT_OF_RANGE,
     CandleBatch,
     RawCandle,
     Rejection,
@@ -44,11 +47,14 @@ def resample(
     target: timedelta,
     *,
     now: datetime | None,
+    settle: timedelta = timedelta(0),
 ) -> tuple[list[RawCandle], list[Rejection], list[datetime]]:
     """Aggregate ``candles`` (sorted, unique, on the ``source`` grid, closed) into
     ``target`` candles. Returns the complete candles, the incomplete buckets as rejections,
     and the close times of buckets set aside because the target candle is still open at
-    ``now``. Volume is the sum when every part has one, else unknown (None)."""
+    ``now`` (or not yet settled: ``settle``). Volume is the sum when every part has one,
+    else unknown (None); the 24-hour quote volume is the last part's (it is reported at the
+    close), else unknown."""
     if target % source or target < source:
         raise ValueError(
             f"cannot build {format_interval(target)} candles from {format_interval(source)} "
@@ -63,7 +69,7 @@ def resample(
     still_open: list[datetime] = []
     for close_time in sorted(buckets):
         parts = buckets[close_time]
-        state = candle_state(close_time, target, now)
+        state = candle_state(close_time, target, now, settle)
         if state is not None:
             if state == "open":
                 still_open.append(close_time)
@@ -88,6 +94,7 @@ def resample(
                 low=min(p.low for p in parts),
                 close=parts[-1].close,
                 volume=volume,
+                quote_volume_24h=parts[-1].quote_volume_24h,
             )
         )
     return built, rejected, still_open
@@ -96,11 +103,24 @@ def resample(
 @dataclass(frozen=True, slots=True)
 class PricePoint:
     """One ``[time, price]`` of ``/market_chart/range``, with the ``total_volumes`` value
-    reported at the same time (a 24-hour rolling volume in the quote currency), if any."""
+    reported at the same time — CoinGecko's rolling 24-hour volume in the quote currency
+    (USD), not a volume of any candle — or None when unknown."""
 
     time: datetime
     price: Decimal
-    volume: Decimal | None = None
+    volume_24h: Decimal | None = None
+
+
+@dataclass
+class PointCandles:
+    """What :func:`candles_from_points` made of the points."""
+
+    candles: list[RawCandle]
+    open: int = 0
+    """Candles set aside as still open (or not settled) at ``now``."""
+    rejections: list[Rejection] = field(default_factory=list)
+    """Points after ``last_close`` (``future_timestamp`` when after ``now``, else
+    ``out_of_range``) and candles with no usable open (``incomplete_bucket``)."""
 
 
 def candles_from_points(
@@ -110,42 +130,83 @@ def candles_from_points(
     first_close: datetime,
     last_close: datetime,
     now: datetime | None,
-) -> tuple[list[RawCandle], int]:
-    """Candles closing at every grid time in [first_close, last_close] that has at least one
-    point in its span. Open = the last point of the previous span when there is one (the
-    price the candle opened at), else the first point of its own span; close = its last
-    point; high/low over open and its points; volume = the 24-hour rolling volume reported
-    with the close point (CoinGecko has no per-candle volume), None when absent.
-    Spans with no point give no candle (a gap, reported as such). Returns the candles and
-    the number of candles set aside as still open at ``now``."""
+    settle: timedelta = timedelta(0),
+) -> PointCandles:
+    """Candles closing at every grid time C in [first_close, last_close] that has a point in
+    its span (C − interval, C]. Nothing after C is used for the candle closing at C:
+
+    * close = the last point at or before C;
+    * open = the last point at or before the open time C − interval, when one lies within
+      one interval before it (the previous span's last point, i.e. the previous candle's
+      close); otherwise the first point inside the span when the span has two or more;
+      a lone point with nothing before it is no candle (``incomplete_bucket``: it would be
+      flat, open = high = low = close);
+    * high / low = max / min over the open, the close and the points inside the span
+      (CoinGecko gives snapshots, not trades: the true extremes between them are unknown,
+      so the range is a lower bound of the real one);
+    * volume = None (CoinGecko has no per-candle volume); quote_volume_24h = the 24-hour
+      rolling USD volume reported with the close point, None when absent.
+
+    With hourly points (CoinGecko's granularity for ranges of 2 to 90 days, stamped a few
+    minutes after each hour) the close of the candle at C is therefore the price from a few
+    minutes after C − interval: candles lag the true ones by up to one point spacing. Spans
+    with no point give no candle (a gap, reported as such). Points after ``last_close`` are
+    counted as rejections; points before ``first_close``'s span only serve as its open."""
+    ordered = sorted(points, key=lambda p: p.time)
     by_bucket: dict[datetime, list[PricePoint]] = {}
-    for point in sorted(points, key=lambda p: p.time):
-        by_bucket.setdefault(bucket_close(point.time, interval), []).append(point)
-    built: list[RawCandle] = []
-    still_open = 0
-    for close_time in sorted(by_bucket):
-        if close_time < first_close or close_time > last_close:
+    result = PointCandles([])
+    for point in ordered:
+        bucket = bucket_close(point.time, interval)
+        if bucket > last_close:
+            future = now is not None and point.time > now
+            result.rejections.append(
+                Rejection(
+                    FUTURE if future else OUT_OF_RANGE,
+                    f"point after {'now' if future else 'the requested end'} "
+                    f"({(now if future and now else last_close).isoformat()})",
+                    point.time,
+                    "price point",
+                )
+            )
             continue
-        state = candle_state(close_time, interval, now)
+        by_bucket.setdefault(bucket, []).append(point)
+    for close_time in sorted(by_bucket):
+        if close_time < first_close:
+            continue
+        state = candle_state(close_time, interval, now, settle)
         if state is not None:
-            still_open += state == "open"
+            result.open += state == "open"
             continue
         span = by_bucket[close_time]
         previous = by_bucket.get(close_time - interval)
-        open_price = previous[-1].price if previous else span[0].price
+        if previous:
+            open_price = previous[-1].price
+        elif len(span) > 1:
+            open_price = span[0].price
+        else:
+            result.rejections.append(
+                Rejection(
+                    INCOMPLETE,
+                    f"one price point and none in the {format_interval(interval)} before the "
+                    "open: no open price",
+                    close_time,
+                )
+            )
+            continue
         prices = [p.price for p in span]
-        built.append(
+        result.candles.append(
             RawCandle(
                 close_time=close_time,
                 open=open_price,
                 high=max(open_price, *prices),
                 low=min(open_price, *prices),
                 close=span[-1].price,
-                volume=span[-1].volume,
+                volume=None,
                 where=f"{len(span)} point(s)",
+                quote_volume_24h=span[-1].volume_24h,
             )
         )
-    return built, still_open
+    return result
 
 
 def batch_at_interval(
@@ -161,13 +222,15 @@ def batch_at_interval(
     fetched: int | None = None,
     first_close: datetime | None = None,
     last_close: datetime | None = None,
+    settle: timedelta = timedelta(0),
 ) -> CandleBatch:
     """Validated candles at ``interval`` from ``rows`` at the ``source`` granularity.
 
     Rows are checked at their own granularity (grid, prices, duplicates); when the stored
     interval is coarser they are then combined with :func:`resample` and the results
     checked again (range and jump against ``reference``, the stored candle one interval
-    before the first). Candles outside [first_close, last_close] are dropped (not counted)."""
+    before the first). Candles outside [first_close, last_close] are dropped (not counted);
+    a candle closed less than ``settle`` before ``now`` counts as open."""
 
     def inside(when: datetime | None) -> bool:
         return when is not None and (
@@ -185,6 +248,7 @@ def batch_at_interval(
             reference=reference,
             rejections=rejections,
             fetched=fetched,
+            settle=settle,
         )
         batch.candles = [c for c in batch.candles if inside(c.close_time)]
         return batch
@@ -197,8 +261,11 @@ def batch_at_interval(
         rejections=rejections,
         fetched=fetched,
         moves=False,
+        settle=settle,
     )
-    built, incomplete, still_open = resample(parts.candles, source, interval, now=now)
+    built, incomplete, still_open = resample(
+        parts.candles, source, interval, now=now, settle=settle
+    )
     batch = validate_candles(
         [c for c in built if inside(c.close_time)],
         symbol=symbol,
@@ -208,6 +275,7 @@ def batch_at_interval(
         reference=reference,
         rejections=[*parts.rejections, *(r for r in incomplete if inside(r.close_time))],
         fetched=parts.fetched,
+        settle=settle,
     )
     batch.duplicates = parts.duplicates
     batch.duplicates_differing = parts.duplicates_differing

@@ -25,8 +25,16 @@ Endpoints:
   ``market_caps``, ``total_volumes`` as ``[ms, value]`` (5-minute points within a day of
   now, hourly up to 90 days, daily beyond). Used for backfills, in chunks of at most 89
   days so the points stay hourly; candles are built with
-  :func:`market.aggregate.candles_from_points` and carry the 24-hour rolling volume
-  CoinGecko reports at their close (there is no per-candle volume).
+  :func:`market.aggregate.candles_from_points`. They carry the 24-hour rolling USD volume
+  CoinGecko reports at their close as ``quote_volume_24h``; their ``volume`` (base asset,
+  within the candle) is unknown: CoinGecko has none. A ``total_volumes`` value of 0 is
+  CoinGecko's "unknown" (early dates) and stays None.
+
+A candle counts as closed only once ``close_time ≤ fetch time − settle``
+(``COINGECKO_SETTLE_SECONDS``, default 900): CoinGecko caches ``/ohlc`` (refreshed about
+every 15–30 minutes) and ``market_chart`` (a few minutes), so an answer received just after
+a close may still describe that candle as forming. Until then it counts as ``open``: not
+stored, fetched again by the next run.
 
 Every call waits for the shared pace (:class:`race.resilience.RateLimiter`,
 ``COINGECKO_CALLS_PER_MINUTE``) and is retried by :func:`race.resilience.retry_async` on 429,
@@ -41,6 +49,7 @@ import json
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +61,7 @@ import httpx
 
 from market.aggregate import PricePoint, batch_at_interval, candles_from_points
 from market.validation import (
+    BAD_VOLUME,
     MALFORMED,
     NON_FINITE,
     NON_POSITIVE,
@@ -103,6 +113,8 @@ HOURLY_OHLC_MAX_DAYS = 90
 RANGE_CHUNK = timedelta(days=89)
 """Longest span of close times asked of ``/market_chart/range`` at once: with the two
 intervals of lookback the request stays within 90 days, so the points are hourly."""
+SETTLE = timedelta(seconds=900)
+"""How long after its close a candle still counts as open (``COINGECKO_SETTLE_SECONDS``)."""
 ERROR_BODY_CHARS = 200
 
 
@@ -160,6 +172,9 @@ class CoinGeckoConfig:
     user_agent: str = USER_AGENT
     range_chunk: timedelta = RANGE_CHUNK
     """Span of one ``/market_chart/range`` call of a backfill (≤ 89 days: hourly points)."""
+    settle: timedelta = SETTLE
+    """A candle is stored only once its close is at least this long before the answer
+    arrived (CoinGecko's caches may still be building it); until then it is ``open``."""
 
     @classmethod
     def resolve(
@@ -172,6 +187,7 @@ class CoinGeckoConfig:
         timeout_seconds: float = 30.0,
         max_attempts: int = 4,
         range_chunk_days: float = RANGE_CHUNK.days,
+        settle_seconds: float = SETTLE.total_seconds(),
     ) -> CoinGeckoConfig:
         """The effective configuration from the ``COINGECKO_*`` settings."""
         key = (api_key or "").strip() or None
@@ -202,6 +218,10 @@ class CoinGeckoConfig:
                 f"COINGECKO_RANGE_CHUNK_DAYS must be in (0, {RANGE_CHUNK.days}] (longer ranges "
                 f"come back daily, not hourly), got {range_chunk_days}"
             )
+        if not (settle_seconds >= 0 and math.isfinite(settle_seconds)):
+            raise CoinGeckoConfigError(
+                f"COINGECKO_SETTLE_SECONDS must be a number of seconds ≥ 0, got {settle_seconds}"
+            )
         if resolved == "public" and calls_per_minute > PUBLIC_CALLS_PER_MINUTE:
             calls_per_minute = PUBLIC_CALLS_PER_MINUTE
         url = (base_url or "").strip() or BASE_URLS[resolved]
@@ -214,6 +234,7 @@ class CoinGeckoConfig:
             max_attempts=max_attempts,
             base_url_overridden=bool((base_url or "").strip()),
             range_chunk=timedelta(days=range_chunk_days),
+            settle=timedelta(seconds=settle_seconds),
         )
 
     @property
@@ -245,7 +266,8 @@ class CoinGeckoConfig:
 
 @dataclass
 class OhlcData:
-    """``/ohlc`` rows as read (numbers parsed, not checked), stamped at close."""
+    """``/ohlc`` rows as read (numbers parsed, not checked), stamped at close.
+    ``received_at − settle`` is the latest close time that counts as closed."""
 
     coin_id: str
     rows: list[RawCandle]
@@ -253,11 +275,15 @@ class OhlcData:
     fetched: int
     received_at: datetime
     granularity: timedelta
+    settle: timedelta = timedelta(0)
 
 
 @dataclass
 class ChartData:
-    """``/market_chart/range`` price points (each with the volume reported at its time)."""
+    """``/market_chart/range`` price points (each with the 24-hour volume reported at its
+    time). ``fetched`` counts price points; ``rejections`` holds price points and
+    ``total_volumes`` entries that could not be used; ``notes`` what changed nothing
+    stored as a value (e.g. a 0 volume read as unknown)."""
 
     coin_id: str
     points: list[PricePoint]
@@ -266,6 +292,8 @@ class ChartData:
     received_at: datetime
     duplicates: int = 0
     duplicates_differing: int = 0
+    settle: timedelta = timedelta(0)
+    notes: Counter[str] = field(default_factory=Counter)
 
 
 def parse_ohlc(payload: Any, coin_id: str) -> tuple[list[RawCandle], list[Rejection]]:
@@ -299,26 +327,48 @@ def parse_ohlc(payload: Any, coin_id: str) -> tuple[list[RawCandle], list[Reject
     return rows, rejections
 
 
+ZERO_VOLUME_NOTE = "total_volumes 0 (CoinGecko's unknown) read as unknown"
+NO_VOLUMES_NOTE = "no total_volumes list in the answer: 24 h volume unknown"
+UNKNOWN_VOLUME_NOTE = "candles without a 24 h volume (no usable total_volumes value at the close)"
+
+
 def parse_market_chart(payload: Any, coin_id: str) -> ChartData:
+    """Price points with the ``total_volumes`` value of the same time. Unreadable price
+    points are rejected by reason; unreadable, negative or non-finite volume entries too
+    (``bad_volume``, ``not_a_number``, ``malformed``: the point keeps its price, its volume
+    is unknown). A volume of 0 is CoinGecko's "unknown" (early dates): None, noted."""
     where = f"/coins/{coin_id}/market_chart/range"
     if not isinstance(payload, dict) or not isinstance(payload.get("prices"), list):
         raise CoinGeckoDataError(f"{where} answered {_kind(payload)} without a 'prices' list")
+    rejections: list[Rejection] = []
+    data = ChartData(coin_id, [], rejections, len(payload["prices"]), EPOCH)
     volumes: dict[datetime, Decimal] = {}
     raw_volumes = payload.get("total_volumes")
     if isinstance(raw_volumes, list):
-        for item in raw_volumes:
+        for index, item in enumerate(raw_volumes):
+            place = f"total_volumes point {index}"
+            if not isinstance(item, list) or len(item) != 2:
+                size = len(item) if isinstance(item, list) else _kind(item)
+                rejections.append(Rejection(MALFORMED, f"{size} fields, expected 2", None, place))
+                continue
             try:
-                if not isinstance(item, list) or len(item) != 2:
-                    continue
-                when = epoch_ms(item[0])
-                value = json_number(item[1], field="volume")
-            except RowError:
-                continue  # the candle then has no volume: unknown, not zero
-            if value.is_finite() and value >= 0:
-                volumes.setdefault(when, value)
+                when = epoch_ms(item[0], field="time")
+                value = json_number(item[1], field="24 h volume")
+            except RowError as exc:
+                rejections.append(Rejection(exc.reason, str(exc), None, place))
+                continue
+            if not value.is_finite() or value < 0:
+                rejections.append(
+                    Rejection(BAD_VOLUME, f"24 h volume is {value}: left unknown", when, place)
+                )
+                continue
+            if value == 0:
+                data.notes[ZERO_VOLUME_NOTE] += 1
+                continue
+            volumes.setdefault(when, value)
+    else:
+        data.notes[NO_VOLUMES_NOTE] += 1
     points: dict[datetime, PricePoint] = {}
-    rejections: list[Rejection] = []
-    data = ChartData(coin_id, [], rejections, len(payload["prices"]), EPOCH)
     for index, item in enumerate(payload["prices"]):
         place = f"point {index}"
         if not isinstance(item, list) or len(item) != 2:
@@ -517,6 +567,7 @@ def ohlc_batch(
         fetched=data.fetched,
         first_close=step.first_close,
         last_close=step.last_close,
+        settle=data.settle,
     )
 
 
@@ -529,27 +580,34 @@ def range_batch(
     limits: ValidationLimits,
     reference: Candle | None,
 ) -> CandleBatch:
-    """Validated candles at ``interval`` from a ``/market_chart/range`` answer."""
-    built, still_open = candles_from_points(
+    """Validated candles at ``interval`` from a ``/market_chart/range`` answer (built as
+    :func:`market.aggregate.candles_from_points` says)."""
+    built = candles_from_points(
         data.points,
         interval,
         first_close=step.first_close,
         last_close=step.last_close,
         now=data.received_at,
+        settle=data.settle,
     )
     batch = validate_candles(
-        built,
+        built.candles,
         symbol=symbol,
         interval=interval,
         now=data.received_at,
         limits=limits,
         reference=reference,
-        rejections=data.rejections,
+        rejections=[*data.rejections, *built.rejections],
         fetched=data.fetched,
+        settle=data.settle,
     )
     batch.duplicates = data.duplicates
     batch.duplicates_differing = data.duplicates_differing
-    batch.open += still_open
+    batch.open += built.open
+    batch.notes.update(data.notes)
+    known = sum(c.quote_volume_24h is not None for c in built.candles)
+    if NO_VOLUMES_NOTE not in data.notes and known < len(built.candles):
+        batch.notes[UNKNOWN_VOLUME_NOTE] += len(built.candles) - known
     return batch
 
 
@@ -559,7 +617,7 @@ def range_batch(
 class CoinGeckoClient:
     """One client per ingestion run: one connection pool, one pace shared by all calls.
 
-    ``clock`` stamps answers (the open-candle check) and paces; ``sleep`` (default: the
+    ``clock`` stamps answers (the open/settled-candle check) and paces; ``sleep`` (default: the
     clock's) waits between retries — tests pass a manual clock, so nothing really sleeps."""
 
     def __init__(
@@ -615,6 +673,7 @@ class CoinGeckoClient:
             len(payload),
             received_at,
             ohlc_granularity(days, hourly=hourly),
+            settle=self.config.settle,
         )
 
     async def market_chart_range(self, coin_id: str, start: datetime, end: datetime) -> ChartData:
@@ -626,6 +685,7 @@ class CoinGeckoClient:
         payload, received_at = await self._get_json(coin_id, "market_chart/range", params)
         data = parse_market_chart(payload, coin_id)
         data.received_at = received_at
+        data.settle = self.config.settle
         return data
 
     async def fetch(
@@ -669,6 +729,8 @@ class CoinGeckoClient:
             raise self._status_error(response, coin_id, label)
 
         def on_retry(number: int, exc: BaseException, seconds: float) -> None:
+            if number >= self.retry.attempts:
+                return  # the last attempt failed: no retry follows (the error says so)
             log.warning(
                 "CoinGecko %s: %s; retry %d of %d in %.1f s",
                 label,

@@ -4,15 +4,17 @@ A source turns what it received into :class:`RawCandle` rows (and :class:`Reject
 rows it could not parse at all); :func:`validate_candles` then
 
 1. rejects a row whose prices are not finite or not positive, whose high is below its low or
-   below max(open, close), whose low is above min(open, close), whose volume is negative or
-   not finite, whose close time is off the interval grid or in the future, or whose
-   high/low range is implausible (``max_range``);
-2. sets aside (does not store) a candle still open at ``now``;
+   below max(open, close), whose low is above min(open, close), whose volume (base, in the
+   candle) or 24-hour quote volume is negative or not finite, whose close time is off the
+   interval grid or in the future, or whose high/low range is implausible (``max_range``);
+2. sets aside (does not store) a candle still open at ``now`` — or closed less than
+   ``settle`` before it (a source's cached answer may still describe it as forming);
 3. collapses repeated timestamps: identical rows are plain duplicates; for differing rows the
    one with the highest ``rank`` wins (the source says which format it trusts), else the
    first one received; every dropped row is counted and logged;
 4. rejects an implausible jump against the previous candle (``max_move``);
-5. returns the accepted candles sorted by close time, at the storage scale (8 decimals).
+5. returns the accepted candles sorted by close time, at the storage scale (8 decimals; the
+   24-hour quote volume at :data:`QUOTE_VOLUME_SCALE`).
 
 Nothing is repaired: a row is kept as received or rejected with its reason. Gaps are found by
 :func:`find_gaps`. All functions here are pure (no I/O, no clock): ``now`` is passed in.
@@ -51,6 +53,8 @@ IMPLAUSIBLE_RANGE = "implausible_range"
 IMPLAUSIBLE_MOVE = "implausible_move"
 INCOMPLETE = "incomplete_bucket"
 """A candle at the stored interval would need source rows that are missing."""
+OUT_OF_RANGE = "out_of_range"
+"""A row or point after the end the source was asked for."""
 
 REASONS = (
     MALFORMED,
@@ -66,7 +70,14 @@ REASONS = (
     IMPLAUSIBLE_RANGE,
     IMPLAUSIBLE_MOVE,
     INCOMPLETE,
+    OUT_OF_RANGE,
 )
+
+QUOTE_VOLUME_SCALE = 2
+"""Decimal places of a stored 24-hour quote volume (USD cents): the scale of the
+``candles.quote_volume_24h`` column (``race/store/tables.py``)."""
+QUOTE_VOLUME_QUANTUM = Decimal(1).scaleb(-QUOTE_VOLUME_SCALE)
+_NO_SETTLE = timedelta(0)
 
 _LOGGED_PER_REASON = 20
 """Rejections logged one by one per reason and batch; the rest are summarised."""
@@ -83,8 +94,11 @@ class RowError(ValueError):
 @dataclass(frozen=True, slots=True)
 class RawCandle:
     """A row as a source read it: numbers parsed but not checked. ``close_time`` is when
-    the candle closed (UTC). ``rank`` orders differing rows with the same timestamp (higher
-    wins); ``where`` says where the row came from, for logs (``line 12``, ``row 3``)."""
+    the candle closed (UTC). ``volume`` is the base-asset volume traded within the candle;
+    ``quote_volume_24h`` the source's rolling 24-hour quote (USD) volume reported at the
+    close — a different quantity, never mixed into ``volume``; both None when unknown.
+    ``rank`` orders differing rows with the same timestamp (higher wins); ``where`` says
+    where the row came from, for logs (``line 12``, ``row 3``)."""
 
     close_time: datetime
     open: Decimal
@@ -94,6 +108,7 @@ class RawCandle:
     volume: Decimal | None = None
     rank: int = 0
     where: str = ""
+    quote_volume_24h: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +176,8 @@ class CandleBatch:
     duplicates_differing: int = 0
     """Of those, rows whose values differed from the row kept."""
     open: int = 0
-    """Candles still open at ``now``: not stored."""
+    """Candles still open at ``now``, or closed less than ``settle`` before it: not stored
+    (fetched again by the next run)."""
     open_times: list[datetime] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     notes: Counter[str] = field(default_factory=Counter)
@@ -241,7 +257,7 @@ def check_row(
 ) -> tuple[str, str] | None:
     """The first rule ``row`` breaks as ``(reason, detail)``, or None. Time-independent
     checks only: the caller handles ``now`` (future / still open)."""
-    o, h, low, c, v = row.open, row.high, row.low, row.close, row.volume
+    o, h, low, c, v, q = row.open, row.high, row.low, row.close, row.volume, row.quote_volume_24h
     if (
         o.is_finite()
         and h.is_finite()
@@ -255,6 +271,7 @@ def check_row(
         and low <= o
         and low <= c
         and (v is None or (v.is_finite() and v >= 0))
+        and (q is None or (q.is_finite() and q >= 0))
         and _on_grid(row.close_time, interval)
         and (h - low) <= limits.max_range * low
     ):
@@ -274,6 +291,9 @@ def _first_problem(
             return NON_POSITIVE, f"{name} is {value}"
     if row.volume is not None and (not row.volume.is_finite() or row.volume < 0):
         return BAD_VOLUME, f"volume is {row.volume}"
+    quote = row.quote_volume_24h
+    if quote is not None and (not quote.is_finite() or quote < 0):
+        return BAD_VOLUME, f"24 h quote volume is {quote}"
     if row.high < row.low:
         return HIGH_BELOW_LOW, f"high {row.high} < low {row.low}"
     if row.high < max(row.open, row.close):
@@ -290,14 +310,16 @@ def _first_problem(
     )
 
 
-def _values(c: Candle) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None]:
-    return (c.open, c.high, c.low, c.close, c.volume)
+def _values(
+    c: Candle,
+) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None, Decimal | None]:
+    return (c.open, c.high, c.low, c.close, c.volume, c.quote_volume_24h)
 
 
 def to_candle(symbol: str, row: RawCandle) -> Candle:
-    """At the storage scale (8 decimals, half-even: :func:`race.domain.money.quantize`), as
-    SQL will hold it."""
-    volume = row.volume
+    """At the storage scale (8 decimals, half-even: :func:`race.domain.money.quantize`; the
+    24-hour quote volume to :data:`QUOTE_VOLUME_SCALE` places), as SQL will hold it."""
+    volume, quote = row.volume, row.quote_volume_24h
     return Candle(
         symbol,
         row.close_time,
@@ -306,13 +328,21 @@ def to_candle(symbol: str, row: RawCandle) -> Candle:
         row.low.quantize(QUANTUM, ROUND_HALF_EVEN),
         row.close.quantize(QUANTUM, ROUND_HALF_EVEN),
         None if volume is None else volume.quantize(QUANTUM, ROUND_HALF_EVEN),
+        None if quote is None else quote.quantize(QUOTE_VOLUME_QUANTUM, ROUND_HALF_EVEN),
     )
 
 
-def candle_state(close_time: datetime, interval: timedelta, now: datetime | None) -> str | None:
-    """``"open"`` while ``now`` is inside the candle's span [close − interval, close),
-    ``"future"`` when the candle has not even started, None once closed."""
-    if now is None or close_time <= now:
+def candle_state(
+    close_time: datetime,
+    interval: timedelta,
+    now: datetime | None,
+    settle: timedelta = _NO_SETTLE,
+) -> str | None:
+    """None once the candle is closed and settled (``close_time ≤ now − settle``);
+    ``"open"`` while it has started but is not (``close − interval ≤ now``: still forming,
+    or closed less than ``settle`` ago, when a source's cached answer may still describe it
+    as forming); ``"future"`` when it has not even started at ``now``."""
+    if now is None or close_time <= now - settle:
         return None
     return "open" if close_time - interval <= now else "future"
 
@@ -328,12 +358,14 @@ def validate_candles(
     rejections: Iterable[Rejection] = (),
     fetched: int | None = None,
     moves: bool = True,
+    settle: timedelta = _NO_SETTLE,
 ) -> CandleBatch:
     """Check ``rows`` (any order) and return the accepted candles, sorted and unique.
 
     ``reference`` is the stored candle just before the rows (for the jump check of the first
     one); ``rejections`` are rows the source could not parse, carried into the batch;
-    ``fetched`` defaults to the rows seen plus those rejections."""
+    ``fetched`` defaults to the rows seen plus those rejections; ``settle`` is how long
+    after its close a candle still counts as open (see :func:`candle_state`)."""
     limits = limits or ValidationLimits()
     batch = CandleBatch(symbol=symbol, interval=interval, rejections=list(rejections))
     carried = len(batch.rejections)
@@ -341,7 +373,7 @@ def validate_candles(
     seen = 0
     for index, row in enumerate(rows):
         seen += 1
-        state = candle_state(row.close_time, interval, now)
+        state = candle_state(row.close_time, interval, now, settle)
         problem = check_row(row, interval, limits)
         if problem is None and state == "future":
             problem = (FUTURE, f"closes after now ({now.isoformat() if now else '?'})")
@@ -353,9 +385,12 @@ def validate_candles(
             batch.open += 1
             batch.open_times.append(row.close_time)
             log.info(
-                "%s: candle closing %s is still open: not stored",
+                "%s: candle closing %s is still open (or closed less than %s before %s): "
+                "not stored",
                 symbol,
                 row.close_time.isoformat(),
+                format_interval(settle) if settle else "0s",
+                now.isoformat() if now else "?",
                 extra={"asset": symbol},
             )
             continue

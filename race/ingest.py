@@ -5,8 +5,15 @@ Both paths run the same checks (:mod:`market.validation`) and the same store ste
 * a candle already stored with the same values is ``unchanged`` (re-running is a no-op);
 * a candle already stored with other values is a ``conflict``: logged and counted, the
   stored (closed) candle is kept — never a silent overwrite;
-* a candle still open at fetch time is never stored; volume stays NULL when unknown;
-* new candles go in with one bulk ``INSERT … ON CONFLICT DO NOTHING`` per batch.
+* a candle still open at fetch time — or closed less than ``COINGECKO_SETTLE_SECONDS``
+  before it (CoinGecko's caches may still be building it) — is never stored;
+* ``volume`` is base-asset volume within the candle and ``quote_volume_24h`` CoinGecko's
+  rolling 24 h USD volume at the close; each stays NULL when unknown, never a fake 0;
+* new candles go in with one bulk ``INSERT … ON CONFLICT DO NOTHING`` per batch;
+* one asset's failure (an API error, or an unexpected store error such as a value the
+  column cannot hold) is recorded on its report; the other assets are still ingested.
+
+Every run logs under its own ``correlation_id`` (:func:`race.logging_setup.log_context`).
 
 :func:`ingest_coingecko` without ``start`` is live ingestion (the 5-minute timer): for each
 enabled asset it fetches what is missing since the last stored candle (at most
@@ -41,6 +48,7 @@ from market.coingecko import (
     CoinGeckoError,
     CoinGeckoUnavailable,
     FetchPlan,
+    FetchStep,
     OhlcData,
     OhlcStep,
     RangeStep,
@@ -61,7 +69,7 @@ from market.validation import CandleBatch, Gap, ValidationLimits, log_batch, mis
 from race.bootstrap import App
 from race.domain.model import Candle
 from race.domain.timeutil import ensure_utc, floor_time, format_interval, iso
-from race.logging_setup import log_context
+from race.logging_setup import log_context, new_correlation_id
 from race.settings import Settings
 from race.store import candles as store
 from race.store.tables import Asset, JobRow
@@ -71,6 +79,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 _CONFLICTS_LOGGED = 20
+_ERROR_CHARS = 500
 
 
 # ---------------------------------------------------------------- reports
@@ -96,12 +105,14 @@ class AssetReport:
     conflicts: int = 0
     """Candles already stored with other values: logged, the stored one kept."""
     open: int = 0
-    """Candles still open at fetch time: not stored."""
+    """Candles still open at fetch time, or closed less than ``COINGECKO_SETTLE_SECONDS``
+    before it: not stored (the next run fetches them again)."""
     rejected: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     """Candles missing from the store in the window this run covered (``first_close`` to
-    ``last_close``: the range asked of the source, or the span of the data loaded)."""
+    ``last_close``: the range of the chunks fetched and stored, or the span of the data
+    loaded). An asset that stored nothing because of an error covered nothing: no gaps."""
     first_close: datetime | None = None
     last_close: datetime | None = None
     latest_close_time: datetime | None = None
@@ -321,6 +332,7 @@ def coingecko_config(settings: Settings) -> CoinGeckoConfig:
         timeout_seconds=settings.coingecko_timeout_seconds,
         max_attempts=settings.coingecko_max_attempts,
         range_chunk_days=settings.coingecko_range_chunk_days,
+        settle_seconds=settings.coingecko_settle_seconds,
     )
 
 
@@ -363,7 +375,25 @@ def _store(
     report: AssetReport,
     also: Callable[[Session], None] | None = None,
 ) -> None:
-    """Write ``batch`` in one transaction (with ``also``, e.g. a job cursor)."""
+    """Write ``batch`` in one transaction (with ``also``, e.g. a job cursor). The report's
+    counts change only if the transaction commits."""
+    before = (report.inserted, report.unchanged, report.conflicts)
+    try:
+        _write(app, asset, batch, interval, source, report, also)
+    except BaseException:
+        report.inserted, report.unchanged, report.conflicts = before
+        raise
+
+
+def _write(
+    app: App,
+    asset: _Asset,
+    batch: CandleBatch,
+    interval: timedelta,
+    source: str,
+    report: AssetReport,
+    also: Callable[[Session], None] | None,
+) -> None:
     candles = batch.candles
     seconds = int(interval.total_seconds())
     with app.db.write() as session:
@@ -389,6 +419,7 @@ def _store(
                     "low": c.low,
                     "close": c.close,
                     "volume": c.volume,
+                    "quote_volume_24h": c.quote_volume_24h,
                     "interval_seconds": seconds,
                     "source": source,
                 }
@@ -418,7 +449,7 @@ def _conflict(report: AssetReport, candle: Candle, old: store.Values, source: st
     if report.conflicts <= _CONFLICTS_LOGGED:
         log.warning(
             "%s: candle closing %s is already stored with other values; kept the stored one "
-            "(stored o/h/l/c/v %s, %s says %s)",
+            "(stored o/h/l/c/volume/24h quote volume %s, %s says %s)",
             report.symbol,
             candle.close_time.isoformat(),
             "/".join(str(v) for v in old),
@@ -507,7 +538,20 @@ def ingest_sample(
     """Load the bundled real candles (``market/data``) of the enabled assets (or
     ``symbols``) whose close time is in [start, end], through the same validation as live
     data. Newer files load first, so where exports overlap their values stand and the older
-    rows count as unchanged or as conflicts. Idempotent: a second run inserts nothing."""
+    rows count as unchanged or as conflicts. Idempotent: a second run inserts nothing. An
+    asset whose candles cannot be stored is reported with its error; the others still load."""
+    with log_context(correlation_id=new_correlation_id()):
+        return _ingest_sample(app, symbols=symbols, start=start, end=end, on_progress=on_progress)
+
+
+def _ingest_sample(
+    app: App,
+    *,
+    symbols: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    on_progress: ProgressCallback | None,
+) -> IngestReport:
     start, end = _check_range(start, end)
     interval = app.settings.candle_interval
     if interval % SAMPLE_INTERVAL or interval < SAMPLE_INTERVAL:
@@ -531,14 +575,47 @@ def ingest_sample(
                 continue
             result = AssetReport(asset.symbol, source="sample")
             with log_context(asset=asset.symbol):
-                for file in files:
-                    with _bulk_load():
-                        _load_file(app, asset, file, start, end, interval, limits, result)
-                    progress.advance(file.rows)
-                _finish_asset(app, asset, result, interval)
+                done = 0
+                try:
+                    for file in files:
+                        with _bulk_load():
+                            _load_file(app, asset, file, start, end, interval, limits, result)
+                        progress.advance(file.rows)
+                        done += file.rows
+                    _finish_asset(app, asset, result, interval)
+                except Exception as exc:  # one asset's failure never stops the others
+                    _asset_failed(result, exc, "loading the bundled candles")
+                    progress.advance(sum(f.rows for f in files) - done)
             report.assets.append(result)
     report.finished_at = app.clock.now()
+    _log_run(report)
     return report
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line for a report: the driver's message without SQLAlchemy's SQL and parameters."""
+    inner = getattr(exc, "orig", None) or exc
+    text = " ".join(str(inner).split())
+    return f"{type(inner).__name__}: {text}"[:_ERROR_CHARS]
+
+
+def _asset_failed(result: AssetReport, exc: BaseException, doing: str) -> None:
+    """Record an unexpected failure on the asset's report (never raised to the run)."""
+    message = f"{doing} failed: {_describe_error(exc)}"
+    if result.error is None:
+        result.error = message
+    log.error("%s: %s", result.symbol, message, exc_info=exc, extra={"asset": result.symbol})
+
+
+def _log_run(report: IngestReport) -> None:
+    failed = report.errors
+    log.info(
+        "ingest from %s: %d candle(s) inserted for %d asset(s)%s",
+        report.source,
+        report.inserted,
+        len(report.assets),
+        f"; failed: {', '.join(sorted(failed))}" if failed else "",
+    )
 
 
 def _load_file(
@@ -612,13 +689,30 @@ async def ingest_coingecko(
     """Fetch candles from CoinGecko for the enabled assets (or ``symbols``).
 
     Without ``start``: live ingestion, everything missing since each asset's last stored
-    candle (at most ``RACE_INGEST_LOOKBACK`` back). With ``start`` (and ``end``, default
-    now): a resumable backfill of candles closing in [start, end].
+    candle (at most ``RACE_INGEST_LOOKBACK`` back) up to the last settled close (at least
+    ``COINGECKO_SETTLE_SECONDS`` ago). With ``start`` (and ``end``, default now): a
+    resumable backfill of candles closing in [start, end] (and settled).
 
     Per-asset failures (unknown coin id, CoinGecko unavailable after the retries, a
-    malformed answer) are recorded on the report (``report.ok`` is False) and never leave
-    half a chunk written; after an outage the remaining assets are not tried. A bad
-    configuration or a refused key raises :class:`market.coingecko.CoinGeckoError`."""
+    malformed answer, an unexpected error storing the candles) are recorded on the report
+    (``report.ok`` is False) and never leave half a chunk written; after an outage the
+    remaining assets are not tried. A bad configuration or a refused key raises
+    :class:`market.coingecko.CoinGeckoError`."""
+    with log_context(correlation_id=new_correlation_id()):
+        return await _ingest_coingecko(
+            app, symbols=symbols, start=start, end=end, on_progress=on_progress, transport=transport
+        )
+
+
+async def _ingest_coingecko(
+    app: App,
+    *,
+    symbols: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    on_progress: ProgressCallback | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> IngestReport:
     if end is not None and start is None:
         raise ValueError("an end needs a start (--start)")
     start, end = _check_range(start, end)
@@ -644,11 +738,20 @@ async def ingest_coingecko(
                         result.error = f"not tried: {outage}"
                         _update_job(app, item.job_id, "failed", result.error)
                         continue
-                    if await _fetch_asset(app, client, item, result, limits, progress):
-                        outage = "CoinGecko was unavailable for an earlier asset"
-                    _finish_asset(app, item.asset, result, interval)
+                    try:
+                        if await _fetch_asset(app, client, item, result, limits, progress):
+                            outage = "CoinGecko was unavailable for an earlier asset"
+                    except CoinGeckoAuthError:
+                        raise  # a refused key fails the whole run, at once
+                    except Exception as exc:  # one asset's failure never stops the others
+                        _asset_failed(result, exc, "ingesting")
+                    try:
+                        _finish_asset(app, item.asset, result, interval)
+                    except Exception as exc:  # one asset's failure never stops the others
+                        _asset_failed(result, exc, "reading back the stored candles")
             report.calls = client.calls
     report.finished_at = app.clock.now()
+    _log_run(report)
     return report
 
 
@@ -675,14 +778,13 @@ async def _fetch_asset(
     progress: _Progress,
 ) -> bool:
     """Fetch, check and store every step of ``item`` (one transaction per step). Returns
-    True when CoinGecko was unavailable (the run then stops asking)."""
+    True when CoinGecko was unavailable (the run then stops asking). The report's window
+    (``first_close`` … ``last_close``, where gaps are looked for) is what was fetched and
+    stored: nothing when the first step failed."""
     asset, plan = item.asset, item.plan
     interval = app.settings.candle_interval
     if plan.steps:
         result.source = f"coingecko {describe_steps(plan.steps)}"
-    if plan.steps:
-        result.first_close = plan.steps[0].first_close
-        result.last_close = plan.steps[-1].last_close
     else:
         result.notes.append(
             "up to date" if plan.first_close > plan.last_close else "nothing to fetch"
@@ -691,35 +793,61 @@ async def _fetch_asset(
             _update_job(app, item.job_id, "done", None)
     calls_before = client.calls
     outage = False
-    for index, step in enumerate(plan.steps, start=1):
-        try:
-            data = await client.fetch(asset.coingecko_id, step, interval)
-        except CoinGeckoAuthError as exc:
-            _update_job(app, item.job_id, "failed", str(exc))
-            raise
-        except CoinGeckoUnavailable as exc:
-            result.error, outage = str(exc), True
-        except CoinGeckoError as exc:
-            result.error = str(exc)
-        if result.error is not None:
-            log.error("%s: %s", asset.symbol, result.error)
-            _update_job(app, item.job_id, "failed", result.error)
-            progress.advance(len(plan.steps) - index + 1)
-            break
-        reference = _reference(app, asset, step.first_close, interval)
-        batch = _to_batch(data, step, asset.symbol, interval, limits, reference)
-        log_batch(batch, f"coingecko {step.describe()}")
-        result.absorb(batch)
-        source = "coingecko:ohlc" if isinstance(step, OhlcStep) else "coingecko:range"
-        advance_job = (
-            _job_advance(item, step.last_close, index == len(plan.steps), app)
-            if item.job_id is not None
-            else None
-        )
-        _store(app, asset, batch, interval, source, result, also=advance_job)
-        progress.advance()
-    result.calls = client.calls - calls_before
+    covered: datetime | None = None
+    try:
+        for index, step in enumerate(plan.steps, start=1):
+            try:
+                data = await client.fetch(asset.coingecko_id, step, interval)
+            except CoinGeckoAuthError as exc:
+                _update_job(app, item.job_id, "failed", str(exc))
+                raise
+            except CoinGeckoUnavailable as exc:
+                result.error, outage = str(exc), True
+            except CoinGeckoError as exc:
+                result.error = str(exc)
+            if result.error is not None:
+                log.error("%s: %s", asset.symbol, result.error)
+            else:
+                try:
+                    _check_and_store(app, item, step, data, index, result, limits)
+                except Exception as exc:  # e.g. a value the column cannot hold
+                    _asset_failed(result, exc, f"storing the candles of {step.describe()}")
+            if result.error is not None:
+                _update_job_quietly(app, item.job_id, "failed", result.error)
+                progress.advance(len(plan.steps) - index + 1)
+                break
+            covered = step.last_close
+            progress.advance()
+    finally:
+        result.calls = client.calls - calls_before
+        if covered is None:
+            result.first_close = result.last_close = None
+        else:
+            result.first_close, result.last_close = plan.steps[0].first_close, covered
     return outage
+
+
+def _check_and_store(
+    app: App,
+    item: _Work,
+    step: FetchStep,
+    data: OhlcData | ChartData,
+    index: int,
+    result: AssetReport,
+    limits: ValidationLimits,
+) -> None:
+    asset, interval = item.asset, app.settings.candle_interval
+    reference = _reference(app, asset, step.first_close, interval)
+    batch = _to_batch(data, step, asset.symbol, interval, limits, reference)
+    log_batch(batch, f"coingecko {step.describe()}")
+    result.absorb(batch)
+    source = "coingecko:ohlc" if isinstance(step, OhlcStep) else "coingecko:range"
+    advance_job = (
+        _job_advance(item, step.last_close, index == len(item.plan.steps), app)
+        if item.job_id is not None
+        else None
+    )
+    _store(app, asset, batch, interval, source, result, also=advance_job)
 
 
 def _to_batch(
@@ -750,7 +878,10 @@ def _plan_asset(
     interval: timedelta,
     now: datetime,
 ) -> _Work:
-    last_closed = floor_time(now, interval)
+    # The newest close that counts as closed: CoinGecko's answer for a candle that closed
+    # less than COINGECKO_SETTLE_SECONDS ago may still be built from a cached, earlier view.
+    settled = now - config.settle
+    last_closed = floor_time(settled, interval)
     if start is None:
         with app.db.read() as session:
             latest = store.latest_close(session, asset.id)
@@ -771,7 +902,7 @@ def _plan_asset(
         plan.notes[:0] = notes
         return _Work(asset, plan)
     first = ceil_time(start, interval)
-    last = floor_time(min(end, now), interval) if end is not None else last_closed
+    last = floor_time(min(end, settled), interval) if end is not None else last_closed
     requested_last = floor_time(end, interval) if end is not None else None
     job_id, cursor = _job(app, asset, first, requested_last, interval, now)
     resume_from = max(first, cursor + interval) if cursor is not None else first
@@ -780,8 +911,11 @@ def _plan_asset(
     )
     if cursor is not None:
         plan.notes.insert(0, f"resumed job {job_id} after {iso(cursor)}")
-    if end is not None and end > now:
-        plan.notes.append(f"end {iso(end)} is in the future: fetched up to {iso(last)}")
+    if end is not None and end > settled:
+        plan.notes.append(
+            f"end {iso(end)} is later than the last settled close (now − "
+            f"COINGECKO_SETTLE_SECONDS): fetched up to {iso(last)}"
+        )
     with app.db.write() as session:
         row = session.get(JobRow, job_id)
         if row is not None:
@@ -850,6 +984,15 @@ def _job_advance(
         row.updated_at = app.clock.now()
 
     return advance
+
+
+def _update_job_quietly(app: App, job_id: int | None, status: str, error: str | None) -> None:
+    """:func:`_update_job` on a failure path: a store that is failing too is logged, not
+    raised (the asset's report already says what went wrong)."""
+    try:
+        _update_job(app, job_id, status, error)
+    except Exception:
+        log.exception("could not mark job %s as %s", job_id, status)
 
 
 def _update_job(app: App, job_id: int | None, status: str, error: str | None) -> None:

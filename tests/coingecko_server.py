@@ -23,7 +23,9 @@ Usage::
 Coins ``bitcoin`` (≈ 40,000) and ``ethereum`` (≈ 2,200) exist from the start; add others
 with :meth:`FakeCoinGecko.add_coin`. ``now`` (a callable, e.g. a ``ManualClock``'s) is the
 server's "current time": candles and points never go past it, except the one still-open
-``/ohlc`` candle that CoinGecko also returns.
+``/ohlc`` candle that CoinGecko also returns. ``stale_by`` makes every answer describe the
+market as it was that long before ``now``, like CoinGecko's caches (``/ohlc`` is refreshed
+about every 15–30 minutes): the candle stamped at the last close is then still forming.
 """
 
 from __future__ import annotations
@@ -204,8 +206,11 @@ class FakeCoinGecko:
         history_days: int | None = 365,
         include_open_candle: bool = True,
         latency: float = 0.0,
+        stale_by: timedelta = timedelta(0),
     ) -> None:
         self.now = now or (lambda: datetime.now(UTC))
+        self.stale_by = stale_by
+        """Answers are computed as of ``now() - stale_by`` (a cached answer)."""
         self.latency = latency
         """Seconds every answer waits before it is sent (a slow network)."""
         self.demo_key = demo_key
@@ -304,7 +309,7 @@ class FakeCoinGecko:
             return 404, COIN_NOT_FOUND_BODY, {}
         if request.query.get("vs_currency") != "usd":
             return 400, {"error": "invalid vs_currency"}, {}
-        now = self.now()
+        now = self.now() - self.stale_by
         if request.endpoint == "ohlc":
             return self._ohlc(path, request.query, now, paid)
         return self._range(path, request.query, now, paid)

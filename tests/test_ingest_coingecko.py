@@ -15,16 +15,24 @@ from sqlalchemy import func, select
 from market import validation as v
 from market.coingecko import CoinGeckoAuthError
 from race.bootstrap import bootstrap
+from race.clock import ManualClock
 from race.domain.model import Candle
 from race.ingest import IngestReport, ingest_coingecko
 from race.store.tables import Asset, CandleRow, JobRow
 from race.universe import add_asset
-from tests.coingecko_server import FakeCoinGecko, Reply
+from tests.coingecko_server import FakeCoinGecko, Reply, Request
 from tests.factories import insert_candles
 
 HOUR = timedelta(hours=1)
 KEY = "CG-ingest-key-93b1"
-NOW = datetime(2024, 1, 1, tzinfo=UTC)  # the conftest clock
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+SETTLE = timedelta(seconds=900)  # COINGECKO_SETTLE_SECONDS's default
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A quarter past NOW: the candle closing at NOW has just settled."""
+    return ManualClock(NOW + SETTLE)
 
 
 @pytest.fixture
@@ -88,7 +96,8 @@ def test_live_ingestion_on_an_empty_database(app, server):
         rows = stored(app, symbol)
         assert [r.close_time for r in rows] == expected
         assert all(r.source == "coingecko:range" and r.interval_seconds == 3600 for r in rows)
-        assert all(r.volume is not None for r in rows)  # /market_chart/range has volumes
+        # /market_chart/range has CoinGecko's rolling 24 h USD volume, no per-candle volume
+        assert all(r.volume is None and r.quote_volume_24h > 0 for r in rows)
     assert [r.endpoint for r in server.requests] == ["market_chart/range"] * 2
     assert all(r.headers["x-cg-demo-api-key"] == KEY for r in server.requests)
     assert progress[0] == (0, 2) and progress[-1] == (2, 2)
@@ -97,19 +106,20 @@ def test_live_ingestion_on_an_empty_database(app, server):
 def test_the_timer_fetches_only_what_is_missing_and_never_an_open_candle(app, server, clock):
     ingest(app)
     server.requests.clear()
-    clock.advance(10 * 60)  # 00:10: the 01:00 candle is still forming
+    clock.advance(10 * 60)  # 00:25: the 01:00 candle is still forming
     report = ingest(app)
     assert server.requests == []  # up to date: no call at all
     assert report.inserted == 0 and "up to date" in report.asset("BTC").notes
-    clock.advance(3600)  # 01:10
+    clock.advance(3600)  # 01:25
     report = ingest(app)
     assert [r.query.get("days") for r in server.requests] == ["1", "1"]  # one /ohlc each
     btc = report.asset("BTC")
     assert (btc.inserted, btc.open, btc.unchanged, btc.conflicts) == (1, 1, 0, 0)
     rows = stored(app, "BTC")
-    assert rows[-1].close_time == NOW + HOUR  # 02:00 (still open at 01:10) is not stored
+    assert rows[-1].close_time == NOW + HOUR  # 02:00 (still open at 01:25) is not stored
     assert rows[-1].source == "coingecko:ohlc"
-    assert rows[-1].volume is None  # /ohlc has no volume: NULL, never a fake 0
+    # /ohlc has no volume of either kind: NULL, never a fake 0
+    assert rows[-1].volume is None and rows[-1].quote_volume_24h is None
 
 
 def test_live_ingestion_after_a_long_pause_starts_at_the_lookback(make_app, clock):
@@ -202,12 +212,15 @@ def test_an_unknown_coin_id_fails_that_asset_only(app, server):
     report = ingest(app)
     assert not report.ok
     assert "'foo-coin'" in report.errors["FOO"]
+    foo = report.asset("FOO")
+    # it fetched nothing: no window covered, so no gaps (not its whole week "missing")
+    assert (foo.gaps, foo.missing, foo.first_close, foo.last_close) == ([], 0, None, None)
     assert report.asset("BTC").inserted > 0
 
 
 def test_bad_rows_from_the_api_are_counted_and_never_stored(app, server, clock, caplog):
     ingest(app, symbols=["BTC"])  # up to 00:00
-    clock.advance(3 * 3600 + 600)  # 03:10
+    clock.advance(3 * 3600 + 600)  # 03:25: settled up to 03:10
     half = timedelta(minutes=30)
 
     def ms(when: datetime) -> int:
@@ -221,7 +234,7 @@ def test_bad_rows_from_the_api_are_counted_and_never_stored(app, server, clock, 
         [ms(NOW + 5 * half), 40070, 40100, 40000, 40080],
         [ms(NOW + 6 * half), 40080, 40100, 40000, 40090],  # 03:00 complete
         [ms(NOW + 6 * half), 40080, 40100, 40000, 40090],  # duplicate
-        [ms(NOW + 7 * half), 40090, 40100, 40000, 40095],  # 03:30: open at 03:10
+        [ms(NOW + 7 * half), 40090, 40100, 40000, 40095],  # 03:30: open at 03:25
         [ms(NOW + 6 * half), "40080"],
     ]
     server.queue(Reply.json(rows), endpoint="ohlc")
@@ -271,8 +284,8 @@ def test_demo_backfills_stop_at_365_days(app, server):
     report = ingest(app, symbols=["ETH"], start=datetime(2022, 1, 1, tzinfo=UTC), end=end)
     eth = report.asset("ETH")
     assert any("365 days" in note for note in eth.notes)
-    earliest = NOW - timedelta(days=365)
-    assert earliest < eth.first_close <= earliest + 3 * HOUR
+    earliest = NOW + SETTLE - timedelta(days=365)  # the clock's now, minus the history limit
+    assert earliest < eth.first_close <= earliest + 4 * HOUR
     assert eth.inserted == int((end - eth.first_close) / HOUR) + 1 and eth.error is None
     ranges = server.requests_to("market_chart/range")
     assert len(ranges) == 1
@@ -320,3 +333,243 @@ def test_two_ingestions_at_once_store_each_candle_once(app, server):
     inserted = sum(r.inserted for r in reports)
     assert inserted == 49
     assert all(r.asset("BTC").conflicts == 0 for r in reports)
+
+
+# ---------------------------------------------------------------- settling
+
+
+def test_a_candle_is_stored_only_once_settled_not_from_a_cached_answer(app, server, clock):
+    """CoinGecko caches /ohlc: at 01:00:05 its answer may still be built from 00:50 data,
+    the 01:00 candle stamped as if closed. Stored only once 15 minutes have passed."""
+    add_asset(app.db, "BTC", "bitcoin", app.clock)
+    ingest(app, symbols=["BTC"], start=NOW - 5 * HOUR, end=NOW - HOUR)  # up to 23:00
+    server.stale_by = timedelta(minutes=10)
+    clock.advance((NOW + HOUR + timedelta(seconds=5) - clock.now()).total_seconds())
+    report = ingest(app, symbols=["BTC"])  # at 01:00:05
+    btc = report.asset("BTC")
+    assert server.requests_to("ohlc")[-1].query["days"] == "1"
+    assert (btc.inserted, btc.open) == (1, 1)  # 00:00 stored; 01:00 not settled: open
+    assert stored(app, "BTC")[-1].close_time == NOW
+    clock.advance(20 * 60)  # 01:20:05, the cached answer is as of 01:10
+    report = ingest(app, symbols=["BTC"])
+    assert report.asset("BTC").inserted == 1
+    last = stored(app, "BTC")[-1]
+    assert last.close_time == NOW + HOUR
+    true_close = round(server.coins["bitcoin"].price(NOW + HOUR), 2)
+    assert last.close == Decimal(str(true_close))  # the real close, not the 00:50 price
+
+
+def test_backfills_stop_at_the_last_settled_close_and_the_setting_moves_it(make_app, clock):
+    clock.advance(50 * 60)  # 01:05
+    for settle, last_stored in (("900", NOW), ("0", NOW + HOUR)):
+        app = make_app(COINGECKO_SETTLE_SECONDS=settle)
+        report = ingest(app, symbols=["BTC"], start=NOW - 3 * HOUR, end=NOW + HOUR)
+        btc = report.asset("BTC")
+        assert stored(app, "BTC")[-1].close_time == last_stored
+        if settle == "900":
+            assert any("COINGECKO_SETTLE_SECONDS" in note for note in btc.notes)
+        with app.db.write() as session:
+            session.query(CandleRow).delete()
+            session.query(JobRow).delete()
+
+
+# ---------------------------------------------------------------- volumes
+
+
+def test_a_24h_usd_volume_beyond_9e10_is_stored_exactly(app, server):
+    """BTC's 24 h USD volume reached 1.9e11 (CoinGecko, 2024-12-06): more than an 8-decimal
+    column holds on SQLite. It goes to quote_volume_24h, in cents, on every backend."""
+    server.coins["bitcoin"].volume = 1.9e11
+    report = ingest(app, symbols=["BTC"])
+    assert report.ok, report.errors
+    rows = stored(app, "BTC")
+    assert len(rows) == 7 * 24 + 1
+    # what the fake answered: the volume of each candle's close point (the last at or
+    # before its close)
+    request = Request(
+        "GET",
+        "/api/v3/coins/bitcoin/market_chart/range",
+        {
+            "vs_currency": "usd",
+            "from": str(int((rows[0].close_time - 2 * HOUR).timestamp())),
+            "to": str(int(rows[-1].close_time.timestamp())),
+        },
+        {"x-cg-demo-api-key": KEY},
+    )
+    status, body, _ = server.answer(request)
+    assert status == 200
+    at_close: dict[datetime, Decimal] = {}
+    for stamp, value in body["total_volumes"]:
+        when = datetime.fromtimestamp(stamp / 1000, UTC)
+        close = when.replace(minute=0, second=0, microsecond=0) + (
+            HOUR if when.minute or when.second or when.microsecond else timedelta(0)
+        )
+        at_close[close] = Decimal(str(value))
+    for row in rows:
+        assert row.volume is None
+        assert row.quote_volume_24h > Decimal("9.3e10")
+        assert row.quote_volume_24h == at_close[row.close_time]
+
+
+def test_a_coingecko_volume_of_zero_is_unknown_not_zero(app, server):
+    server.add_coin("early-coin", 100.0, volume=0.0)  # CoinGecko's 0 for early dates
+    add_asset(app.db, "OLD", "early-coin", app.clock)
+    report = ingest(app, symbols=["OLD"])
+    old = report.asset("OLD")
+    assert old.inserted == 7 * 24 + 1 and old.rejected_total == 0
+    assert all(r.volume is None and r.quote_volume_24h is None for r in stored(app, "OLD"))
+    assert any("read as unknown" in note for note in old.notes)
+
+
+def test_bad_range_points_are_rejected_and_counted(app, server):
+    """NaN and string prices, duplicated points, unusable and missing total_volumes."""
+    add_asset(app.db, "BTC", "bitcoin", app.clock)
+    start, end = NOW - 6 * HOUR, NOW
+
+    def ms(when: datetime) -> int:
+        return int(when.timestamp() * 1000)
+
+    minutes = timedelta(minutes=3)
+    hours = [start - 2 * HOUR + i * HOUR + minutes for i in range(8)]  # 16:03 … 23:03
+    prices = [[ms(t), 40000 + 10 * i] for i, t in enumerate(hours)]
+    prices[3][1] = float("nan")  # 19:03: the 20:00 candle has no point left
+    prices[5][1] = "40050"  # 21:03: a string; the 22:00 candle has no point left
+    prices.append([ms(hours[6]), 40060])  # an identical duplicate of 22:03
+    prices.append([ms(hours[7]), 40099])  # a differing duplicate of 23:03
+    volumes = [[ms(t), 2.0e10] for t in hours]
+    volumes[1][1] = float("nan")  # 17:03, the close point of 18:00
+    volumes[2][1] = "lots"  # 18:03, the close point of 19:00
+    volumes[4][1] = -5
+    server.queue(
+        Reply.json({"prices": prices, "market_caps": [], "total_volumes": volumes}),
+        endpoint="market_chart/range",
+    )
+    report = ingest(app, symbols=["BTC"], start=start, end=end)
+    btc = report.asset("BTC")
+    assert btc.fetched == len(prices)
+    assert dict(btc.rejected) == {
+        v.NON_FINITE: 1,  # the NaN price
+        v.NOT_A_NUMBER: 2,  # the string price, the string volume
+        v.BAD_VOLUME: 2,  # NaN and negative volumes: the point stays, its volume is unknown
+        # 21:00 and 23:00: one point each and none in the hour before their open
+        v.INCOMPLETE: 2,
+    }
+    assert (btc.duplicates, btc.duplicates_differing) == (2, 1)
+    rows = {r.close_time: r for r in stored(app, "BTC")}
+    assert sorted(rows) == [NOW - 6 * HOUR, NOW - 5 * HOUR, NOW]
+    assert btc.missing == 4  # 20:00 … 23:00, reported as a gap
+    # their close points' volumes were NaN and a string: unknown, not 0
+    assert rows[NOW - 6 * HOUR].quote_volume_24h is None
+    assert rows[NOW - 5 * HOUR].quote_volume_24h is None
+    assert rows[NOW].quote_volume_24h == Decimal("20000000000.00")
+    assert rows[NOW].close == Decimal(40070)  # the first 23:03 point, not its differing twin
+    assert all(r.volume is None for r in rows.values())
+
+    server.queue(Reply.json({"prices": prices[:8]}), endpoint="market_chart/range")
+    later = ingest(app, symbols=["BTC"], start=start - 2 * HOUR, end=start - HOUR)
+    assert any("no total_volumes" in note for note in later.asset("BTC").notes)
+
+
+# ---------------------------------------------------------------- failures
+
+
+def refuse_inserts(app, asset_id: int) -> None:
+    """A real store error for one asset: a trigger that aborts its candle inserts."""
+    with app.db.engine.begin() as connection:
+        if app.db.dialect == "sqlite":
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse_asset BEFORE INSERT ON candles "
+                f"WHEN NEW.asset_id = {asset_id} BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_candles() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$ LANGUAGE plpgsql"
+            )
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse_asset BEFORE INSERT ON candles FOR EACH ROW "
+                f"WHEN (NEW.asset_id = {asset_id}) EXECUTE FUNCTION refuse_candles()"
+            )
+
+
+def allow_inserts(app) -> None:
+    with app.db.engine.begin() as connection:
+        if app.db.dialect == "sqlite":
+            connection.exec_driver_sql("DROP TRIGGER IF EXISTS refuse_asset")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER IF EXISTS refuse_asset ON candles")
+            connection.exec_driver_sql("DROP FUNCTION IF EXISTS refuse_candles()")
+
+
+@pytest.fixture
+def refusing(app):
+    yield lambda asset_id: refuse_inserts(app, asset_id)
+    allow_inserts(app)
+
+
+def test_an_unexpected_store_error_fails_that_asset_only(app, server, refusing):
+    add_asset(app.db, "BTC", "bitcoin", app.clock)
+    add_asset(app.db, "ETH", "ethereum", app.clock)
+    with app.db.read() as session:
+        refusing(session.scalar(select(Asset.id).where(Asset.symbol == "BTC")))
+    start, end = datetime(2023, 9, 1, tzinfo=UTC), datetime(2023, 12, 1, tzinfo=UTC)
+    report = ingest(app, start=start, end=end)
+    assert not report.ok
+    btc, eth = report.asset("BTC"), report.asset("ETH")
+    assert "storing the candles" in btc.error and "disk says no" in btc.error
+    assert "INSERT" not in btc.error  # the driver's message, not SQLAlchemy's statement
+    assert (btc.inserted, btc.gaps, btc.calls) == (0, [], 1)  # stopped after the failed chunk
+    assert stored(app, "BTC") == []
+    assert eth.error is None and eth.inserted == int((end - start) / HOUR) + 1
+    with app.db.read() as session:
+        jobs = {j.params["symbol"]: j for j in session.scalars(select(JobRow))}
+    assert jobs["BTC"].status == "failed" and "disk says no" in jobs["BTC"].error
+    assert jobs["ETH"].status == "done"
+
+
+def test_a_value_beyond_the_sqlite_column_fails_that_asset_only(sqlite_url, clock, server):
+    """The audit's crash: a ValueError from the fixed-scale type aborted the whole run."""
+    app = bootstrap(
+        overrides={
+            "RACE_DATABASE_URL": sqlite_url,
+            "COINGECKO_BASE_URL": server.base_url,
+            "COINGECKO_API_KEY": KEY,
+        },
+        clock=clock,
+    )
+    try:
+        server.add_coin("giant", 2.0e11)  # a price an 8-decimal SQLite column cannot hold
+        add_asset(app.db, "GIANT", "giant", app.clock)
+        add_asset(app.db, "BTC", "bitcoin", app.clock)
+        report = ingest(app)
+        giant, btc = report.asset("GIANT"), report.asset("BTC")
+        assert "out of range" in giant.error and "SQLite" in giant.error
+        assert giant.gaps == [] and giant.inserted == 0
+        assert btc.error is None and btc.inserted == 7 * 24 + 1
+    finally:
+        app.close()
+
+
+def test_the_keyless_public_plan_end_to_end(database_url, clock):
+    with FakeCoinGecko(now=clock.now) as keyless:  # answers without any key
+        app = bootstrap(
+            overrides={
+                "RACE_DATABASE_URL": database_url,
+                "COINGECKO_BASE_URL": keyless.base_url,
+                "COINGECKO_PLAN": "public",
+            },
+            clock=clock,
+        )
+        try:
+            report = ingest(app)
+            assert report.ok and report.plan == "public"
+            assert report.asset("BTC").inserted == report.asset("ETH").inserted == 7 * 24 + 1
+            assert [r.path for r in keyless.requests] == [
+                "/api/v3/coins/bitcoin/market_chart/range",
+                "/api/v3/coins/ethereum/market_chart/range",
+            ]
+            for request in keyless.requests:
+                assert not {"x-cg-demo-api-key", "x-cg-pro-api-key"} & set(request.headers)
+                assert request.headers["user-agent"].startswith("ai-trading-race/")
+        finally:
+            app.close()

@@ -177,3 +177,20 @@ def test_the_stored_candle_before_the_range_is_the_jump_reference(sqlite_app):
     btc = report.asset("BTC")
     assert btc.rejected == {v.IMPLAUSIBLE_MOVE: 1}  # ~17,200 after a stored 1,000
     assert sorted(candles(app, "BTC"))[1] == start + HOUR
+
+
+def test_a_store_error_for_one_asset_leaves_the_others_loaded(app):
+    from tests.test_ingest_coingecko import allow_inserts, refuse_inserts
+
+    ids = seed_assets(app)
+    refuse_inserts(app, ids["BTC"])
+    try:
+        start, end = utc(2021, 4, 19), utc(2021, 4, 20)
+        report = ingest_sample(app, start=start, end=end)
+    finally:
+        allow_inserts(app)
+    assert not report.ok
+    btc, eth = report.asset("BTC"), report.asset("ETH")
+    assert "disk says no" in btc.error and btc.inserted == 0
+    assert candles(app, "BTC") == {}
+    assert eth.error is None and eth.inserted == 25 and len(candles(app, "ETH")) == 25

@@ -15,7 +15,9 @@ HOUR = timedelta(hours=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def row(asset_id: int, when: datetime, price: str, volume: str | None) -> dict:
+def row(
+    asset_id: int, when: datetime, price: str, volume: str | None, quote: str | None = None
+) -> dict:
     value = Decimal(price)
     return {
         "asset_id": asset_id,
@@ -25,6 +27,7 @@ def row(asset_id: int, when: datetime, price: str, volume: str | None) -> dict:
         "low": value,
         "close": value,
         "volume": None if volume is None else Decimal(volume),
+        "quote_volume_24h": None if quote is None else Decimal(quote),
         "interval_seconds": 3600,
         "source": "test",
     }
@@ -44,7 +47,7 @@ def test_bulk_insert_writes_exactly_what_the_orm_types_write(app):
     with app.db.read() as session:
         stored = store.stored_values(session, eth, T0, T0 + HOUR)
         assert stored[T0] == store.stored_values(session, btc, T0, T0)[T0]
-        assert stored[T0 + HOUR] == (*[Decimal("1.00000001")] * 4, None)
+        assert stored[T0 + HOUR] == (*[Decimal("1.00000001")] * 4, None, None)
         assert store.latest_close(session, eth) == T0 + HOUR
         assert store.close_times(session, eth, T0, T0 + HOUR) == [T0, T0 + HOUR]
         assert store.candle_at(session, eth, "ETH", T0 + HOUR).close == Decimal("1.00000001")
@@ -74,3 +77,20 @@ def test_insert_skips_rows_another_writer_stored_on_postgresql(app):
     assert inserted == {T0 + HOUR}
     with app.db.read() as session:
         assert store.stored_values(session, ids["BTC"], T0, T0)[T0][3] == Decimal(1)
+
+
+def test_bulk_insert_holds_a_24h_usd_volume_beyond_the_8_decimal_limit(app):
+    """CoinGecko's BTC 24 h volume reached 1.9e11 USD (2024-12-06): more than a scale-8
+    column holds on SQLite (9.2e10), well within the scale-2 quote volume column."""
+    ids = seed_assets(app)
+    volume = "190460293531.54"
+    with app.db.write() as session:
+        store.insert_new(session, [row(ids["BTC"], T0, "97201.5", None, volume)])
+    with app.db.read() as session:
+        values = store.stored_values(session, ids["BTC"], T0, T0)[T0]
+        candle = store.candle_at(session, ids["BTC"], "BTC", T0)
+        raw = session.execute(text("SELECT quote_volume_24h FROM candles")).scalar_one()
+    assert values[4:] == (None, Decimal(volume))
+    assert candle is not None and candle.quote_volume_24h == Decimal(volume)
+    if app.db.dialect == "sqlite":
+        assert raw == 19046029353154  # an integer count of cents

@@ -114,6 +114,8 @@ def test_the_key_never_shows_in_the_config_repr():
         ({"calls_per_minute": 0}, "COINGECKO_CALLS_PER_MINUTE"),
         ({"timeout_seconds": -1}, "COINGECKO_TIMEOUT_SECONDS"),
         ({"max_attempts": 0}, "COINGECKO_MAX_ATTEMPTS"),
+        ({"settle_seconds": -1}, "COINGECKO_SETTLE_SECONDS"),
+        ({"settle_seconds": float("nan")}, "COINGECKO_SETTLE_SECONDS"),
     ],
 )
 def test_bad_settings_name_themselves(settings, names):
@@ -150,7 +152,7 @@ def test_market_chart_range_on_the_pro_plan(server, clock):
     assert request.headers["x-cg-pro-api-key"] == PRO_KEY
     assert "x-cg-demo-api-key" not in request.headers
     assert data.fetched == len(data.points) == 480  # hourly, older than 365 days: pro only
-    assert all(p.volume is not None and p.volume > 0 for p in data.points)
+    assert all(p.volume_24h is not None and p.volume_24h > 0 for p in data.points)
     first, last = datetime(2022, 11, 27, 3, tzinfo=UTC), datetime(2022, 12, 17, tzinfo=UTC)
     step = RangeStep(first, last)
     batch = range_batch(
@@ -159,13 +161,24 @@ def test_market_chart_range_on_the_pro_plan(server, clock):
     assert [c.close_time for c in batch.candles] == [
         first + i * HOUR for i in range(int((last - first) / HOUR) + 1)
     ]
-    assert not batch.rejections
-    # each candle: open = the previous hour's point, close = its own, volume = 24 h volume
+    # asked up to 00:10, the step ends at 00:00: the 00:02 point is counted, not dropped
+    assert batch.rejected == {v.OUT_OF_RANGE: 1}
+    assert batch.rejections[0].close_time == data.points[-1].time > last
+    # Hourly points land a few minutes after each hour. The candle closing at C: close = the
+    # last point at or before C (from just after C - 1 h), open = the last point at or before
+    # its open C - 1 h (the previous candle's close), never a point after C.
     by_hour = {p.time.replace(minute=0, second=0, microsecond=0): p for p in data.points}
-    candle = batch.candles[5]
-    assert candle.close == by_hour[candle.close_time - HOUR].price.quantize(Decimal("1e-8"))
-    assert candle.open == by_hour[candle.close_time - 2 * HOUR].price.quantize(Decimal("1e-8"))
-    assert candle.volume == by_hour[candle.close_time - HOUR].volume
+    for before, candle in zip(batch.candles, batch.candles[1:], strict=False):
+        close_point = by_hour[candle.close_time - HOUR]
+        assert close_point.time <= candle.close_time
+        assert candle.close == close_point.price.quantize(Decimal("1e-8"))
+        assert candle.open == by_hour[candle.close_time - 2 * HOUR].price.quantize(Decimal("1e-8"))
+        assert candle.open == before.close  # a real open -> close move, continuous
+        assert candle.open != candle.close
+        assert candle.high == max(candle.open, candle.close)
+        assert candle.low == min(candle.open, candle.close)
+        assert candle.volume is None  # CoinGecko has no per-candle volume
+        assert candle.quote_volume_24h == close_point.volume_24h.quantize(Decimal("0.01"))
 
 
 def test_pro_hourly_ohlc(server, clock):
@@ -232,6 +245,8 @@ def test_retries_exhausted_give_a_clear_error(server, clock, caplog):
     assert "/coins/bitcoin/ohlc" in message and "3 attempts" in message and "502" in message
     assert info.value.attempts == 3 and len(server.requests) == 3
     assert "retry 2 of 2" in caplog.text
+    assert "retry 3 of 2" not in caplog.text  # the last failure is the error, not a retry
+    assert caplog.text.count("; retry ") == 2
 
 
 def test_connection_refused_is_retried_then_reported(clock):
@@ -355,9 +370,9 @@ def test_retries_wait_for_the_pace_too(server, clock):
 # ---------------------------------------------------------------- rows → candles
 
 
-def ohlc_of(rows: list[list[Any]], server, clock) -> Any:
+def ohlc_of(rows: list[list[Any]], server, clock, **overrides: Any) -> Any:
     server.queue(Reply.json(rows), endpoint="ohlc")
-    return run(call(make_client(server, clock), "ohlc", "bitcoin", 1))
+    return run(call(make_client(server, clock, **overrides), "ohlc", "bitcoin", 1))
 
 
 def ms(when: datetime) -> int:
@@ -389,7 +404,7 @@ def test_bad_rows_are_rejected_one_by_one(server, clock):
         [ms(datetime(2024, 1, 1, 0, 0, tzinfo=UTC)), 102, 103, 101, 102.5],
         [ms(datetime(2023, 12, 31, 23, 30, tzinfo=UTC)), 102, 103, 101, 102],
     ]
-    data = ohlc_of(rows, server, clock)
+    data = ohlc_of(rows, server, clock, settle_seconds=0)  # the row checks alone
     assert data.fetched == len(rows)
     step = OhlcStep(base + HOUR, datetime(2024, 1, 1, tzinfo=UTC), 1, False, half)
     batch = ohlc_batch(

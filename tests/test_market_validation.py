@@ -31,6 +31,7 @@ from market.validation import (
 from race.domain.model import Candle
 
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = T0 + 100 * HOUR
 
@@ -293,26 +294,102 @@ def test_candles_from_points():
         PricePoint(T0 + timedelta(minutes=62), Decimal(102), Decimal(9)),
         # 02:00 … 03:00 has no point: no candle (a gap), not an invented one
         PricePoint(T0 + timedelta(minutes=190), Decimal(99), Decimal(9)),
+        PricePoint(T0 + timedelta(minutes=310), Decimal(98), Decimal(5)),
+        PricePoint(T0 + timedelta(minutes=340), Decimal(97), Decimal(6)),
     ]
-    built, still_open = candles_from_points(
-        points, HOUR, first_close=T0 + HOUR, last_close=T0 + 4 * HOUR, now=T0 + 4 * HOUR
+    built = candles_from_points(
+        points, HOUR, first_close=T0 + HOUR, last_close=T0 + 6 * HOUR, now=T0 + 6 * HOUR
     )
-    assert [c.close_time for c in built] == [T0 + HOUR, T0 + 2 * HOUR, T0 + 4 * HOUR]
-    first = built[0]
-    # open = last point of the previous hour (100); high/low over it and the hour's points
-    assert (first.open, first.high, first.low, first.close, first.volume) == (
+    assert [c.close_time for c in built.candles] == [T0 + HOUR, T0 + 2 * HOUR, T0 + 6 * HOUR]
+    first, second, last = built.candles
+    # open = the last point at or before the open time (the previous hour's last point);
+    # close = the last point at or before the close; high/low over those and the points inside
+    assert (first.open, first.high, first.low, first.close) == (
         Decimal(100),
         Decimal(104),
         Decimal(100),
         Decimal(104),
-        None,
     )
-    assert built[2].open == Decimal(99)  # no previous hour: its own first point
-    assert still_open == 0
-    _, still_open = candles_from_points(
-        points, HOUR, first_close=T0, last_close=T0 + 4 * HOUR, now=T0 + timedelta(minutes=100)
+    assert (second.open, second.close) == (Decimal(104), Decimal(102))  # a real move
+    assert first.volume is None and first.quote_volume_24h is None  # none at its close point
+    assert second.volume is None and second.quote_volume_24h == Decimal(9)
+    # 04:00 is one point with nothing in the hour before its open: no open price, so no
+    # (flat, made-up) candle; 06:00 has no previous point either, but two of its own
+    assert [(r.reason, r.close_time) for r in built.rejections] == [(v.INCOMPLETE, T0 + 4 * HOUR)]
+    assert (last.open, last.close, last.high, last.low) == (
+        Decimal(98),
+        Decimal(97),
+        Decimal(98),
+        Decimal(97),
     )
-    assert still_open == 1
+    assert built.open == 0
+
+    still = candles_from_points(
+        points[:4], HOUR, first_close=T0 + HOUR, last_close=T0 + 2 * HOUR, now=T0 + 100 * MINUTE
+    )
+    assert [c.close_time for c in still.candles] == [T0 + HOUR]
+    assert still.open == 1 and not still.rejections  # 02:00 is still forming at 01:40
+    unsettled = candles_from_points(
+        points[:4],
+        HOUR,
+        first_close=T0 + HOUR,
+        last_close=T0 + 2 * HOUR,
+        now=T0 + 130 * MINUTE,
+        settle=15 * MINUTE,
+    )
+    assert [c.close_time for c in unsettled.candles] == [T0 + HOUR]
+    assert unsettled.open == 1  # 02:00 closed 10 minutes before now: not settled yet
+    later = candles_from_points(
+        points, HOUR, first_close=T0 + HOUR, last_close=T0 + 2 * HOUR, now=T0 + 70 * HOUR
+    )
+    assert [c.close_time for c in later.candles] == [T0 + HOUR, T0 + 2 * HOUR]
+    # points after the requested end are counted, never dropped silently
+    assert [(r.reason, r.close_time) for r in later.rejections] == [
+        (v.OUT_OF_RANGE, p.time) for p in points[4:]
+    ]
+
+
+def test_candles_from_points_never_use_a_point_after_the_close():
+    points = [
+        PricePoint(T0 + timedelta(minutes=m), Decimal(100 + m), None) for m in range(2, 300, 60)
+    ]
+    for last in range(2, 6):
+        built = candles_from_points(
+            points, HOUR, first_close=T0, last_close=T0 + last * HOUR, now=T0 + 10 * HOUR
+        )
+        for candle in built.candles:
+            allowed = [p.price for p in points if p.time <= candle.close_time]
+            assert candle.close == allowed[-1]
+            assert max(candle.high, candle.open, candle.low) <= max(allowed)
+
+
+def test_unsettled_candles_count_as_open_and_future_ones_are_rejected():
+    settle = timedelta(minutes=15)
+    now = T0 + 5 * HOUR + timedelta(minutes=10)
+    assert v.candle_state(T0 + 5 * HOUR, HOUR, now) is None
+    assert v.candle_state(T0 + 5 * HOUR, HOUR, now, settle) == "open"  # closed 10 min ago
+    assert v.candle_state(T0 + 5 * HOUR, HOUR, now + timedelta(minutes=5), settle) is None
+    assert v.candle_state(T0 + 6 * HOUR, HOUR, now, settle) == "open"  # still forming
+    assert v.candle_state(T0 + 7 * HOUR, HOUR, now, settle) == "future"
+    batch = check([raw(i) for i in range(8)], now=now, settle=settle)
+    assert [c.close_time for c in batch.candles] == [T0 + i * HOUR for i in range(5)]
+    assert batch.open == 2 and batch.open_times == [T0 + 5 * HOUR, T0 + 6 * HOUR]
+    assert batch.rejected == {v.FUTURE: 1}
+
+
+def test_a_24h_quote_volume_is_checked_and_kept_apart_from_volume():
+    rows = [
+        raw(0, quote_volume_24h=Decimal("190460293531.53802")),
+        raw(1, quote_volume_24h=Decimal("NaN")),
+        raw(2, quote_volume_24h=Decimal("-1")),
+        raw(3, vol=None, quote_volume_24h=None),
+    ]
+    batch = check(rows)
+    assert batch.rejected == {v.BAD_VOLUME: 2}
+    first, last = batch.candles
+    assert first.volume == Decimal(5)
+    assert first.quote_volume_24h == Decimal("190460293531.54")  # cents, half-even
+    assert (last.volume, last.quote_volume_24h) == (None, None)
 
 
 # ---------------------------------------------------------------- properties

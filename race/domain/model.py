@@ -35,7 +35,11 @@ class Provider(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Candle:
-    """One OHLC(V) candle. ``close_time`` is when it closed (UTC): the race's timestamp."""
+    """One OHLC(V) candle. ``close_time`` is when it closed (UTC): the race's timestamp.
+
+    ``volume`` is the base-asset volume traded within the candle (e.g. BTC); None when
+    unknown. ``quote_volume_24h`` is the source's rolling 24-hour quote (USD) volume reported
+    at the close (CoinGecko's ``total_volumes``): a different quantity, not per candle."""
 
     symbol: str
     close_time: datetime
@@ -44,6 +48,7 @@ class Candle:
     low: Decimal
     close: Decimal
     volume: Decimal | None = None
+    quote_volume_24h: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,29 @@ from sqlalchemy.orm import Session
 from race.domain.model import Candle
 from race.store.tables import Asset, CandleRow
 
-Values = tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None]
-"""open, high, low, close, volume — what a conflict is judged on."""
+Values = tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None, Decimal | None]
+"""open, high, low, close, volume, quote_volume_24h — what a conflict is judged on."""
 
 _TABLE = CandleRow.__table__
-_COLUMNS = (CandleRow.open, CandleRow.high, CandleRow.low, CandleRow.close, CandleRow.volume)
+_COLUMNS = (
+    CandleRow.open,
+    CandleRow.high,
+    CandleRow.low,
+    CandleRow.close,
+    CandleRow.volume,
+    CandleRow.quote_volume_24h,
+)
 
 
 def values_of(candle: Candle) -> Values:
-    return (candle.open, candle.high, candle.low, candle.close, candle.volume)
+    return (
+        candle.open,
+        candle.high,
+        candle.low,
+        candle.close,
+        candle.volume,
+        candle.quote_volume_24h,
+    )
 
 
 def latest_close(session: Session, asset_id: int) -> datetime | None:
@@ -35,7 +49,7 @@ def latest_close(session: Session, asset_id: int) -> datetime | None:
 def stored_values(
     session: Session, asset_id: int, start: datetime, end: datetime
 ) -> dict[datetime, Values]:
-    """Stored OHLCV by close time for ``start ≤ close_time ≤ end``."""
+    """Stored :data:`Values` by close time for ``start ≤ close_time ≤ end``."""
     rows = session.execute(
         select(CandleRow.close_time, *_COLUMNS).where(
             CandleRow.asset_id == asset_id,
@@ -77,7 +91,7 @@ def candle_at(session: Session, asset_id: int, symbol: str, close_time: datetime
     ).first()
     if row is None:
         return None
-    return Candle(symbol, close_time, row[0], row[1], row[2], row[3], row[4])
+    return Candle(symbol, close_time, row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[datetime] | None:

@@ -1,8 +1,12 @@
 """Column types that keep money exact and time in UTC on every backend.
 
-* :class:`Fixed` — a fixed-scale decimal. ``NUMERIC(28, 8)`` on PostgreSQL and SQL Server;
-  on SQLite (which has no decimal type and would round-trip through float) a 64-bit integer
-  count of 10⁻⁸ units, so values come back exactly and still sort and sum in SQL.
+* :class:`Fixed` — a fixed-scale decimal, ``scale`` decimal places (default 8: money,
+  prices, quantities). ``NUMERIC(28, scale)`` on PostgreSQL and SQL Server; on SQLite (which
+  has no decimal type and would round-trip through float) a 64-bit integer count of
+  10⁻ˢᶜᵃˡᵉ units, so values come back exactly and still sort and sum in SQL. That integer
+  bounds the magnitude on SQLite: ±9.2e10 at scale 8, ±9.2e16 at scale 2 (cents — what a
+  USD volume of hundreds of billions needs). A value beyond it is refused with a
+  ``ValueError`` naming the limit, never wrapped or rounded to fit.
 * :class:`UTCDateTime` — timezone-aware UTC in, timezone-aware UTC out. Naive datetimes are
   refused rather than guessed.
 """
@@ -16,19 +20,37 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from race.domain.money import QUANTUM, SCALE, quantize
+from race.domain.money import SCALE, quantize
 
 _MAX_SQLITE = 2**63 - 1
 
 
 class Fixed(TypeDecorator[Decimal]):
+    """A decimal with ``scale`` places (half-even rounding on the way in)."""
+
     impl = Numeric
     cache_ok = True
+
+    def __init__(self, scale: int = SCALE) -> None:
+        if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 18:
+            raise ValueError(f"Fixed(scale=...) takes an integer from 0 to 18, got {scale!r}")
+        super().__init__()
+        self.scale = scale
+        self._quantum = Decimal(1).scaleb(-scale)
+
+    def __repr__(self) -> str:
+        # What Alembic's autogenerate writes into a migration: the scale must survive.
+        return "Fixed()" if self.scale == SCALE else f"Fixed(scale={self.scale})"
+
+    @property
+    def sqlite_limit(self) -> Decimal:
+        """Largest magnitude a SQLite column of this scale holds."""
+        return Decimal(_MAX_SQLITE).scaleb(-self.scale)
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(28, SCALE, asdecimal=True))
+        return dialect.type_descriptor(Numeric(28, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
@@ -40,11 +62,15 @@ class Fixed(TypeDecorator[Decimal]):
                 raise TypeError(f"money/quantity columns take Decimal, got {type(value).__name__}")
         if not value.is_finite():
             raise ValueError(f"cannot store non-finite {value}")
-        value = value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+        value = value.quantize(self._quantum, rounding=ROUND_HALF_EVEN)
         if dialect.name == "sqlite":
-            scaled = int(value.scaleb(SCALE))
+            scaled = int(value.scaleb(self.scale))
             if abs(scaled) > _MAX_SQLITE:
-                raise ValueError(f"{value} is out of range for a fixed-scale column")
+                raise ValueError(
+                    f"{value} is out of range for a fixed-scale column with {self.scale} "
+                    f"decimals on SQLite (a 64-bit integer of 1e-{self.scale} units: at most "
+                    f"±{self.sqlite_limit:.4g})"
+                )
             return scaled
         return value
 
@@ -53,10 +79,11 @@ class Fixed(TypeDecorator[Decimal]):
             return super().bind_processor(dialect)
         # The hot path of every replay: a direct closure instead of the generic wrapper.
         slow = self.process_bind_param
+        quantum, scale = self._quantum, self.scale
 
         def process(value: Any) -> Any:
             if type(value) is Decimal and value.is_finite():
-                scaled = int(value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(SCALE))
+                scaled = int(value.quantize(quantum, rounding=ROUND_HALF_EVEN).scaleb(scale))
                 if -_MAX_SQLITE <= scaled <= _MAX_SQLITE:
                     return scaled
             return slow(value, dialect)
@@ -67,8 +94,10 @@ class Fixed(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-SCALE)
-        return quantize(Decimal(value))
+            return Decimal(int(value)).scaleb(-self.scale)
+        if self.scale == SCALE:
+            return quantize(Decimal(value))
+        return Decimal(value).quantize(self._quantum, rounding=ROUND_HALF_EVEN)
 
     def literal_processor(self, dialect: Dialect) -> Any:
         return None
