@@ -6,6 +6,11 @@ same rows. Exactly once: an agent's portfolio carries the time of its last step 
 version; a step for a time it has already passed is skipped, and a writer that loses a race
 for the portfolio (compare-and-set on the version) rolls back. The unique key on
 (agent, cycle) backs this up.
+
+Same view: the first run of a cycle pins the candles it read on the cycle's row (their
+ids); every later run of that cycle, in any process, rebuilds exactly that view. Scheduled
+runs (:meth:`RaceEngine.run_scheduled`) first complete unfinished or missed cycles of the
+previous slots, oldest first, so a cycle cut by a crash is finished by the next tick.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
@@ -31,6 +36,7 @@ from race.domain.money import ZERO
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
+from race.schedule import scheduled_time
 from race.settings import Settings
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
@@ -41,6 +47,11 @@ from race.telemetry import Telemetry
 log = logging.getLogger("race.engine")
 
 AgentBuilder = Callable[[AgentSpec], Agent]
+_T = TypeVar("_T")
+
+SCHEDULED_TRIGGERS = ("timer", "schedule", "catch-up")
+"""Triggers of cycles run by a schedule: a slot after the first of them is "missed" when
+it has no cycle row."""
 
 
 @dataclass
@@ -66,6 +77,20 @@ class CycleReport:
             "skipped": {str(k): v for k, v in self.skipped.items()},
             "errors": {str(k): v for k, v in self.errors.items()},
             "durationMs": self.duration_ms,
+        }
+
+
+@dataclass
+class ScheduledRun:
+    """What :meth:`RaceEngine.run_scheduled` did: the cycles it caught up, then the slot's."""
+
+    cycle: CycleReport
+    caught_up: list[CycleReport] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.cycle.as_dict(),
+            "caughtUp": [report.as_dict() for report in self.caught_up],
         }
 
 
@@ -152,7 +177,16 @@ class RaceEngine:
         started = _time.perf_counter()
         try:
             if in_process:
+                # Runs on the event loop (no I/O, no thread hop: replays stay fast), so it
+                # cannot be interrupted; an answer that took longer than the limit is
+                # discarded all the same, so the rule is the same for every agent kind.
                 answer = await agent.decide(context)
+                elapsed = _time.perf_counter() - started
+                if elapsed > timeout:
+                    return None, (
+                        f"agent timed out after {timeout:g} s (answered after {elapsed:.2f} s; "
+                        "answer discarded)"
+                    )
             else:
                 answer = await asyncio.wait_for(agent.decide(context), timeout)
         except TimeoutError:
@@ -190,6 +224,84 @@ class RaceEngine:
         )
 
     # ----------------------------------------------------------------- cycle
+
+    async def run_scheduled(self, slot: datetime, *, trigger: str = "schedule") -> ScheduledRun:
+        """The decision timer's one entry point (Functions timer and ``serve`` alike): first
+        complete the unfinished cycles (row ``running`` or ``partial``: cut by a crash or a
+        lost database) and the missed slots (no row, after the first scheduled cycle) among
+        the ``RACE_CATCH_UP_SLOTS`` schedule slots before ``slot``, oldest first, each at its
+        own time (its own market view: candles closed by then), then ``slot`` itself.
+
+        Each is an ordinary :meth:`run_cycle`, so exactly-once holds as ever: two timers
+        firing at once both catch up and still write one decision per agent and cycle, and
+        an agent already past a slot (it decided later) is skipped there. A database error
+        stops the run (the next tick catches up); any other failure of a catch-up cycle is
+        logged and the next one runs."""
+        slot = ensure_utc(slot, field="slot")
+        caught_up: list[CycleReport] = []
+        behind = self._catch_up_slots(slot, trigger)
+        if behind:
+            log.info(
+                "catching up %d cycle(s) before %s: %s",
+                len(behind),
+                slot.isoformat(),
+                ", ".join(t.isoformat() for t in behind),
+                extra={"cycle_id": slot.isoformat()},
+            )
+        for earlier in behind:
+            try:
+                caught_up.append(await self.run_cycle(earlier, trigger="catch-up"))
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "catch-up of cycle %s failed: %s",
+                    earlier.isoformat(),
+                    exc,
+                    exc_info=exc,
+                    extra={"cycle_id": earlier.isoformat()},
+                )
+        cycle = await self.run_cycle(slot, trigger=trigger)
+        return ScheduledRun(cycle=cycle, caught_up=caught_up)
+
+    def _catch_up_slots(self, slot: datetime, trigger: str) -> list[datetime]:
+        """The slots before ``slot`` (at most ``catch_up_slots``, oldest first) whose cycle
+        is unfinished, or missing although the schedule was already running by then (a
+        first start does not invent past cycles)."""
+        count = self.settings.catch_up_slots
+        if count <= 0:
+            return []
+        expression = self.settings.decision_schedule
+        slots: list[datetime] = []
+        cursor = slot
+        for _ in range(count):
+            cursor = scheduled_time(expression, cursor - timedelta(seconds=1))
+            slots.append(cursor)
+        slots.reverse()
+        triggers = sorted({*SCHEDULED_TRIGGERS, trigger})
+
+        def read() -> tuple[dict[datetime, str], datetime | None]:
+            with self.db.read() as session:
+                statuses: dict[datetime, str] = {
+                    cycle_time: status
+                    for cycle_time, status in session.execute(
+                        select(CycleRow.cycle_time, CycleRow.status).where(
+                            CycleRow.cycle_time.in_(slots)
+                        )
+                    )
+                }
+                first = session.scalar(
+                    select(func.min(CycleRow.cycle_time)).where(CycleRow.trigger.in_(triggers))
+                )
+            return statuses, first
+
+        statuses, first = self._db_call(read, "catch-up check")
+        return [
+            t
+            for t in slots
+            if (t in statuses and statuses[t] != "completed")
+            or (t not in statuses and first is not None and first < t)
+        ]
 
     async def run_cycle(
         self,
@@ -230,21 +342,37 @@ class RaceEngine:
                 assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
                 all_ids = repo.asset_ids(session)
                 specs = repo.active_agents(session, agent_ids)
+                total = len(specs) if agent_ids is None else len(repo.active_agents(session))
                 states = repo.portfolio_states(session, [s.id for s in specs])
                 done = repo.decided_agents(session, cycle_time)
                 spent = repo.spent_today(session, cycle_time, [s.id for s in specs])
-                view = repo.market_view(
-                    session,
-                    cycle_time,
-                    assets,
-                    self.settings.context_candles,
-                    self.settings.max_price_age,
+                pinned = session.scalar(
+                    select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
                 )
+                if pinned is None:
+                    view, pin = repo.read_market_view(
+                        session,
+                        cycle_time,
+                        assets,
+                        self.settings.context_candles,
+                        self.settings.max_price_age,
+                    )
+                else:
+                    pin = repo.ViewPin.from_json(pinned)
+                    view = repo.pinned_market_view(session, cycle_time, pin)
         except OperationalError as exc:
             raise self.db.unavailable(exc) from exc
         report.agents_total = len(specs)
-        if agent_ids is None:
-            self._start_cycle_row(cycle_time, trigger, len(specs))
+        # Pin the view on the cycle's row (the first run's wins); a run that lost that race
+        # to another process takes the winner's view, so all agents of T see one market.
+        winner = self._claim_cycle_row(
+            cycle_time, trigger, total, pin, "running" if agent_ids is None else "partial"
+        )
+        if winner != pin:
+            pin = winner
+            with self.db.read() as session:
+                view = repo.pinned_market_view(session, cycle_time, pin)
+        symbols = [symbol for symbol, _, _ in pin.assets]
         due: list[tuple[AgentSpec, repo.PortfolioState]] = []
         for spec in specs:
             state = states.get(spec.id)
@@ -256,7 +384,6 @@ class RaceEngine:
                 report.skipped[spec.id] = f"portfolio already at {state.as_of.isoformat()}"
             else:
                 due.append((spec, state))
-        symbols = list(assets)
         summary = ViewSummary(view, symbols[0] if symbols else None)
         semaphore = asyncio.Semaphore(max(1, self.settings.agent_concurrency))
 
@@ -295,8 +422,8 @@ class RaceEngine:
         for (spec, _), result in zip(due, results, strict=True):
             if isinstance(result, DatabaseError):
                 database_down = result
-            elif isinstance(result, OperationalError):
-                database_down = self.db.unavailable(result)
+            elif isinstance(result, DBAPIError):
+                database_down = self.db.failed(result, f"agent {spec.id} step")
             elif isinstance(result, BaseException):
                 report.errors[spec.id] = f"{result.__class__.__name__}: {result}"[:500]
                 log.error(
@@ -308,6 +435,8 @@ class RaceEngine:
         report.duration_ms = int((_time.perf_counter() - started) * 1000)
         if agent_ids is None:
             self._finish_cycle_row(cycle_time, len(specs), report)
+        elif report.decided:
+            self._recount_cycle_row(cycle_time)
         log.info(
             "cycle %s %s: %d decided, %d fallbacks, %d trades, %d skipped in %d ms",
             cycle_time.isoformat(),
@@ -379,45 +508,108 @@ class RaceEngine:
             self._log_health(flips)
 
         try:
-            with_db_retry(write, what=f"agent {state.agent_id} step")
+            self._db_call(write, f"agent {state.agent_id} step")
         except repo.ConcurrentUpdate:
             return "another run already moved this portfolio (duplicate run)"
         except IntegrityError:
             return "already decided for this cycle (duplicate run)"
-        except OperationalError as exc:
-            raise self.db.unavailable(exc) from exc
         return "written"
 
-    def _start_cycle_row(self, cycle_time: datetime, trigger: str, total: int) -> None:
+    def _db_call(self, work: Callable[[], _T], what: str) -> _T:
+        """``work`` (one whole transaction) with transient errors retried a bounded number of
+        times; a database error that remains becomes one clear :class:`DatabaseError`.
+        ``IntegrityError`` passes through: callers read it as a race lost to another run."""
         try:
+            return with_db_retry(work, what=what)
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise self.db.failed(exc, what) from exc
+
+    def _claim_cycle_row(
+        self, cycle_time: datetime, trigger: str, total: int, pin: repo.ViewPin, status: str
+    ) -> repo.ViewPin:
+        """Create the cycle's row, or pin the view on a row that has none (rows written
+        before migration 0005, backfill rows); compare-and-set, so concurrent runs agree.
+        Returns the view pinned on the row."""
+
+        def claim() -> repo.ViewPin:
             with self.db.write() as session:
-                if session.get(CycleRow, cycle_time) is None:
+                stored = session.scalar(
+                    select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
+                )
+                if stored is not None:
+                    return repo.ViewPin.from_json(stored)
+                exists = session.scalar(
+                    select(func.count())
+                    .select_from(CycleRow)
+                    .where(CycleRow.cycle_time == cycle_time)
+                )
+                if not exists:
                     session.add(
                         CycleRow(
                             cycle_time=cycle_time,
-                            status="running",
+                            status=status,
                             trigger=trigger,
                             agents_total=total,
                             started_at=self.clock.now(),
+                            market_view=pin.to_json(),
                         )
                     )
-        except IntegrityError:
-            pass  # another run created it first
-        except OperationalError as exc:
-            raise self.db.unavailable(exc) from exc
+                    return pin
+                moved = session.execute(
+                    update(CycleRow)
+                    .where(CycleRow.cycle_time == cycle_time, CycleRow.market_view.is_(None))
+                    .values(market_view=pin.to_json())
+                )
+                if moved.rowcount == 1:  # type: ignore[attr-defined]
+                    return pin
+                # Another run pinned it between our read and our update: take its view.
+                stored = session.scalar(
+                    select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
+                )
+                return repo.ViewPin.from_json(stored)
+
+        for _ in range(3):
+            try:
+                return self._db_call(claim, f"cycle {cycle_time.isoformat()} row")
+            except IntegrityError:
+                continue  # another run created the row first: read its pin
+        raise DatabaseError(
+            f"cycle {cycle_time.isoformat()} row keeps conflicting with other runs "
+            f"at RACE_DATABASE_URL={self.db.describe()}"
+        )
 
     def _finish_cycle_row(self, cycle_time: datetime, total: int, report: CycleReport) -> None:
-        with self.db.write() as session:
-            row = session.get(CycleRow, cycle_time)
-            if row is None:
-                return
-            _recount(session, row, total)
-            row.status = (
-                report.status if row.decisions + len(report.skipped) >= total else "partial"
-            )
-            if report.errors:
-                row.error = "; ".join(f"agent {k}: {v}" for k, v in report.errors.items())[:4000]
-            row.finished_at = self.clock.now()
+        def finish() -> None:
+            with self.db.write() as session:
+                row = session.get(CycleRow, cycle_time)
+                if row is None:
+                    return
+                row.agents_total = total
+                _recount(session, row, total)
+                row.status = (
+                    report.status if row.decisions + len(report.skipped) >= total else "partial"
+                )
+                row.error = (
+                    "; ".join(f"agent {k}: {v}" for k, v in report.errors.items())[:4000]
+                    if report.errors
+                    else None
+                )
+                row.finished_at = self.clock.now()
+
+        self._db_call(finish, f"cycle {cycle_time.isoformat()} row")
+
+    def _recount_cycle_row(self, cycle_time: datetime) -> None:
+        """After a run of chosen agents: the row's counts (its status stays)."""
+
+        def recount() -> None:
+            with self.db.write() as session:
+                row = session.get(CycleRow, cycle_time)
+                if row is not None:
+                    _recount(session, row, row.agents_total)
+
+        self._db_call(recount, f"cycle {cycle_time.isoformat()} row")
 
     # ----------------------------------------------------------------- mark to market
 
@@ -441,10 +633,14 @@ class RaceEngine:
             marks.append((state, equity_point(at, state.portfolio, view)))
         if not marks:
             return 0
-        with self.db.write() as session:
-            current = repo.portfolio_states(session, [s.agent_id for s, _ in marks])
-            fresh = [(s, p) for s, p in marks if current[s.agent_id].version == s.version]
-            return repo.write_marks(session, fresh)
+
+        def write() -> int:
+            with self.db.write() as session:
+                current = repo.portfolio_states(session, [s.agent_id for s, _ in marks])
+                fresh = [(s, p) for s, p in marks if current[s.agent_id].version == s.version]
+                return repo.write_marks(session, fresh)
+
+        return self._db_call(write, f"mark to market at {at.isoformat()}")
 
     # ----------------------------------------------------------------- backfill
 
@@ -553,6 +749,10 @@ class RaceEngine:
             cycles: list[tuple[datetime, int, int, int, int]] = []
             stop = position
             while stop < len(times):
+                # In-process agents never suspend: yield to the loop once per cycle so a
+                # Ctrl-C (asyncio.run cancels the main task) stops the replay here, with
+                # the committed chunks kept, instead of after the last cycle.
+                await asyncio.sleep(0)
                 cycle_time = times[stop]
                 stop += 1
                 due = [
@@ -587,11 +787,11 @@ class RaceEngine:
 
             try:
                 states.update(
-                    with_db_retry(
+                    self._db_call(
                         lambda b=batches, c=cycles, s=stop: self._commit_chunk(
                             job, b, c, times, s, all_ids
                         ),
-                        what="backfill chunk",
+                        "backfill chunk",
                     )
                 )
             except (repo.ConcurrentUpdate, IntegrityError) as exc:
@@ -604,8 +804,6 @@ class RaceEngine:
                 with self.db.read() as session:
                     states = repo.portfolio_states(session, [s.id for s in specs])
                 continue
-            except OperationalError as exc:
-                raise self.db.unavailable(exc) from exc
             for batch in batches.values():
                 for step in batch.steps:
                     self._record(by_id[batch.state.agent_id], step)
@@ -715,19 +913,32 @@ class RaceEngine:
                 )
             )
         agents = [self.agent_for(spec) for spec in due]
+
+        async def ask(
+            spec: AgentSpec, agent: Agent | str, context: AgentContext
+        ) -> tuple[AgentAnswer | None, str | None]:
+            # The same log context as a live cycle's steps (the cycle id is set per cycle).
+            with log_context(
+                cycle_id=cycle_time.isoformat(),
+                agent_id=spec.id,
+                agent=spec.name,
+                provider=spec.provider.value,
+            ):
+                return await self._ask(agent, context)
+
         if all(getattr(a, "in_process", False) for a in agents):
-            answers = [await self._ask(a, c) for a, c in zip(agents, contexts, strict=True)]
+            answers = [await ask(s, a, c) for s, a, c in zip(due, agents, contexts, strict=True)]
         else:
 
             async def bounded(
-                agent: Agent | str, context: AgentContext
+                spec: AgentSpec, agent: Agent | str, context: AgentContext
             ) -> tuple[AgentAnswer | None, str | None]:
                 async with semaphore:
-                    return await self._ask(agent, context)
+                    return await ask(spec, agent, context)
 
             answers = list(
                 await asyncio.gather(
-                    *(bounded(a, c) for a, c in zip(agents, contexts, strict=True))
+                    *(bounded(s, a, c) for s, a, c in zip(due, agents, contexts, strict=True))
                 )
             )
         steps = []
@@ -788,42 +999,49 @@ class RaceEngine:
             digest = hashlib.sha256(",".join(map(str, agents)).encode()).hexdigest()[:16]
             key += f":agents={digest}"
         now = self.clock.now()
+
+        def find_or_create() -> int:
+            with self.db.write() as session:
+                row = session.scalar(select(JobRow).where(JobRow.key == key))
+                if row is None:
+                    row = JobRow(
+                        kind=kind,
+                        key=key,
+                        status="running",
+                        total=total,
+                        done=0,
+                        params={
+                            "start": start.isoformat(),
+                            "end": end.isoformat(),
+                            "interval": format_interval(interval),
+                            "agents": agents,
+                        },
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    session.add(row)
+                    session.flush()
+                elif row.status != "running":
+                    row.status = "running"
+                    row.updated_at = now
+                return row.id
+
         for _ in range(2):
             try:
-                with self.db.write() as session:
-                    row = session.scalar(select(JobRow).where(JobRow.key == key))
-                    if row is None:
-                        row = JobRow(
-                            kind=kind,
-                            key=key,
-                            status="running",
-                            total=total,
-                            done=0,
-                            params={
-                                "start": start.isoformat(),
-                                "end": end.isoformat(),
-                                "interval": format_interval(interval),
-                                "agents": agents,
-                            },
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        session.add(row)
-                        session.flush()
-                    elif row.status != "running":
-                        row.status = "running"
-                        row.updated_at = now
-                    return row.id
+                return self._db_call(find_or_create, f"job {key}")
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not create or find job {key}")
 
     def _update_job(self, job: int, status: str, error: str | None, done: int) -> None:
-        with self.db.write() as session:
-            row = session.get(JobRow, job)
-            if row is not None:
-                row.status, row.error, row.done = status, error, done
-                row.updated_at = self.clock.now()
+        def write() -> None:
+            with self.db.write() as session:
+                row = session.get(JobRow, job)
+                if row is not None:
+                    row.status, row.error, row.done = status, error, done
+                    row.updated_at = self.clock.now()
+
+        self._db_call(write, f"job {job} status")
 
 
 @contextmanager

@@ -31,7 +31,7 @@ def race_jobs(app: App) -> list[ScheduledJob]:
         return await ingest_and_mark(app)
 
     async def cycle(slot: datetime) -> object:
-        return await app.engine.run_cycle(slot, trigger="schedule")
+        return await app.engine.run_scheduled(slot, trigger="schedule")
 
     return [
         ScheduledJob("ingest_market", validate(app.settings.ingest_schedule), ingest),

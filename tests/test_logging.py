@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from race.domain.agent import AgentAnswer
 from race.domain.model import Provider
 from race.logging_setup import JsonFormatter, configure_logging, log_context
 from tests.factories import HOUR, insert_candles, make_candles, seed_agent, seed_assets, wave_prices
@@ -100,3 +101,43 @@ def test_context_nests_and_unwinds():
     assert captured[0]["cycle_id"] == "c1"
     assert "agent_id" not in captured[1]
     assert "cycle_id" not in captured[2]
+
+
+def test_backfill_steps_log_with_cycle_agent_and_provider(json_logs, database_url, clock):
+    """What an agent logs while deciding in a backfill carries its cycle, agent and provider
+    (in-process agents, decided one by one, and I/O agents, decided side by side)."""
+    agent_log = logging.getLogger("agents.test")
+
+    def thinking(name):
+        def decide(context):
+            agent_log.info("%s thinking at %s", name, context.cycle_time.isoformat())
+            return AgentAnswer.hold("thought")
+
+        return decide
+
+    scripted = {
+        "local": Scripted(thinking("local"), in_process=True),
+        "remote-1": Scripted(thinking("remote-1")),
+        "remote-2": Scripted(thinking("remote-2")),
+    }
+    application = app_with(database_url, clock, scripted)
+    seed_assets(application)
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(application, make_candles(symbol, START, wave_prices(80, base=base)))
+    ids = {
+        "local": seed_agent(application, "local", Provider.CUSTOM_ML, "m"),
+        "remote-1": seed_agent(application, "remote-1", Provider.LLAMA, "m"),
+        "remote-2": seed_agent(application, "remote-2", Provider.OPENAI, "m"),
+    }
+    asyncio.run(application.engine.backfill(START + 60 * HOUR, START + 61 * HOUR, HOUR))
+    application.close()
+    thoughts = [r for r in records(json_logs) if "thinking" in r["message"]]
+    assert len(thoughts) == 6
+    for record in thoughts:
+        name, _, _, at = record["message"].split()
+        assert record["agent"] == name
+        assert record["agent_id"] == ids[name]
+        assert record["provider"] == {"local": "CustomML", "remote-1": "Llama"}.get(name, "OpenAI")
+        assert record["cycle_id"] == at
+        assert record["trigger"] == "backfill"
+        assert len(record["correlation_id"]) == 16

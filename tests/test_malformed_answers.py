@@ -71,3 +71,29 @@ def test_malformed_answers_become_recorded_holds(database_url, clock, in_process
     assert fine.fallback is False and fine.action == "BUY" and fine.quantity == D(1)
     assert rows[ids["cash"]].fallback is False
     application.close()
+
+
+def test_an_in_process_answer_later_than_the_timeout_is_discarded(database_url, clock):
+    import time
+
+    def slow(_):
+        time.sleep(0.4)  # blocks the loop, as a heavy in-process model would
+        return AgentAnswer(orders=[BUY], reasoning="late")
+
+    scripted = {
+        "slow": Scripted(slow, in_process=True),
+        "quick": Scripted(lambda c: AgentAnswer(orders=[BUY], reasoning="x"), in_process=True),
+    }
+    application = app_with(database_url, clock, scripted, RACE_AGENT_TIMEOUT_SECONDS="0.2")
+    seed_market(application, n=100)
+    ids = {name: seed_agent(application, name) for name in scripted}
+    report = asyncio.run(application.engine.run_cycle(START + 80 * HOUR))
+    assert report.status == "completed"
+    with application.db.read() as session:
+        rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
+    late = rows[ids["slow"]]
+    assert late.fallback is True and late.action == "HOLD"
+    assert "timed out after 0.2 s" in late.fallback_reason
+    assert "answer discarded" in late.fallback_reason
+    assert rows[ids["quick"]].fallback is False and rows[ids["quick"]].action == "BUY"
+    application.close()

@@ -38,13 +38,37 @@ def safe_url(url: str | URL) -> str:
         return "<unparseable URL>"
 
 
-def _sqlite_setup(engine: Engine) -> None:
+# SQLSTATEs / messages of a schema older than the code (a migration not applied yet).
+_SCHEMA_SQLSTATES = ("42P01", "42703")
+_SCHEMA_TEXT = ("no such table", "no such column", "does not exist", "invalid column name")
+
+
+def _first_line(exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return detail[0] if detail else exc.__class__.__name__
+
+
+def schema_outdated(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table or column is missing (migrations not applied)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(code, str) and code in _SCHEMA_SQLSTATES:
+        return True
+    text_ = str(orig).lower()
+    return any(marker in text_ for marker in _SCHEMA_TEXT) and (
+        "table" in text_ or "column" in text_ or "relation" in text_
+    )
+
+
+def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -57,9 +81,19 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 class Database:
-    """Owns one SQLAlchemy engine. Build it once per process (composition root)."""
+    """Owns one SQLAlchemy engine. Build it once per process (composition root).
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int | None = None) -> None:
+    ``sqlite_busy_timeout_ms``: how long a SQLite writer waits for the write lock before
+    "database is locked" (the default suits the race; tests shorten it)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int | None = None,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    ) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -82,7 +116,7 @@ class Database:
                     f"RACE_DATABASE_URL={safe_url(parsed)}: folder {folder} does not exist"
                 )
             kwargs["connect_args"] = {
-                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "timeout": sqlite_busy_timeout_ms / 1000,
                 "check_same_thread": False,
             }
         else:
@@ -98,7 +132,7 @@ class Database:
                 f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: {exc}"
             ) from None
         if self.dialect == "sqlite":
-            _sqlite_setup(self.engine)
+            _sqlite_setup(self.engine, sqlite_busy_timeout_ms)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
@@ -112,10 +146,25 @@ class Database:
         return safe_url(self.url)
 
     def unavailable(self, exc: BaseException) -> DatabaseError:
-        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
-        first = detail[0] if detail else exc.__class__.__name__
+        """One line for a database that cannot be used (unreachable, or its schema is
+        behind the code), naming the setting and never the password."""
+        if schema_outdated(exc):
+            return DatabaseError(
+                f"RACE_DATABASE_URL={self.describe()} has an outdated schema "
+                f"({_first_line(exc)}): run `python -m race db upgrade`"
+            )
         return DatabaseError(
-            f"database unreachable at RACE_DATABASE_URL={self.describe()}: {first}"
+            f"database unreachable at RACE_DATABASE_URL={self.describe()}: {_first_line(exc)}"
+        )
+
+    def failed(self, exc: DBAPIError, what: str) -> DatabaseError:
+        """One line for a database error that escaped the retries of ``what``."""
+        if isinstance(exc, OperationalError) or exc.connection_invalidated or schema_outdated(exc):
+            error = self.unavailable(exc)
+            return DatabaseError(f"{what} failed: {error}")
+        return DatabaseError(
+            f"{what} failed at RACE_DATABASE_URL={self.describe()}: "
+            f"{exc.__class__.__name__}: {_first_line(exc)}"
         )
 
     @contextmanager
@@ -124,8 +173,12 @@ class Database:
         session = self._sessions()
         try:
             yield session
-        except (OperationalError, DBAPIError) as exc:
-            if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+        except DBAPIError as exc:
+            if (
+                exc.connection_invalidated
+                or isinstance(exc, OperationalError)
+                or schema_outdated(exc)
+            ):
                 raise self.unavailable(exc) from exc
             raise
         finally:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, delete, func, insert, select, text, update
+from sqlalchemy import JSON, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from race.domain.agent import AgentSpec
@@ -152,22 +152,139 @@ def market_view(
     max_price_age: timedelta | None,
 ) -> MarketView:
     """The last ``depth`` candles closed at or before ``as_of`` for each asset."""
+    return read_market_view(session, as_of, symbols, depth, max_price_age)[0]
+
+
+@dataclass(frozen=True)
+class ViewPin:
+    """Exactly which candles a market view holds: per asset (in view order) the ids of its
+    candles, as inclusive ranges of consecutive ids, and the price-age rule. Candle rows are
+    never updated or deleted, so a pin rebuilds the same view in any later run or process;
+    ids, unlike close-time bounds or a maximum id, also exclude a late candle that fills a
+    gap or whose insert committed out of id order."""
+
+    assets: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
+    """(symbol, asset id, id ranges)."""
+    max_price_age_seconds: float | None
+
+    @classmethod
+    def of(
+        cls, ids: Mapping[str, tuple[int, Sequence[int]]], max_price_age: timedelta | None
+    ) -> ViewPin:
+        assets = []
+        for symbol, (asset_id, candle_ids) in ids.items():
+            ranges: list[tuple[int, int]] = []
+            for candle_id in sorted(candle_ids):
+                if ranges and candle_id == ranges[-1][1] + 1:
+                    ranges[-1] = (ranges[-1][0], candle_id)
+                else:
+                    ranges.append((candle_id, candle_id))
+            assets.append((symbol, asset_id, tuple(ranges)))
+        age = None if max_price_age is None else max_price_age.total_seconds()
+        return cls(tuple(assets), age)
+
+    def candle_count(self, symbol: str) -> int:
+        for name, _, ranges in self.assets:
+            if name == symbol:
+                return sum(last - first + 1 for first, last in ranges)
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "assets": [
+                {"symbol": symbol, "assetId": asset_id, "candleIds": [list(r) for r in ranges]}
+                for symbol, asset_id, ranges in self.assets
+            ],
+            "maxPriceAgeSeconds": self.max_price_age_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ViewPin:
+        try:
+            assets = tuple(
+                (
+                    str(item["symbol"]),
+                    int(item["assetId"]),
+                    tuple((int(first), int(last)) for first, last in item["candleIds"]),
+                )
+                for item in data["assets"]
+            )
+            age = data["maxPriceAgeSeconds"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"stored cycle market view is malformed: {exc!r}") from None
+        return cls(assets, None if age is None else float(age))
+
+
+def read_market_view(
+    session: Session,
+    as_of: datetime,
+    symbols: Mapping[str, int],
+    depth: int,
+    max_price_age: timedelta | None,
+) -> tuple[MarketView, ViewPin]:
+    """:func:`market_view` and the pin that rebuilds it (:func:`pinned_market_view`)."""
     candles: dict[str, list[Candle]] = {}
+    ids: dict[str, tuple[int, list[int]]] = {}
     for symbol, asset_id in symbols.items():
-        rows = session.execute(
-            select(CandleRow)
-            .where(CandleRow.asset_id == asset_id, CandleRow.close_time <= as_of)
-            .order_by(CandleRow.close_time.desc())
-            .limit(depth)
-        ).scalars()
-        series = [_candle(symbol, row) for row in rows]
-        series.reverse()
-        candles[symbol] = series
-    return MarketView(as_of=as_of, candles=candles, max_price_age=max_price_age)
+        rows = list(
+            session.execute(
+                select(CandleRow)
+                .where(CandleRow.asset_id == asset_id, CandleRow.close_time <= as_of)
+                .order_by(CandleRow.close_time.desc())
+                .limit(depth)
+            ).scalars()
+        )
+        rows.reverse()
+        candles[symbol] = [_candle(symbol, row) for row in rows]
+        ids[symbol] = (asset_id, [row.id for row in rows])
+    view = MarketView(as_of=as_of, candles=candles, max_price_age=max_price_age)
+    return view, ViewPin.of(ids, max_price_age)
+
+
+class PinnedViewLost(LookupError):
+    """A pinned view names candles that are no longer stored (rows were deleted by hand)."""
+
+
+def pinned_market_view(session: Session, as_of: datetime, pin: ViewPin) -> MarketView:
+    """The view ``pin`` describes, candle for candle."""
+    candles: dict[str, list[Candle]] = {}
+    for symbol, asset_id, ranges in pin.assets:
+        rows: list[CandleRow] = []
+        if ranges:
+            rows = list(
+                session.execute(
+                    select(CandleRow)
+                    .where(
+                        CandleRow.asset_id == asset_id,
+                        or_(*(CandleRow.id.between(first, last) for first, last in ranges)),
+                    )
+                    .order_by(CandleRow.close_time)
+                ).scalars()
+            )
+        expected = pin.candle_count(symbol)
+        if len(rows) != expected or any(row.close_time > as_of for row in rows):
+            raise PinnedViewLost(
+                f"the market view pinned for cycle {as_of.isoformat()} names {expected} "
+                f"{symbol} candles closed by then, but {len(rows)} such rows are stored: "
+                "candle rows were deleted or changed"
+            )
+        candles[symbol] = [_candle(symbol, row) for row in rows]
+    seconds = pin.max_price_age_seconds
+    age = None if seconds is None else timedelta(seconds=seconds)
+    return MarketView(as_of=as_of, candles=candles, max_price_age=age)
 
 
 def _candle(symbol: str, row: CandleRow) -> Candle:
-    return Candle(symbol, row.close_time, row.open, row.high, row.low, row.close, row.volume)
+    return Candle(
+        symbol,
+        row.close_time,
+        row.open,
+        row.high,
+        row.low,
+        row.close,
+        row.volume,
+        row.quote_volume_24h,
+    )
 
 
 @dataclass
@@ -287,19 +404,37 @@ class AgentBatch:
     steps: list[StepResult] = field(default_factory=list)
 
 
+FALLBACK_HISTORY = 100
+"""Decisions kept per agent in ``agent_stats.recent_fallbacks`` (its column length): the
+largest fallback-rate window there is."""
+
+
 @dataclass(frozen=True)
 class HealthPolicy:
-    """When an agent counts as degraded: fallback rate over its last ``window`` decisions
-    above ``threshold`` (judged once it has at least ``min(window, 5)`` decisions)."""
+    """When an agent counts as degraded: more than ``threshold`` of its last ``window``
+    decisions were fallback HOLDs. Judged only on a full window (an agent with fewer than
+    ``window`` decisions is never degraded: two early failures are not a broken provider).
+    ``window`` 0 turns the guard off; it cannot exceed :data:`FALLBACK_HISTORY`."""
 
     window: int = 20
     threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.window <= FALLBACK_HISTORY:
+            raise ValueError(
+                f"degraded window must be between 0 (off) and {FALLBACK_HISTORY} decisions "
+                f"(the stored history), not {self.window}"
+            )
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(
+                f"degraded threshold must be a fraction in [0, 1], not {self.threshold}"
+            )
+
     def degraded(self, recent: str) -> bool:
-        tail = recent[-self.window :] if self.window > 0 else ""
-        if not tail or len(tail) < min(self.window, 5):
+        if self.window == 0 or len(recent) < self.window:
             return False
-        return tail.count("1") / len(tail) > self.threshold
+        tail = recent[-self.window :]
+        return tail.count("1") / self.window > self.threshold
 
 
 def write_batches(
@@ -661,7 +796,7 @@ def update_stats(
         recent = (row.recent_fallbacks or "") + "".join(
             "1" if step.decision.fallback else "0" for step in steps
         )
-        row.recent_fallbacks = recent[-100:]
+        row.recent_fallbacks = recent[-FALLBACK_HISTORY:]
         degraded = (health or HealthPolicy()).degraded(row.recent_fallbacks)
         if degraded != bool(row.degraded):
             row.degraded = degraded

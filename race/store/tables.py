@@ -66,6 +66,12 @@ class CandleRow(Base):
     low: Mapped[Decimal] = mapped_column(Fixed)
     close: Mapped[Decimal] = mapped_column(Fixed)
     volume: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+    """Base-asset volume traded within the candle (e.g. BTC); NULL when unknown."""
+    quote_volume_24h: Mapped[Decimal | None] = mapped_column(Fixed(scale=2), nullable=True)
+    """The source's rolling 24-hour volume in the quote currency (USD) reported at the
+    candle's close (CoinGecko's ``total_volumes``), in cents; NULL when unknown. Not a
+    per-candle volume. Scale 2 (``market.validation.QUOTE_VOLUME_SCALE``): on SQLite the
+    column holds up to 9.2e16 USD."""
     interval_seconds: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(32))
 
@@ -124,6 +130,12 @@ class CycleRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    market_view: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    """The candles the cycle's agents see, pinned by its first run (ids per asset, see
+    ``repository.ViewPin``): later runs and other processes rebuild exactly this view
+    (migration 0005). Null on rows written before it and on backfill rows."""
 
 
 class DecisionRow(Base):
