@@ -128,7 +128,9 @@ async def retry_async(
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         seconds = policy.delay(state.attempt_number, retry_after, rng)
-        if on_retry is not None and exc is not None:
+        # tenacity computes the wait before its stop check: after the last attempt there
+        # is no retry to announce.
+        if on_retry is not None and exc is not None and state.attempt_number < policy.attempts:
             on_retry(state.attempt_number, exc, seconds)
         return seconds
 
@@ -306,12 +308,13 @@ class CircuitBreaker:
                 f"{self.name} unavailable (circuit open after "
                 f"{self._failures} consecutive failures)"
             )
+        probing = self._probe_in_flight  # allow() granted this call the half-open probe
         try:
             result = await fn()
         except BaseException as exc:
             if isinstance(exc, Exception) and is_failure(exc):
                 self.record_failure()
-            else:
+            elif probing:
                 # Cancelled or not the provider's fault: release the probe, keep the state.
                 self._probe_in_flight = False
             raise

@@ -101,6 +101,53 @@ def test_retries_exhausted_after_four_attempts():
     assert "500 #3" in str(info.value.last)
 
 
+def test_on_retry_announces_only_the_retries_that_happen():
+    announced = []
+
+    async def call():
+        raise TransientError("500")
+
+    clock = ManualClock(NOW)
+    with pytest.raises(RetriesExhausted):
+        asyncio.run(
+            retry_async(
+                call,
+                RetryPolicy(),
+                sleep=clock.sleep,
+                on_retry=lambda n, exc, seconds: announced.append(n),
+            )
+        )
+    assert announced == [1, 2, 3]  # 4 attempts, 3 retries: none after the last attempt
+    assert len(clock.sleeps) == 3
+
+
+def test_an_aborted_ordinary_call_does_not_release_the_half_open_probe():
+    clock = ManualClock(NOW)
+    breaker = CircuitBreaker(clock=clock, name="Llama provider")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def ordinary():
+        started.set()
+        await release.wait()
+        raise asyncio.CancelledError
+
+    async def scenario():
+        # A call admitted while the breaker was closed is still in flight when the
+        # breaker opens, half-opens and hands its one probe to someone else.
+        task = asyncio.ensure_future(breaker.call(ordinary))
+        await started.wait()
+        for _ in range(5):
+            breaker.record_failure()
+        clock.advance(60)
+        assert breaker.allow()  # the probe is out
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return breaker.allow()
+
+    assert asyncio.run(scenario()) is False  # still one probe at a time
+
+
 def test_non_transient_errors_are_not_retried():
     clock = ManualClock(NOW)
     with pytest.raises(ValueError, match="bad request"):
