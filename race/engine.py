@@ -161,6 +161,8 @@ class RaceEngine:
             return cached[1]
         built: Agent | str
         try:
+            if spec.problem is not None:
+                raise ValueError(spec.problem)
             built = self._build_agent(spec)
         except Exception as exc:
             built = f"agent cannot be built: {redact(str(exc), self._secrets())}"

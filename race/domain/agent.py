@@ -29,6 +29,9 @@ class AgentSpec:
     strategy: str = ""
     instructions: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+    """Why this configuration cannot run (e.g. an unknown provider): the agent HOLDs with
+    it as the recorded fallback reason."""
 
 
 @dataclass(frozen=True)

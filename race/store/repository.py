@@ -59,10 +59,18 @@ def asset_ids(session: Session) -> dict[str, int]:
 
 
 def to_spec(row: AgentRow) -> AgentSpec:
+    try:
+        provider, problem = Provider(row.provider), None
+    except ValueError:
+        # Refused by the schema's check since migration 0006; kept apart all the same, so
+        # one bad row is that agent's recorded HOLD, never a stopped cycle.
+        known = ", ".join(p.value for p in Provider)
+        provider, problem = Provider.MOCK, f"unknown provider {row.provider!r} (one of {known})"
     return AgentSpec(
         id=row.id,
         name=row.name,
-        provider=Provider(row.provider),
+        provider=provider,
+        problem=problem,
         model=row.model,
         strategy=row.strategy,
         instructions=row.instructions,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -26,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from race.domain.model import Provider
 from race.store.types import Fixed, UTCDateTime
 
 NAMING = {
@@ -78,6 +80,12 @@ class CandleRow(Base):
 
 class AgentRow(Base):
     __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint(
+            "provider IN (" + ", ".join(f"'{p.value}'" for p in Provider) + ")",
+            name="provider",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

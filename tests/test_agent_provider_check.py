@@ -1,0 +1,40 @@
+"""The agents table accepts only known providers (migration 0006), and a row that slipped in
+before that check is one agent's recorded HOLD, never a stopped cycle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from race.store.tables import AgentRow, DecisionRow
+from tests.factories import HOUR, seed_agent
+from tests.test_engine import START, seed_market
+
+
+def test_an_unknown_provider_is_refused_by_the_schema(app):
+    agent = seed_agent(app, "typo")
+    with pytest.raises(IntegrityError), app.db.write() as session:
+        session.execute(update(AgentRow).where(AgentRow.id == agent).values(provider="Gemini"))
+
+
+def test_a_row_with_an_unknown_provider_holds_and_the_others_decide(sqlite_app):
+    app = sqlite_app
+    seed_market(app, n=100)
+    bad = seed_agent(app, "from-before-0006")
+    good = seed_agent(app, "cash")
+    with app.db.engine.begin() as connection:  # as a database migrated before 0006 holds it
+        connection.exec_driver_sql("PRAGMA ignore_check_constraints = ON")
+        connection.execute(
+            text("UPDATE agents SET provider = 'Gemini' WHERE id = :id"), {"id": bad}
+        )
+        connection.exec_driver_sql("PRAGMA ignore_check_constraints = OFF")
+    report = asyncio.run(app.engine.run_cycle(START + 80 * HOUR))
+    assert report.decided == 2
+    with app.db.read() as session:
+        rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
+    assert rows[bad].fallback is True and rows[bad].action == "HOLD"
+    assert "unknown provider 'Gemini'" in rows[bad].fallback_reason
+    assert rows[good].fallback is False
