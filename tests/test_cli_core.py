@@ -83,6 +83,13 @@ def test_cycle_in_the_future_is_refused(seeded, capsys):
     assert decisions(seeded) == 0
 
 
+def test_backfill_into_the_future_is_refused(seeded, capsys):
+    code = main(["backfill", "--start", START.isoformat(), "--end", "2999-01-01T00:00:00Z"])
+    assert code == 2
+    assert "is in the future" in capsys.readouterr().err
+    assert decisions(seeded) == 0
+
+
 def test_bad_time_argument_is_a_usage_error(seeded, capsys):
     with pytest.raises(SystemExit) as info:
         main(["cycle", "--at", "yesterday"])

@@ -114,6 +114,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     app = open_app()
+    now = app.clock.now()
+    if args.end > now:
+        print(
+            f"error: --end {args.end.isoformat()} is in the future (now {now.isoformat()}): "
+            "a replay runs only over times that have passed; live cycles take it from there",
+            file=sys.stderr,
+        )
+        return 2
     interval = parse_interval(args.interval)
     agent_ids = _agent_ids(app, args.agent) if args.agent else None
     bar, update = progress_bar(0, "backfill")
