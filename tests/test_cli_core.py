@@ -55,8 +55,14 @@ def test_commands_on_a_missing_database_name_the_setting(tmp_path, monkeypatch, 
     assert main(["leaderboard"]) == 2
     assert "RACE_DATABASE_URL" in capsys.readouterr().err
     monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    for command in (["cycle"], ["leaderboard"], ["agents", "list"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "no such database file" in err and "db upgrade" in err
+        assert not (tmp_path / "empty.db").exists()  # a read leaves no empty file behind
+    (tmp_path / "empty.db").touch()  # a file without the schema
     assert main(["cycle"]) == 2
-    assert "db upgrade" in capsys.readouterr().err
+    assert "has no race schema yet" in capsys.readouterr().err
 
 
 def test_cycle_at_a_time_runs_once(seeded, capsys):

@@ -213,6 +213,15 @@ class Database:
             return inspect(connection).has_table("alembic_version")
 
     def require_schema(self) -> None:
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database)
+            if not url.database.startswith("file:") and not path.exists():
+                # Connecting would create an empty file: a read must leave no trace.
+                raise DatabaseError(
+                    f"RACE_DATABASE_URL={self.describe()}: no such database file "
+                    f"{str(path)!r}: run `python -m race db upgrade` (or `python -m race demo`)"
+                )
         self.ping()
         if not self.has_schema():
             raise DatabaseError(
