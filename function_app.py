@@ -3,10 +3,14 @@ calls a ``race`` service. The only module that imports ``azure.functions``.
 
 - ``ingest_market`` (timer, RACE_INGEST_SCHEDULE): new candles, then mark to market.
 - ``run_cycle`` (timer, RACE_DECISION_SCHEDULE): the cycle of the scheduled slot.
-- ``start_backfill`` (POST api/admin/backfills): a job row + a queue message.
+- ``admin_cycles``, ``admin_agent_run``, ``admin_ingest``, ``admin_job`` (HTTP, auth level
+  FUNCTION): the admin routes of the ASGI app, behind a function key on Azure; the app
+  checks ``X-API-Key`` as well.
+- ``start_backfill`` (HTTP POST api/admin/backfills, FUNCTION): a job row + a queue message.
 - ``backfill_chunk`` (queue): one time-boxed chunk of a job, re-queued until done.
-- ``http_api`` (catch-all HTTP, anonymous): the ASGI app of ``race.api`` — the dashboard API
-  and the other admin triggers (admin calls check ``X-API-Key`` in the app itself).
+- ``http_api`` (catch-all HTTP, anonymous): the ASGI app of ``race.api`` — the dashboard's
+  read API. The host routes literal segments before the catch-all, so admin paths reach the
+  functions above; one that still lands here is refused.
 """
 
 from __future__ import annotations
@@ -14,20 +18,23 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
 import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
-from race.api import ApiError, authorize_admin, create_api
+from race.api import ADMIN_PREFIX, ApiError, admin_backfill_spec, create_api, job_accepted
 from race.bootstrap import App, bootstrap
-from race.jobs import BackfillSpec, create_backfill_job, run_backfill_chunk
+from race.jobs import create_backfill_job, run_backfill_chunk
 from race.logging_setup import configure_logging
 from race.schedule import scheduled_time
 from race.services import ingest_and_mark
 from race.settings import load_settings
+from race.store.database import DatabaseError
 
 SETTINGS = load_settings()
 QUEUE_CONNECTION = SETTINGS.queue_connection
+ADMIN = func.AuthLevel.FUNCTION
 log = logging.getLogger("race.functions")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -42,11 +49,16 @@ def runtime() -> App:
 
 @functools.cache
 def asgi() -> func.AsgiMiddleware:
-    return func.AsgiMiddleware(create_api(runtime()))
+    # Backfills travel on the queue here: no in-process runner resumes them.
+    return func.AsgiMiddleware(create_api(runtime(), resume_jobs=False))
 
 
 def _json(status: int, body: object) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+async def _forward(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await asgi().handle_async(req, context)
 
 
 @app.timer_trigger(arg_name="timer", schedule=SETTINGS.ingest_schedule, use_monitor=True)
@@ -56,9 +68,11 @@ async def ingest_market(timer: func.TimerRequest) -> None:
     result = await ingest_and_mark(runtime())
     log.info(
         "ingested %s new candles, marked %s portfolios",
-        result.get("inserted"),
-        result.get("marked"),
+        result["totals"]["inserted"],
+        result["marked"],
     )
+    if result["errors"]:
+        log.warning("ingestion incomplete: %s", result["errors"])
 
 
 @app.timer_trigger(arg_name="timer", schedule=SETTINGS.decision_schedule, use_monitor=True)
@@ -67,41 +81,42 @@ async def run_cycle(timer: func.TimerRequest) -> None:
     cycle_time = scheduled_time(SETTINGS.decision_schedule, race.clock.now())
     if timer.past_due:
         log.warning("run_cycle is running late (past due): cycle %s", cycle_time.isoformat())
-    await race.engine.run_cycle(cycle_time, trigger="timer")
+    await race.engine.run_scheduled(cycle_time, trigger="timer")
 
 
-@app.route(route="api/admin/backfills", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="api/admin/cycles", methods=["POST"], auth_level=ADMIN)
+async def admin_cycles(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await _forward(req, context)
+
+
+@app.route(route="api/admin/agents/{id}/run", methods=["POST"], auth_level=ADMIN)
+async def admin_agent_run(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await _forward(req, context)
+
+
+@app.route(route="api/admin/ingest", methods=["POST"], auth_level=ADMIN)
+async def admin_ingest(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await _forward(req, context)
+
+
+@app.route(route="api/admin/jobs/{id}", methods=["GET"], auth_level=ADMIN)
+async def admin_job(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await _forward(req, context)
+
+
+@app.route(route="api/admin/backfills", methods=["POST"], auth_level=ADMIN)
 @app.queue_output(arg_name="queue", queue_name=SETTINGS.backfill_queue, connection=QUEUE_CONNECTION)
 async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.HttpResponse:
     race = runtime()
     try:
-        authorize_admin(race.settings, req.headers.get("x-api-key"))
-        body = req.get_body()
-        if len(body) > race.settings.admin_max_body_bytes:
-            raise ApiError(
-                413, f"request body larger than {race.settings.admin_max_body_bytes} bytes"
-            )
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            raise ApiError(400, "body must be JSON: {start, end, interval}") from None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("start"), str)
-            or not (isinstance(data.get("end"), str))
-        ):
-            raise ApiError(400, "body must be JSON: {start, end, interval}")
-        try:
-            spec = BackfillSpec.parse(data["start"], data["end"], str(data.get("interval", "1h")))
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+        spec = admin_backfill_spec(race.settings, req.headers.get("x-api-key"), req.get_body())
+        job_id = create_backfill_job(race, spec)
     except ApiError as exc:
         return _json(exc.status, {"message": exc.message})
-    job_id = create_backfill_job(race, spec)
+    except DatabaseError as exc:
+        return _json(503, {"message": str(exc)})
     queue.set(json.dumps({"jobId": job_id}))
-    return _json(
-        202, {"jobId": str(job_id), "status": "accepted", "statusUrl": f"/api/admin/jobs/{job_id}"}
-    )
+    return _json(202, job_accepted(job_id).model_dump())
 
 
 @app.queue_trigger(
@@ -122,4 +137,8 @@ async def backfill_chunk(message: func.QueueMessage, queue: func.Out[str]) -> No
     auth_level=func.AuthLevel.ANONYMOUS,
 )
 async def http_api(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await asgi().handle_async(req, context)
+    path = urlsplit(req.url).path.rstrip("/").lower()
+    if req.method != "OPTIONS" and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
+        # Never past the function key: admin calls go through the functions above.
+        return _json(404, {"message": f"no such endpoint: {req.method} {path[:200]}"})
+    return await _forward(req, context)

@@ -5,25 +5,62 @@ chunk to chunk (``function_app.py``); locally the same code runs in a background
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from race.bootstrap import App
-from race.domain.timeutil import parse_interval, parse_iso
+from race.domain.timeutil import format_interval, parse_interval, parse_iso
 from race.engine import BackfillReport
+from race.store.database import DatabaseError
 from race.store.tables import JobRow
 
 log = logging.getLogger("race.jobs")
 
 MAX_BACKFILL_CYCLES = 200_000
 """A request for more cycles than this is refused (about 23 years hourly)."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""Backfills start at or after the Unix epoch (the anchor of the decision grid)…"""
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""…and end before this: far enough for any real range, far from ``datetime``'s limits."""
+MAX_INTERVAL = timedelta(days=31)
+"""The longest decision interval a backfill accepts."""
+UNFINISHED = ("queued", "running")
+"""Job statuses that still have work to do (a process stopped in the middle leaves
+``running`` behind)."""
+BACKFILL_FIELDS = ("start", "end", "interval")
 
 
 class UnknownJobError(LookupError):
     """No backfill job with that id."""
+
+
+def check_time_range(value: datetime, field: str) -> datetime:
+    """``value`` if it lies in [EARLIEST, LATEST), else ``ValueError`` naming ``field``."""
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(
+            f"{field} {value.isoformat()} is out of range: use a time from "
+            f"{EARLIEST.date().isoformat()} to before {LATEST.date().isoformat()}"
+        )
+    return value
+
+
+def _interval(text: str) -> timedelta:
+    too_long = f"interval {text[:64]!r} is too long: at most {format_interval(MAX_INTERVAL)}"
+    try:
+        step = parse_interval(text)
+    except OverflowError:  # more days than ``timedelta`` holds
+        raise ValueError(too_long) from None
+    if step > MAX_INTERVAL:
+        raise ValueError(too_long)
+    return step
 
 
 @dataclass(frozen=True)
@@ -38,10 +75,12 @@ class BackfillSpec:
     def parse(
         cls, start: str, end: str, interval: str, agent_ids: Sequence[int] | None = None
     ) -> BackfillSpec:
-        """From request text; ``ValueError`` naming the bad field."""
-        first = parse_iso(start, field="start")
-        last = parse_iso(end, field="end")
-        step = parse_interval(interval)
+        """From request text; ``ValueError`` naming the bad field. Times outside
+        [:data:`EARLIEST`, :data:`LATEST`) and intervals over :data:`MAX_INTERVAL` are
+        refused here, before any work (the decision grid would overflow ``datetime``)."""
+        first = check_time_range(_time(start, "start"), "start")
+        last = check_time_range(_time(end, "end"), "end")
+        step = _interval(interval)
         if last < first:
             raise ValueError(f"end {last.isoformat()} is before start {first.isoformat()}")
         if (last - first) / step > MAX_BACKFILL_CYCLES:
@@ -50,6 +89,46 @@ class BackfillSpec:
             )
         agents = None if agent_ids is None else tuple(sorted({int(a) for a in agent_ids}))
         return cls(first, last, step, agents)
+
+
+def _time(text: str, field: str) -> datetime:
+    try:
+        return parse_iso(text, field=field)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        raise ValueError(f"{field} {text[:64]!r} is out of range") from None
+
+
+def parse_backfill_request(body: bytes | str | Mapping[str, Any] | None) -> BackfillSpec:
+    """The backfill a request asks for: a JSON object ``{start, end, interval}`` (ISO-8601
+    times; ``interval`` like ``15m``, ``1h``, ``1d``, default ``1h``). The one parser of both
+    the API's ``POST /api/admin/backfills`` and the Functions ``start_backfill``;
+    ``ValueError`` naming the bad field."""
+    if isinstance(body, bytes | str):
+        try:
+            data: Any = json.loads(body or "{}")
+        except ValueError:
+            raise ValueError("body must be a JSON object: {start, end, interval}") from None
+    else:
+        data = {} if body is None else body
+    if not isinstance(data, Mapping):
+        raise ValueError("body must be a JSON object: {start, end, interval}")
+    unknown = sorted(str(key)[:40] for key in data if key not in BACKFILL_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(unknown)}: the body is {{start, end, interval}}"
+        )
+    values: dict[str, str] = {}
+    for field in BACKFILL_FIELDS:
+        value = data.get(field, "1h" if field == "interval" else None)
+        if value is None:
+            raise ValueError(f"{field} is required")
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError(
+                f"{field} must be a string of at most 64 characters"
+                + (", e.g. 1h" if field == "interval" else ", an ISO-8601 date/time")
+            )
+        values[field] = value
+    return BackfillSpec.parse(values["start"], values["end"], values["interval"])
 
 
 def create_backfill_job(app: App, spec: BackfillSpec) -> int:
@@ -115,6 +194,18 @@ async def run_backfill_job(app: App, job_id: int, chunk_seconds: float = 60.0) -
             return report
 
 
+def unfinished_jobs(app: App) -> list[int]:
+    """Backfill jobs left with work to do (queued, or running when a process stopped)."""
+    with app.db.read() as session:
+        return list(
+            session.scalars(
+                select(JobRow.id)
+                .where(JobRow.kind == "backfill", JobRow.status.in_(UNFINISHED))
+                .order_by(JobRow.id)
+            )
+        )
+
+
 class LocalJobRunner:
     """Runs backfill jobs in background threads of this process, one thread per job."""
 
@@ -135,6 +226,27 @@ class LocalJobRunner:
             self._running[job_id] = thread
             thread.start()
             return True
+
+    def resume_unfinished(self) -> list[int]:
+        """Start every unfinished backfill job again; each goes on from its cursor (the
+        chunks it committed stay done). Returns the job ids. With the database unreachable
+        nothing is resumed (logged): call again once it is back."""
+        try:
+            jobs = unfinished_jobs(self.app)
+        except (DatabaseError, OperationalError) as exc:
+            log.warning("unfinished backfill jobs not resumed: %s", exc)
+            return []
+        for job_id in jobs:
+            if self.submit(job_id):
+                log.info(
+                    "resuming backfill job %s from its cursor", job_id, extra={"job_id": job_id}
+                )
+        return jobs
+
+    def running(self) -> list[int]:
+        """Jobs whose thread is still working."""
+        with self._lock:
+            return [job for job, thread in self._running.items() if thread.is_alive()]
 
     def _run(self, job_id: int) -> None:
         try:

@@ -6,12 +6,21 @@ Secrets are :class:`~pydantic.SecretStr`: they never show in ``repr``, logs or e
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from race.domain.model import Costs, RiskLimits
@@ -20,6 +29,15 @@ from race.domain.timeutil import parse_interval
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
 INGEST_SCHEDULE = "0 */5 * * * *"
 DECISION_SCHEDULE = "0 */15 * * * *"
+
+log = logging.getLogger("race.settings")
+_PLACEHOLDER = re.compile(r"\s*<.*>\s*", re.DOTALL)
+
+
+def is_placeholder(value: Any) -> bool:
+    """A value written ``<like this>``: the comment-like placeholder of
+    ``local.settings.example.json``, never a real value."""
+    return isinstance(value, str) and _PLACEHOLDER.fullmatch(value) is not None
 
 
 def _csv(value: Any) -> Any:
@@ -93,9 +111,13 @@ class Settings(BaseSettings):
     """A backfill commits after this many cycles (or the seconds below), cursor included."""
     backfill_chunk_seconds: float = _env("RACE_BACKFILL_CHUNK_SECONDS", default=5.0)
     degraded_window: int = _env("RACE_DEGRADED_WINDOW", default=20)
-    """An agent is flagged ``degraded`` when its fallback rate over its last N decisions…"""
+    """An agent is flagged ``degraded`` when its fallback rate over its last N decisions
+    (judged once it has N; 0 = off; at most 100, the stored history)…"""
     degraded_threshold: float = _env("RACE_DEGRADED_THRESHOLD", default=0.5)
     """…exceeds this fraction."""
+    catch_up_slots: int = _env("RACE_CATCH_UP_SLOTS", default=4)
+    """Before a scheduled cycle, unfinished or missed cycles among this many previous slots
+    of the decision schedule are completed, oldest first (0 = off)."""
     assets: CsvList = _env("RACE_ASSETS", default=["BTC:bitcoin", "ETH:ethereum"])
     """Seeded universe as SYMBOL:coingecko-id pairs; `python -m race assets` manages it."""
 
@@ -164,6 +186,10 @@ class Settings(BaseSettings):
     coingecko_max_attempts: int = _env("COINGECKO_MAX_ATTEMPTS", default=4)
     coingecko_range_chunk_days: float = _env("COINGECKO_RANGE_CHUNK_DAYS", default=89.0)
     """Days per ``/market_chart/range`` call of a backfill (each chunk commits on its own)."""
+    coingecko_settle_seconds: float = _env("COINGECKO_SETTLE_SECONDS", default=900.0)
+    """A candle is stored only once it closed at least this long before CoinGecko's answer
+    arrived (its caches lag: ``/ohlc`` 15–30 min, ``market_chart`` a few); until then it
+    counts as open and the next run fetches it again."""
     """Attempts per CoinGecko call (first try included) on 429, 5xx, timeouts, network."""
     candle_max_move: Decimal = _env("RACE_CANDLE_MAX_MOVE", default=Decimal("0.5"))
     """Implausible jump: largest |open or close / previous close − 1| between candles."""
@@ -176,6 +202,28 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = _env(
         "APPLICATIONINSIGHTS_CONNECTION_STRING", default=None
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_placeholders(cls, data: Any) -> Any:
+        """A ``<…>`` value (as copied from ``local.settings.example.json``) is unset, for
+        every setting: an admin key, an API key or a connection string that anyone can
+        read in the example is never used. One warning names the settings, not values."""
+        if not isinstance(data, Mapping):
+            return data
+        found = [key for key, value in data.items() if is_placeholder(value)]
+        if not found:
+            return data
+        names: dict[str, str] = {}
+        for name, field in cls.model_fields.items():
+            choices = getattr(field.validation_alias, "choices", None) or [name]
+            for alias in (name, *choices):
+                names[str(alias).lower()] = str(choices[0])
+        log.warning(
+            "settings left as <placeholder> values are treated as unset: %s",
+            ", ".join(sorted({names.get(str(key).lower(), str(key)) for key in found})),
+        )
+        return {key: value for key, value in data.items() if key not in found}
 
     @field_validator(
         "starting_capital",
@@ -202,6 +250,30 @@ class Settings(BaseSettings):
     def _bps(cls, value: Decimal) -> Decimal:
         if not value.is_finite() or not (0 <= value < 10_000):
             raise ValueError("must be between 0 and 10000 basis points")
+        return value
+
+    @field_validator("degraded_window")
+    @classmethod
+    def _degraded_window(cls, value: int) -> int:
+        if not 0 <= value <= 100:  # agent_stats.recent_fallbacks keeps the last 100
+            raise ValueError(
+                f"RACE_DEGRADED_WINDOW must be between 0 (off) and 100 decisions (the stored "
+                f"history), not {value}"
+            )
+        return value
+
+    @field_validator("degraded_threshold")
+    @classmethod
+    def _degraded_threshold(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError(f"RACE_DEGRADED_THRESHOLD must be a fraction in [0, 1], not {value}")
+        return value
+
+    @field_validator("catch_up_slots")
+    @classmethod
+    def _catch_up_slots(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"RACE_CATCH_UP_SLOTS must be 0 (off) or more slots, not {value}")
         return value
 
     def secret_values(self) -> list[str]:

@@ -553,3 +553,300 @@ def test_unicode_and_injection_in_symbols_are_400(race):
     _, client, _ = race
     for symbol in ("%E2%82%BF", "BTC%27--", "B%20T%20C"):
         get(client, f"/api/market/prices/{symbol}", 400)
+
+
+# ---------------------------------------------------------------- admin: key first, sizes
+
+
+def test_the_admin_key_is_checked_before_the_body(race, database_url, clock):
+    _, client, _ = race
+    malformed = b"{oops"
+    for path in ("/api/admin/backfills", "/api/admin/cycles", "/api/admin/agents/1/run"):
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            response = client.post(
+                path, headers={**headers, "Content-Type": "application/json"}, content=malformed
+            )
+            assert response.status_code == 401, (path, response.text)
+            assert response.json() == {"message": "missing or wrong X-API-Key"}
+        # Even an oversized body: nothing about it is read without the key.
+        response = client.post(path, content=b"x" * 50_000)
+        assert response.status_code == 401
+    assert client.get("/api/admin/jobs/abc").status_code == 401  # not 400: key first
+    with_key = client.post(
+        "/api/admin/backfills", headers={"X-API-Key": ADMIN_KEY}, content=malformed
+    )
+    assert with_key.status_code == 400
+    disabled = bootstrap(overrides={"RACE_DATABASE_URL": database_url}, clock=clock)
+    try:
+        off = TestClient(create_api(disabled))
+        response = off.post("/api/admin/backfills", content=malformed)
+        assert response.status_code == 403
+        assert "RACE_ADMIN_KEY" in response.json()["message"]
+    finally:
+        disabled.close()
+
+
+def _chunks(total: int, size: int = 1000):
+    sent = 0
+    while sent < total:
+        part = min(size, total - sent)
+        sent += part
+        yield b" " * part
+
+
+def test_a_chunked_admin_body_over_the_cap_is_413(race):
+    _, client, _ = race
+    headers = {"X-API-Key": ADMIN_KEY, "Content-Type": "application/json"}
+    response = client.post("/api/admin/cycles", headers=headers, content=_chunks(20_000))
+    assert "content-length" not in {k.lower() for k in response.request.headers}
+    assert response.status_code == 413, response.text
+    assert "larger than 16384 bytes" in response.json()["message"]
+
+    # Under the cap, a chunked body reaches the handler whole.
+    def body():
+        yield b'{"start": "2024-01-03T12:00:00+00:00", '
+        yield b'"end": "2024-01-03T14:00:00+00:00", "interval": "1h"}'
+
+    response = client.post("/api/admin/backfills", headers=headers, content=body())
+    assert response.status_code == 202, response.text
+
+
+# ---------------------------------------------------------------- admin: extreme input
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"start": "0874-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z", "interval": "400000D"},
+            "start",
+        ),
+        (
+            {"start": "1990-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z", "interval": "400000D"},
+            "interval",
+        ),
+        ({"start": "9999-12-31T23:59:59Z", "end": "9999-12-31T23:59:59Z"}, "start"),
+        ({"start": "2024-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"}, "end"),
+        ({"start": "0001-01-01T00:00:00+01:00", "end": "2024-01-01T00:00:00Z"}, "start"),
+        ({"start": "2024-01-01", "end": "2024-01-02", "interval": "999999w"}, "interval"),
+        ({"start": "2024-01-01", "end": "2024-01-02", "interval": 3600}, "interval"),
+        ({"start": "2024-01-01", "end": "2024-01-02", "agents": [1]}, "agents"),
+    ],
+)
+def test_extreme_backfills_are_400_naming_the_field(race, body, field):
+    application, client, _ = race
+    response = client.post("/api/admin/backfills", headers={"X-API-Key": ADMIN_KEY}, json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["message"]
+    with application.db.read() as session:
+        from race.store.tables import JobRow
+
+        assert session.scalar(select(func.count()).select_from(JobRow)) == 1, "no job made"
+
+
+@pytest.mark.parametrize(
+    "at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+)
+def test_extreme_cycle_times_are_400_naming_the_field(race, at):
+    _, client, agents = race
+    headers = {"X-API-Key": ADMIN_KEY}
+    for path in ("/api/admin/cycles", f"/api/admin/agents/{agents['cash']}/run"):
+        response = client.post(path, headers=headers, json={"at": at})
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["message"].startswith("at ")
+
+
+def test_extreme_equity_ranges_are_400(race):
+    _, client, agents = race
+    for value in ("0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00"):
+        body = get(client, f"/api/agents/{agents['cash']}/equity?from={value}", 400)
+        assert "from" in body["message"]
+
+
+# ---------------------------------------------------------------- CORS preflight
+
+
+def test_a_refused_preflight_is_json(race):
+    _, client, _ = race
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key",
+    }
+    ok = client.options(
+        "/api/admin/cycles", headers={"Origin": "http://localhost:4173", **preflight}
+    )
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "http://localhost:4173"
+    refused = client.options(
+        "/api/admin/cycles", headers={"Origin": "http://evil.example", **preflight}
+    )
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == "application/json"
+    assert "access-control-allow-origin" not in refused.headers
+    message = refused.json()["message"]
+    assert "origin" in message and "RACE_CORS_ORIGINS" in message
+
+
+# ---------------------------------------------------------------- scripted agents
+
+
+def scripted_race(database_url, clock, answers, **overrides):
+    """A race whose agents (by name) answer from ``answers[name](n)``, n = their decision
+    count so far; default settings otherwise."""
+    from race.domain.model import Provider
+    from tests.factories import insert_candles, make_candles, seed_agent, seed_assets, wave_prices
+
+    calls = dict.fromkeys(answers, 0)
+
+    class Scripted:
+        def __init__(self, name):
+            self.name = name
+
+        async def decide(self, context):
+            n = calls[self.name]
+            calls[self.name] += 1
+            return answers[self.name](n)
+
+    application = bootstrap(
+        overrides={"RACE_DATABASE_URL": database_url, "RACE_ADMIN_KEY": ADMIN_KEY, **overrides},
+        clock=clock,
+        agent_builder=lambda spec: Scripted(spec.name),
+    )
+    seed_assets(application)
+    insert_candles(application, make_candles("BTC", START, wave_prices(100, base=40000.0)))
+    insert_candles(application, make_candles("ETH", START, wave_prices(100, base=2000.0)))
+    ids = {name: seed_agent(application, name, Provider.LLAMA, "m") for name in answers}
+    return application, ids
+
+
+def test_a_decision_log_lists_every_executed_order(database_url, clock):
+    from race.domain.agent import AgentAnswer
+
+    def two_orders(n):
+        if n == 0:
+            return AgentAnswer(
+                orders=[
+                    {"asset": "BTC", "side": "BUY", "quantity": Decimal("0.25")},
+                    {"asset": "ETH", "side": "BUY", "quantity": Decimal("2")},
+                ],
+                reasoning="both",
+            )
+        if n == 1:
+            return AgentAnswer(
+                orders=[{"asset": "ETH", "side": "SELL", "quantity": Decimal("1")}],
+                reasoning="trim",
+            )
+        return AgentAnswer.hold("wait")
+
+    application, ids = scripted_race(database_url, clock, {"Two Orders": two_orders})
+    try:
+        import asyncio
+
+        asyncio.run(application.engine.backfill(START + 60 * HOUR, START + 62 * HOUR, HOUR))
+        client = TestClient(create_api(application))
+        agent = ids["Two Orders"]
+        logs = get(client, f"/api/agents/{agent}/decisions")
+        assert [d["action"] for d in logs] == ["HOLD", "SELL", "BUY"]
+        trades = get(client, f"/api/agents/{agent}/trades")["trades"]
+        price = {(t["assetSymbol"], t["side"].upper()): t["price"] for t in trades}
+        hold, sell, buy = logs
+        assert set(buy) >= DECISION
+        m.DecisionLog.model_validate(buy)
+        # The contract's fields show the first fill, as before…
+        assert (buy["asset"], buy["quantity"]) == ("BTC", 0.25)
+        # …and ``orders`` every executed order, in execution order.
+        assert buy["orders"] == [
+            {"asset": "BTC", "side": "BUY", "quantity": 0.25, "price": price[("BTC", "BUY")]},
+            {"asset": "ETH", "side": "BUY", "quantity": 2.0, "price": price[("ETH", "BUY")]},
+        ]
+        assert sell["orders"] == [
+            {"asset": "ETH", "side": "SELL", "quantity": 1.0, "price": price[("ETH", "SELL")]}
+        ]
+        assert hold["orders"] == []
+    finally:
+        application.close()
+
+
+def test_degraded_shows_on_the_leaderboard_and_the_agent(database_url, clock):
+    """Default settings: degraded when more than 50 % of the last 20 decisions fell back."""
+    from race.domain.agent import AgentAnswer
+
+    def failing(fallbacks):
+        def answer(n):
+            if n >= 20 - fallbacks:
+                return AgentAnswer.fallback("provider down")
+            return AgentAnswer.hold("fine")
+
+        return answer
+
+    application, ids = scripted_race(
+        database_url, clock, {"Mostly Failing": failing(11), "Half Failing": failing(10)}
+    )
+    try:
+        import asyncio
+
+        assert application.settings.degraded_window == 20
+        assert application.settings.degraded_threshold == 0.5
+        asyncio.run(application.engine.backfill(START + 60 * HOUR, START + 79 * HOUR, HOUR))
+        client = TestClient(create_api(application))
+        board = {e["agent"]["name"]: e for e in get(client, "/api/leaderboard")}
+        assert board["Mostly Failing"]["fallbacks"] == 11
+        assert board["Mostly Failing"]["degraded"] is True
+        assert board["Half Failing"]["degraded"] is False  # 50 % does not exceed 50 %
+        failing_detail = get(client, f"/api/agents/{ids['Mostly Failing']}")
+        assert failing_detail["performance"]["degraded"] is True
+        assert failing_detail["performance"]["fallbackRate"] == pytest.approx(0.55)
+        half = get(client, f"/api/agents/{ids['Half Failing']}")
+        assert half["performance"]["degraded"] is False
+        summaries = {a["name"]: a["degraded"] for a in get(client, "/api/agents")}
+        assert summaries == {"Mostly Failing": True, "Half Failing": False}
+    finally:
+        application.close()
+
+
+def test_admin_ingest_over_http(database_url, clock):
+    from race.store.tables import CandleRow, EquitySnapshotRow
+    from tests.coingecko_server import FakeCoinGecko
+
+    now = LAST_CANDLE + 3 * HOUR + HOUR / 2
+    with FakeCoinGecko(now=clock.now, demo_key="cg-demo") as server:
+        application = bootstrap(
+            overrides={
+                "RACE_DATABASE_URL": database_url,
+                "RACE_ADMIN_KEY": ADMIN_KEY,
+                "COINGECKO_BASE_URL": server.base_url,
+                "COINGECKO_API_KEY": "cg-demo",
+            },
+            clock=clock,
+        )
+        try:
+            build_race(application)
+            clock.advance((now - clock.now()).total_seconds())
+            client = TestClient(create_api(application))
+
+            def candles():
+                with application.db.read() as session:
+                    return session.scalar(select(func.count()).select_from(CandleRow))
+
+            before = candles()
+            response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
+            assert response.status_code == 200, response.text
+            result = response.json()
+            assert server.requests, "CoinGecko was called"
+            assert server.requests[0].headers["x-cg-demo-api-key"] == "cg-demo"
+            assert result["ok"] is True and result["errors"] == {}
+            assert result["totals"]["inserted"] == candles() - before > 0
+            newest = LAST_CANDLE + 3 * HOUR
+            assert result["markedAt"] == newest.isoformat()
+            assert result["marked"] == 5
+            with application.db.read() as session:
+                marked = session.scalar(
+                    select(func.count())
+                    .select_from(EquitySnapshotRow)
+                    .where(EquitySnapshotRow.captured_at == newest)
+                )
+            assert marked == 5
+            prices = get(client, "/api/market/prices")
+            assert {p["updatedAt"] for p in prices} == {newest.isoformat()}
+        finally:
+            application.close()

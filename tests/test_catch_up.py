@@ -178,3 +178,18 @@ def test_two_timers_catching_up_at_once_decide_once(database_url, clock):
         assert session.scalars(select(PortfolioRow.version)).all() == [2] * 4
     assert cycle_row(setup, T).status == "completed"
     setup.close()
+
+
+def test_serve_scheduler_cycle_job_catches_up_too(database_url, clock):
+    from race.scheduler import race_jobs
+
+    agents = {"a": holding(), "b": holding()}
+    application = app_with(database_url, clock, agents)
+    seed(application)
+    ids = {name: seed_agent(application, name, Provider.LLAMA, "m") for name in agents}
+    asyncio.run(application.engine.run_cycle(T, agent_ids=[ids["a"]]))
+    (job,) = [j for j in race_jobs(application) if j.name == "run_cycle"]
+    asyncio.run(job.work(T + SLOT))
+    assert decisions_at(application, T) == 2
+    assert decisions_at(application, T + SLOT) == 2
+    application.close()

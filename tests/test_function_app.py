@@ -17,12 +17,26 @@ from sqlalchemy import select
 import function_app
 from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE
 from race.store.database import Database
-from race.store.tables import CandleRow, CycleRow, DecisionRow, EquitySnapshotRow, JobRow
+from race.store.tables import (
+    AgentRow,
+    CandleRow,
+    CycleRow,
+    DecisionRow,
+    EquitySnapshotRow,
+    JobRow,
+)
 from tests.api_data import LAST_CANDLE, START, build_race
 from tests.factories import HOUR
 
 FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
 ADMIN_KEY = "functions-admin-key-42"
+ADMIN_ROUTES = {
+    "admin_cycles": ("api/admin/cycles", ["POST"]),
+    "admin_agent_run": ("api/admin/agents/{id}/run", ["POST"]),
+    "admin_ingest": ("api/admin/ingest", ["POST"]),
+    "admin_job": ("api/admin/jobs/{id}", ["GET"]),
+    "start_backfill": ("api/admin/backfills", ["POST"]),
+}
 
 
 def bindings(name):
@@ -45,26 +59,27 @@ class Out:
         return self.values[-1]
 
 
-def start_auth(found):
-    return found["httpTrigger"]["authLevel"]
-
-
 def test_functions_are_indexed_with_their_triggers():
     assert set(FUNCTIONS) == {
         "ingest_market",
         "run_cycle",
-        "start_backfill",
         "backfill_chunk",
         "http_api",
+        *ADMIN_ROUTES,
     }
     assert bindings("ingest_market")["timerTrigger"]["schedule"] == INGEST_SCHEDULE
     assert bindings("run_cycle")["timerTrigger"]["schedule"] == DECISION_SCHEDULE
     http = bindings("http_api")["httpTrigger"]
     assert http["route"] == "{*route}"
     assert http["authLevel"] == func.AuthLevel.ANONYMOUS
-    assert start_auth(bindings("start_backfill")) == func.AuthLevel.ANONYMOUS
+    assert [str(m.value) for m in http["methods"]] == ["GET", "POST", "OPTIONS", "HEAD"]
+    # The write side: a function key on Azure (auth level FUNCTION) plus the app's own key.
+    for name, (route, methods) in ADMIN_ROUTES.items():
+        trigger = bindings(name)["httpTrigger"]
+        assert trigger["authLevel"] == func.AuthLevel.FUNCTION, name
+        assert trigger["route"] == route, name
+        assert [str(m.value) for m in trigger["methods"]] == methods, name
     start = bindings("start_backfill")
-    assert start["httpTrigger"]["route"] == "api/admin/backfills"
     assert start["queue"]["queueName"] == "race-backfill"
     chunk = bindings("backfill_chunk")
     assert chunk["queueTrigger"]["queueName"] == chunk["queue"]["queueName"] == "race-backfill"
@@ -123,24 +138,37 @@ def test_two_timer_invocations_for_one_slot_make_one_cycle(hosted):
     assert count(hosted.db, CycleRow, CycleRow.cycle_time == slot) == 1
 
 
-def test_ingest_timer_fetches_then_marks(hosted, monkeypatch, request):
+INGEST_NOW = LAST_CANDLE + 3 * HOUR + HOUR / 2  # the 3 h candle has closed (and settled)
+
+
+@pytest.fixture
+def coingecko(hosted, monkeypatch):
+    """The Functions runtime with CoinGecko served by the loopback fake."""
     from tests.coingecko_server import FakeCoinGecko
 
-    now = LAST_CANDLE + 3 * HOUR + HOUR / 12
-    with FakeCoinGecko(now=lambda: now, demo_key="cg-demo-key") as server:
+    with FakeCoinGecko(now=lambda: INGEST_NOW, demo_key="cg-demo-key") as server:
         monkeypatch.setenv("COINGECKO_BASE_URL", server.base_url)
         monkeypatch.setenv("COINGECKO_API_KEY", "cg-demo-key")
         function_app.runtime.cache_clear()
+        function_app.asgi.cache_clear()
         race = function_app.runtime()
-        request.addfinalizer(race.close)
-        before = count(race.db, CandleRow)
-        with freeze_time(now):
-            call("ingest_market", TimerRequest(past_due=False))
-        assert server.requests, "the timer called CoinGecko"
-        assert server.requests[0].headers["x-cg-demo-api-key"] == "cg-demo-key"
-        assert count(race.db, CandleRow) > before
-        newest = LAST_CANDLE + 3 * HOUR
-        assert count(race.db, EquitySnapshotRow, EquitySnapshotRow.captured_at == newest) == 5
+        yield race, server
+        race.close()
+
+
+def test_ingest_timer_fetches_then_marks(coingecko, caplog):
+    race, server = coingecko
+    before = count(race.db, CandleRow)
+    with freeze_time(INGEST_NOW), caplog.at_level("INFO", logger="race.functions"):
+        call("ingest_market", TimerRequest(past_due=False))
+    assert server.requests, "the timer called CoinGecko"
+    assert server.requests[0].headers["x-cg-demo-api-key"] == "cg-demo-key"
+    inserted = count(race.db, CandleRow) - before
+    assert inserted > 0
+    newest = LAST_CANDLE + 3 * HOUR
+    assert count(race.db, EquitySnapshotRow, EquitySnapshotRow.captured_at == newest) == 5
+    lines = [r.getMessage() for r in caplog.records if r.name == "race.functions"]
+    assert f"ingested {inserted} new candles, marked 5 portfolios" in lines
 
 
 def test_http_api_serves_the_dashboard(hosted):
@@ -218,20 +246,56 @@ def test_backfill_over_http_and_queue(hosted):
     with hosted.db.read() as session:
         job = session.get(JobRow, int(job_id))
         assert (job.status, job.done, job.total) == ("completed", 41, 41)
-    bad = func.HttpRequest(
-        "POST",
-        "http://localhost/api/admin/backfills",
-        body=b"{oops",
-        headers={"X-API-Key": ADMIN_KEY},
+    # Its status, through the admin_job function.
+    path = f"api/admin/jobs/{job_id}"
+    status = call("admin_job", admin_request("GET", path, route_params={"id": job_id}), _Context())
+    assert status.status_code == 200, status.get_body()
+    assert json.loads(status.get_body())["status"] == "completed"
+    denied = call("admin_job", admin_request("GET", path, None), _Context())
+    assert denied.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "status", "named"),
+    [
+        (b"{oops", ADMIN_KEY, 400, "JSON"),
+        (b"{oops", None, 401, "X-API-Key"),  # the key is checked before the body
+        (b"x" * 20000, ADMIN_KEY, 413, "larger"),
+        (b"x" * 20000, "wrong", 401, "X-API-Key"),
+        (b'{"start": 1, "end": "2024-01-02"}', ADMIN_KEY, 400, "start"),
+        (
+            b'{"start":"0874-01-01T00:00:00Z","end":"2000-01-01T00:00:00Z","interval":"400000D"}',
+            ADMIN_KEY,
+            400,
+            "start",
+        ),
+        (
+            b'{"start":"2000-01-01T00:00:00Z","end":"2001-01-01T00:00:00Z","interval":"400000D"}',
+            ADMIN_KEY,
+            400,
+            "interval",
+        ),
+        (b'{"start":"9999-12-31T23:59:59Z","end":"9999-12-31T23:59:59Z"}', ADMIN_KEY, 400, "start"),
+        (b'{"start":"2024-01-01","end":"9999-12-31T23:59:59-01:00"}', ADMIN_KEY, 400, "end"),
+        (
+            b'{"start":"2024-01-01","end":"2024-01-02","interval":"99999999999d"}',
+            ADMIN_KEY,
+            400,
+            "interval",
+        ),
+    ],
+)
+def test_start_backfill_refuses_bad_requests_before_any_work(hosted, body, key, status, named):
+    queue = Out()
+    jobs = count(hosted.db, JobRow)
+    response = call(
+        "start_backfill", admin_request("POST", "api/admin/backfills", key, body), queue
     )
-    assert call("start_backfill", bad, Out()).status_code == 400
-    huge = func.HttpRequest(
-        "POST",
-        "http://localhost/api/admin/backfills",
-        body=b"x" * 20000,
-        headers={"X-API-Key": ADMIN_KEY},
-    )
-    assert call("start_backfill", huge, Out()).status_code == 413
+    assert response.status_code == status, response.get_body()
+    assert response.mimetype == "application/json"
+    assert named in json.loads(response.get_body())["message"]
+    assert queue.values == []
+    assert count(hosted.db, JobRow) == jobs
 
 
 def test_scheduled_time_is_never_the_wall_clock():
@@ -241,28 +305,31 @@ def test_scheduled_time_is_never_the_wall_clock():
     assert scheduled_time(DECISION_SCHEDULE, late) == datetime(2024, 5, 1, 10, 15, tzinfo=UTC)
 
 
-def test_http_api_runs_an_admin_cycle_into_sql(hosted):
+def admin_request(method, path, key=ADMIN_KEY, body=b"", route_params=None):
+    headers = {"Content-Type": "application/json", "x-functions-key": "host-checks-this"}
+    if key is not None:
+        headers["X-API-Key"] = key
+    return func.HttpRequest(
+        method,
+        f"http://localhost/{path}",
+        headers=headers,
+        route_params=route_params or {},
+        body=body,
+    )
+
+
+def test_admin_functions_run_a_cycle_and_one_agent_into_sql(hosted):
     slot = LAST_CANDLE + 2 * HOUR
     body = json.dumps({"at": (slot + HOUR / 6).isoformat()}).encode()  # 10 min into a slot
-
-    def post(key):
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers["X-API-Key"] = key
-        return func.HttpRequest(
-            "POST",
-            "http://localhost/api/admin/cycles",
-            headers=headers,
-            route_params={"route": "api/admin/cycles"},
-            body=body,
-        )
-
     for key in (None, "wrong"):
-        response = call("http_api", post(key), _Context())
+        request = admin_request("POST", "api/admin/cycles", key, body)
+        response = call("admin_cycles", request, _Context())
         assert response.status_code == 401
         assert json.loads(response.get_body()) == {"message": "missing or wrong X-API-Key"}
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 0
-    response = call("http_api", post(ADMIN_KEY), _Context())
+    response = call(
+        "admin_cycles", admin_request("POST", "api/admin/cycles", body=body), _Context()
+    )
     assert response.status_code == 200, response.get_body()
     run = json.loads(response.get_body())
     assert run["cycleTime"] == slot.isoformat()
@@ -270,6 +337,56 @@ def test_http_api_runs_an_admin_cycle_into_sql(hosted):
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
     with hosted.db.read() as session:
         assert session.get(CycleRow, slot).trigger == "admin"
+
+    later = slot + HOUR
+    agent = 1
+    path = f"api/admin/agents/{agent}/run"
+    body = json.dumps({"at": later.isoformat()}).encode()
+    request = admin_request("POST", path, body=body, route_params={"id": str(agent)})
+    response = call("admin_agent_run", request, _Context())
+    assert response.status_code == 200, response.get_body()
+    assert json.loads(response.get_body())["decided"] == 1
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == later) == 1
+    assert (
+        count(
+            hosted.db, DecisionRow, DecisionRow.agent_id == agent, DecisionRow.cycle_time == later
+        )
+        == 1
+    )
+    # Extreme input is a 400 naming the field, never a 500.
+    for extreme in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00"):
+        bad = json.dumps({"at": extreme}).encode()
+        response = call(
+            "admin_cycles", admin_request("POST", "api/admin/cycles", body=bad), _Context()
+        )
+        assert response.status_code == 400, extreme
+        assert "at" in json.loads(response.get_body())["message"]
+
+
+def test_admin_ingest_function_fetches_and_marks(coingecko):
+    race, server = coingecko
+    before = count(race.db, CandleRow)
+    with freeze_time(INGEST_NOW):
+        denied = call("admin_ingest", admin_request("POST", "api/admin/ingest", "nope"), _Context())
+        assert denied.status_code == 401
+        assert server.requests == []
+        response = call("admin_ingest", admin_request("POST", "api/admin/ingest"), _Context())
+    assert response.status_code == 200, response.get_body()
+    result = json.loads(response.get_body())
+    assert result["ok"] is True
+    assert result["totals"]["inserted"] == count(race.db, CandleRow) - before > 0
+    assert result["marked"] == 5
+    assert result["markedAt"] == (LAST_CANDLE + 3 * HOUR).isoformat()
+
+
+def test_the_catch_all_never_serves_admin_routes(hosted):
+    """The anonymous catch-all must not become a way around the function key."""
+    for method, path in (("POST", "api/admin/cycles"), ("GET", "api/admin/jobs/1")):
+        request = admin_request(method, path, route_params={"route": path})
+        response = call("http_api", request, _Context())
+        assert response.status_code == 404
+        assert json.loads(response.get_body())["message"].startswith("no such endpoint")
+    assert count(hosted.db, CycleRow, CycleRow.trigger == "admin") == 0
 
 
 def test_late_timers_log_past_due(hosted, caplog):
@@ -287,3 +404,18 @@ def test_the_llm_stack_is_imported_with_the_app():
 
     assert "agents.llama" in sys.modules
     assert function_app.QUEUE_CONNECTION == "AzureWebJobsStorage"
+
+
+def test_the_timer_completes_a_cycle_cut_short_in_an_earlier_slot(hosted):
+    cut = LAST_CANDLE + 5 * HOUR
+    with hosted.db.read() as session:
+        first = min(session.scalars(select(AgentRow.id)))
+    # A run of slot `cut` that decided one agent only (the host died, the database went away).
+    asyncio.run(hosted.engine.run_cycle(cut, trigger="timer", agent_ids=[first]))
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut) == 1
+    with freeze_time(cut + HOUR / 4 + HOUR / 60):  # the next slot's timer
+        call("run_cycle", TimerRequest(past_due=False))
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut) == 5
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut + HOUR / 4) == 5
+    with hosted.db.read() as session:
+        assert session.get(CycleRow, cut).status == "completed"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -168,3 +169,93 @@ def test_local_runner_works_a_job_in_the_background_once(app):
     row = job_row(app, job)
     assert (row.status, row.done) == ("completed", 60)
     assert decisions(app) == 60 * len(agents)
+
+
+def test_unfinished_jobs_resume_from_their_cursor_when_the_api_starts(chunky):
+    """A local backfill stopped mid-way (SIGTERM to ``serve``) is left ``running``: the next
+    ``create_api`` outside the Functions host goes on from its cursor."""
+    from race.api import create_api
+    from race.jobs import unfinished_jobs
+
+    agents = seed(chunky)
+    stopped = create_backfill_job(chunky, BackfillSpec(FIRST, LAST, HOUR))
+    asyncio.run(run_backfill_chunk(chunky, stopped, max_seconds=1e-6))  # then the process died
+    failed = create_backfill_job(chunky, BackfillSpec(FIRST, FIRST + 9 * HOUR, HOUR))
+    with chunky.db.write() as session:
+        session.get(JobRow, failed).status = "failed"
+    assert (job_row(chunky, stopped).status, job_row(chunky, stopped).done) == ("running", 10)
+    assert unfinished_jobs(chunky) == [stopped]
+
+    # Under the Functions host the queue carries jobs: nothing resumes in-process.
+    hosted = create_api(chunky, resume_jobs=False)
+    hosted.state.jobs.join(timeout=60)
+    assert job_row(chunky, stopped).done == 10
+
+    api = create_api(chunky)
+    api.state.jobs.join(timeout=60)
+    row = job_row(chunky, stopped)
+    assert (row.status, row.done, row.total) == ("completed", 60, 60)
+    assert job_row(chunky, failed).status == "failed"
+    # Every cycle once: the chunk done before the stop was not redone.
+    assert decisions(chunky) == 60 * len(agents)
+
+    # A queued job (never started) is picked up too.
+    queued = create_backfill_job(chunky, BackfillSpec(LAST + HOUR, LAST + 9 * HOUR, HOUR))
+    with chunky.db.write() as session:
+        session.get(JobRow, queued).status = "queued"
+    assert unfinished_jobs(chunky) == [queued]
+    create_api(chunky).state.jobs.join(timeout=60)
+    assert job_row(chunky, queued).status == "completed"
+    assert unfinished_jobs(chunky) == []
+    assert decisions(chunky) == 69 * len(agents)
+
+
+def test_resuming_with_the_database_down_is_logged_not_raised(clock, caplog):
+    application = bootstrap(
+        overrides={"RACE_DATABASE_URL": "postgresql+psycopg://race:pw@127.0.0.1:1/none"},
+        clock=clock,
+    )
+    try:
+        with caplog.at_level("WARNING", logger="race.jobs"):
+            assert LocalJobRunner(application).resume_unfinished() == []
+        assert any("not resumed" in r.getMessage() for r in caplog.records)
+        assert all("pw@" not in r.getMessage() for r in caplog.records)
+    finally:
+        application.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "start is required"),
+        (b"[1]", "JSON object"),
+        (b"{oops", "JSON object"),
+        (b'{"start": "2024-01-01"}', "end is required"),
+        (b'{"start": 20240101, "end": "2024-01-02"}', "start must be a string"),
+        (b'{"start": "2024-01-01", "end": "2024-01-02", "interval": null}', "interval is"),
+        (b'{"start": "2024-01-01", "end": "2024-01-02", "agents": [1]}', "unknown field(s) agents"),
+        (b'{"start": "1969-12-31T23:59:59Z", "end": "2024-01-02"}', "start 1969"),
+        (b'{"start": "2024-01-01", "end": "2200-01-01T00:00:00Z"}', "end 2200"),
+        (b'{"start": "2024-01-01", "end": "2024-01-02", "interval": "32d"}', "interval"),
+        (b'{"start": "2024-01-01", "end": "2024-01-02", "interval": "400000D"}', "interval"),
+        (b'{"start": "2024-01-01", "end": "2024-01-02", "interval": "9999999999d"}', "too long"),
+        (b'{"start": "0001-01-01T00:00:00+01:00", "end": "2024-01-02"}', "start"),
+        (b'{"start": "2024-01-01", "end": "9999-12-31T23:59:59-01:00"}', "end"),
+    ],
+)
+def test_the_request_parser_names_the_bad_field(body, message):
+    from race.jobs import parse_backfill_request
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_backfill_request(body)
+
+
+def test_the_request_parser_accepts_the_documented_shape():
+    from race.jobs import parse_backfill_request
+
+    spec = parse_backfill_request(b'{"start": "2024-01-01", "end": "2024-01-02T00:00:00Z"}')
+    assert (spec.start, spec.end, spec.interval) == (START, START + 24 * HOUR, HOUR)
+    edge = parse_backfill_request(
+        {"start": "1970-01-01T00:00:00Z", "end": "2199-12-31T23:59:59Z", "interval": "31d"}
+    )
+    assert edge.interval == timedelta(days=31)

@@ -18,13 +18,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from race.api import models as m
@@ -32,11 +34,19 @@ from race.api import queries as q
 from race.api._cache import VersionedCache
 from race.bootstrap import App
 from race.domain.timeutil import iso, parse_iso
-from race.jobs import BackfillSpec, LocalJobRunner, create_backfill_job
+from race.jobs import (
+    BackfillSpec,
+    LocalJobRunner,
+    check_time_range,
+    create_backfill_job,
+    parse_backfill_request,
+)
 from race.schedule import scheduled_time
 from race.store.database import DatabaseError
 
 log = logging.getLogger("race.api")
+
+ADMIN_PREFIX = "/api/admin"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": m.ErrorBody, "description": "bad parameter"},
@@ -121,45 +131,150 @@ class ReadGate:
             await self.app(scope, receive, send)
 
 
-class BodyLimit:
-    """Refuses admin requests whose body exceeds ``limit`` bytes (413), declared or not."""
+def _is_admin(scope: Scope, prefix: str = ADMIN_PREFIX) -> bool:
+    path = scope["path"]
+    return scope["type"] == "http" and (path == prefix or path.startswith(prefix + "/"))
 
-    def __init__(self, app: ASGIApp, limit: int, prefix: str = "/api/admin") -> None:
+
+class AdminGate:
+    """Checks ``X-API-Key`` of every ``/api/admin/*`` request before anything else reads
+    it (body, routing, validation): 403 when ``RACE_ADMIN_KEY`` is not set, 401 when the key
+    is missing or wrong. A request without the right key learns nothing about its body."""
+
+    def __init__(self, app: ASGIApp, settings: Any) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _is_admin(scope):
+            await self.app(scope, receive, send)
+            return
+        presented = next(
+            (value for name, value in scope.get("headers") or [] if name.lower() == b"x-api-key"),
+            None,
+        )
+        try:
+            authorize_admin(self.settings, presented)
+        except ApiError as exc:
+            await _error(exc.status, exc.message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuses admin requests whose body exceeds ``limit`` bytes (413), declared or not: a
+    body sent without ``Content-Length`` (chunked) is read here, at most ``limit`` bytes of
+    it, before the app sees it."""
+
+    def __init__(self, app: ASGIApp, limit: int, prefix: str = ADMIN_PREFIX) -> None:
         self.app, self.limit, self.prefix = app, limit, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if not _is_admin(scope, self.prefix):
             await self.app(scope, receive, send)
             return
+        too_large = _error(413, f"request body larger than {self.limit} bytes")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _error(413, f"request body larger than {self.limit} bytes")(scope, receive, send)
+            await too_large(scope, receive, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ApiError(413, f"request body larger than {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
-def authorize_admin(settings: Any, presented: str | None) -> None:
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, answering a refused preflight with JSON
+    ``{"message": …}`` (like every other error) instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-type", "content-length")
+        }
+        return JSONResponse(
+            {"message": f"{reason} (allowed origins: RACE_CORS_ORIGINS)"},
+            status_code=response.status_code,
+            headers=headers,
+        )
+
+
+def authorize_admin(settings: Any, presented: str | bytes | None) -> None:
     """Admin calls need ``X-API-Key`` equal to ``RACE_ADMIN_KEY`` (constant-time compare):
     401 when missing or wrong; 403 when no key is configured (admin disabled, never open)."""
     configured = settings.admin_key
     if configured is None or not configured.get_secret_value():
         raise ApiError(403, "admin endpoints are disabled: set RACE_ADMIN_KEY to enable them")
+    if isinstance(presented, str):
+        presented = presented.encode("utf-8", "surrogateescape")
     if presented is None or not hmac.compare_digest(
-        presented.encode(), configured.get_secret_value().encode()
+        presented, configured.get_secret_value().encode("utf-8")
     ):
         raise ApiError(401, "missing or wrong X-API-Key")
 
+
+def backfill_spec(body: bytes | str | None) -> BackfillSpec:
+    """The backfill a request body asks for (:func:`race.jobs.parse_backfill_request`), or
+    :class:`ApiError` 400 naming the bad field."""
+    try:
+        return parse_backfill_request(body)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def admin_backfill_spec(settings: Any, presented: str | None, body: bytes) -> BackfillSpec:
+    """``start_backfill`` of the Functions host, checked like the API checks it: the key
+    first (403/401), then the size (413), then the body (400)."""
+    authorize_admin(settings, presented)
+    if len(body) > settings.admin_max_body_bytes:
+        raise ApiError(413, f"request body larger than {settings.admin_max_body_bytes} bytes")
+    return backfill_spec(body)
+
+
+def job_accepted(job_id: int) -> m.JobAccepted:
+    return m.JobAccepted(
+        jobId=str(job_id), status="accepted", statusUrl=f"{ADMIN_PREFIX}/jobs/{job_id}"
+    )
+
+
+ADMIN_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="equal to RACE_ADMIN_KEY (admin endpoints are disabled without it)",
+)
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(_raw_body)]
+"""The request body as sent, for a handler that parses it itself."""
 
 ID_PATTERN = r"^[1-9][0-9]{0,17}$"
 AgentId = Annotated[
@@ -175,21 +290,33 @@ def _agent_id(raw: str) -> int:
 
 
 def _time(raw: datetime | str | None, name: str) -> datetime | None:
+    """A request time as aware UTC; :class:`ApiError` 400 naming ``name`` when it is not
+    one or lies beyond what ``datetime`` holds once in UTC."""
     if raw is None:
         return None
-    if isinstance(raw, datetime):
-        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
-    if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":  # "+00:00" sent unencoded
-        raw = f"{raw[:-6]}+{raw[-5:]}"
     try:
+        if isinstance(raw, datetime):
+            return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
+        if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":  # "+00:00" sent unencoded
+            raw = f"{raw[:-6]}+{raw[-5:]}"
         return parse_iso(raw, field=name)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ApiError(400, f"{name} {str(raw)[:64]!r} is out of range") from None
 
 
-def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
-    """The ASGI app over ``app`` (the composition root's object graph)."""
+def create_api(
+    app: App, *, jobs: LocalJobRunner | None = None, resume_jobs: bool = True
+) -> FastAPI:
+    """The ASGI app over ``app`` (the composition root's object graph).
+
+    Without ``jobs``, backfills run in this process (:class:`LocalJobRunner`) and, unless
+    ``resume_jobs`` is False (the Functions host, where a queue carries the jobs), the
+    unfinished ones left by a stopped process are resumed from their cursor."""
     runner = jobs or LocalJobRunner(app)
+    if jobs is None and resume_jobs:
+        runner.resume_unfinished()
     api = FastAPI(
         title="AI Trading Race",
         version="1.0",
@@ -233,6 +360,10 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     @api.exception_handler(DatabaseError)
     async def _database(_: Request, exc: DatabaseError) -> JSONResponse:
         return _error(503, str(exc))
+
+    @api.exception_handler(OperationalError)
+    async def _unreachable(_: Request, exc: OperationalError) -> JSONResponse:
+        return _error(503, str(app.db.unavailable(exc)))
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -440,7 +571,8 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ admin
 
-    def require_admin(x_api_key: Annotated[str | None, Header(max_length=512)] = None) -> None:
+    def require_admin(x_api_key: Annotated[str | None, Security(ADMIN_KEY_HEADER)]) -> None:
+        """Also checked, first of all, by :class:`AdminGate`; this documents the scheme."""
         authorize_admin(app.settings, x_api_key)
 
     Admin = Depends(require_admin)
@@ -448,6 +580,14 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     def _run_async(work: Callable[[], Awaitable[Any]]) -> Any:
         """Run engine work in its own event loop thread (the engine's DB calls block)."""
         return asyncio.run(work())
+
+    def _slot(body: m.CycleRequest | None) -> datetime:
+        """The schedule slot of ``at`` (default: now); 400 naming ``at`` when out of range."""
+        at = _time(body.at if body else None, "at") or app.clock.now()
+        try:
+            return scheduled_time(app.settings.decision_schedule, check_time_range(at, "at"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
 
     @api.post(
         "/api/admin/cycles",
@@ -458,8 +598,7 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     )
     def run_cycle_now(body: m.CycleRequest | None = None) -> m.CycleRun:
         """Run the decision cycle of the current schedule slot (or of ``at``)."""
-        at = _time(body.at if body else None, "at") or app.clock.now()
-        cycle_time = scheduled_time(app.settings.decision_schedule, at)
+        cycle_time = _slot(body)
         report = _run_async(lambda: app.engine.run_cycle(cycle_time, trigger="admin"))
         return m.CycleRun(**report.as_dict())
 
@@ -473,11 +612,10 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
     def run_agent_now(agent_id: AgentId, body: m.CycleRequest | None = None) -> m.CycleRun:
         """Run one agent for the current schedule slot (or ``at``)."""
         key = _agent_id(agent_id)
+        cycle_time = _slot(body)
         with reading() as session:
             if not q.agent_exists(session, key):
                 raise ApiError(404, f"no agent {key}")
-        at = _time(body.at if body else None, "at") or app.clock.now()
-        cycle_time = scheduled_time(app.settings.decision_schedule, at)
         report = _run_async(
             lambda: app.engine.run_cycle(cycle_time, trigger="admin", agent_ids=[key])
         )
@@ -503,22 +641,20 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
         responses=ADMIN_ERRORS,
         dependencies=[Admin],
         tags=["admin"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": m.BackfillRequest.model_json_schema()}},
+            }
+        },
     )
-    def start_backfill(body: m.BackfillRequest) -> m.JobAccepted:
-        """Start (or resume) a backfill; it runs in chunks. Poll the status URL."""
-        try:
-            spec = BackfillSpec.parse(
-                (_time(body.start, "start") or body.start).isoformat(),
-                (_time(body.end, "end") or body.end).isoformat(),
-                body.interval,
-            )
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+    def start_backfill(raw: RawBody) -> m.JobAccepted:
+        """Start (or resume) a backfill ``{start, end, interval}``; it runs in chunks. Poll
+        the status URL. Times from 1970 to before 2200, an interval of at most 31 days."""
+        spec = backfill_spec(raw)  # the parser of the Functions start_backfill too
         job_id = create_backfill_job(app, spec)
         runner.submit(job_id)
-        return m.JobAccepted(
-            jobId=str(job_id), status="accepted", statusUrl=f"/api/admin/jobs/{job_id}"
-        )
+        return job_accepted(job_id)
 
     @api.get(
         "/api/admin/jobs/{job_id}",
@@ -539,10 +675,12 @@ def create_api(app: App, *, jobs: LocalJobRunner | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ middleware
 
+    # Outermost last: CORS, then the read gate, then the admin key, then the body cap.
     api.add_middleware(BodyLimit, limit=app.settings.admin_max_body_bytes)
+    api.add_middleware(AdminGate, settings=app.settings)
     api.add_middleware(ReadGate, limit=app.settings.api_read_concurrency)
     api.add_middleware(
-        CORSMiddleware,
+        JsonCORSMiddleware,
         allow_origins=list(app.settings.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["X-API-Key", "Content-Type"],

@@ -163,6 +163,15 @@ class Portfolio(Model):
     totalValue: float
 
 
+class ExecutedOrder(Model):
+    """One order a decision executed (a trade), in execution order."""
+
+    asset: str
+    side: Literal["BUY", "SELL"]
+    quantity: float
+    price: float
+
+
 class DecisionLog(Model):
     id: str
     agentId: str
@@ -187,6 +196,8 @@ class DecisionLog(Model):
     costUsd: float | None
     model: str | None
     confidence: float | None
+    orders: list[ExecutedOrder]
+    """Every executed order of the decision (``asset``/``quantity`` above show the first)."""
 
 
 class LastCycle(Model):
@@ -227,7 +238,13 @@ class BackfillRequest(Model):
 
 
 class CycleRequest(Model):
-    at: datetime | None = None
+    at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="ISO-8601 time whose schedule slot to run (default: now), 1970 to 2199",
+        json_schema_extra={"format": "date-time"},
+    )
+    """Text, parsed by the handler: a number is not a time (JSON has no datetime type)."""
 
 
 class Job(Model):

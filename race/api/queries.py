@@ -498,13 +498,38 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog]:
-    rows = session.scalars(
-        select(DecisionRow)
-        .where(DecisionRow.agent_id == agent_id)
-        .order_by(DecisionRow.cycle_time.desc())
-        .limit(limit)
+def _executed_orders(session: Session, decision_ids: list[int]) -> dict[int, list[m.ExecutedOrder]]:
+    orders: dict[int, list[m.ExecutedOrder]] = {}
+    if not decision_ids:
+        return orders
+    rows = session.execute(
+        select(TradeRow.decision_id, Asset.symbol, TradeRow.side, TradeRow.quantity, TradeRow.price)
+        .join(Asset, Asset.id == TradeRow.asset_id)
+        .where(TradeRow.decision_id.in_(decision_ids))
+        .order_by(TradeRow.decision_id, TradeRow.sequence)
     )
+    for decision_id, symbol, side, quantity, price in rows:
+        orders.setdefault(decision_id, []).append(
+            m.ExecutedOrder(
+                asset=symbol,
+                side="BUY" if side == "BUY" else "SELL",
+                quantity=float(quantity),
+                price=float(price),
+            )
+        )
+    return orders
+
+
+def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog]:
+    rows = list(
+        session.scalars(
+            select(DecisionRow)
+            .where(DecisionRow.agent_id == agent_id)
+            .order_by(DecisionRow.cycle_time.desc())
+            .limit(limit)
+        )
+    )
+    orders = _executed_orders(session, [d.id for d in rows])
     return [
         m.DecisionLog(
             id=str(d.id),
@@ -530,6 +555,7 @@ def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog
             costUsd=_f(d.cost_usd),
             model=d.model,
             confidence=_round(d.confidence),
+            orders=orders.get(d.id, []),
         )
         for d in rows
     ]

@@ -1,4 +1,9 @@
-"""``python -m race serve``: the HTTP API (uvicorn) plus the schedules, in-process."""
+"""``python -m race serve``: the HTTP API (uvicorn) plus the schedules, in-process.
+
+It starts even when the database is unreachable (one log line names
+``RACE_DATABASE_URL``): ``/api/health`` answers 503 and the scheduled runs fail with a clear
+error until the database answers; then its schema is checked and the unfinished backfill
+jobs resume. A database that answers but has no schema at start is refused (exit 2)."""
 
 from __future__ import annotations
 
@@ -8,12 +13,22 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from race.cli._common import open_app
+from race.store.database import DatabaseError
+
+if TYPE_CHECKING:
+    from race.bootstrap import App
+    from race.scheduler import ScheduledJob
 
 log = logging.getLogger("race.serve")
+
+DATABASE_RETRY_SECONDS = 2.0
+"""How often an unreachable database is tried again."""
 
 
 def register(commands: Any) -> None:
@@ -57,6 +72,74 @@ def _server_class() -> Any:
     return Server
 
 
+def database_ready(app: App) -> bool:
+    """Whether the database answers (with the race schema). Unreachable: logged once, False.
+    Reachable without the schema: :class:`DatabaseError` naming ``db upgrade``."""
+    try:
+        app.db.ping()
+    except DatabaseError as exc:
+        log.error(
+            "%s; serving anyway: /api/health answers 503 and scheduled runs fail until the "
+            "database answers (tried again every %.0f s)",
+            exc,
+            DATABASE_RETRY_SECONDS,
+        )
+        return False
+    app.db.require_schema()
+    return True
+
+
+async def wait_for_database(
+    app: App, stop: asyncio.Event, on_ready: Callable[[], object], every: float
+) -> None:
+    """Try the database every ``every`` seconds until it answers with the race schema,
+    then call ``on_ready`` once. A database that answers without the schema is logged (once)
+    and waited for as well."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    told_schema = False
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await asyncio.to_thread(app.db.ping)
+            has_schema = await asyncio.to_thread(app.db.has_schema)
+        except (DatabaseError, SQLAlchemyError) as exc:  # still (or again) unreachable
+            log.debug("database still unreachable: %s", exc)
+            continue
+        if not has_schema:
+            if not told_schema:
+                log.error(
+                    "RACE_DATABASE_URL=%s answers but has no race schema yet: run `python -m "
+                    "race db upgrade` (waiting for it)",
+                    app.db.describe(),
+                )
+                told_schema = True
+            continue
+        log.info("database is back at RACE_DATABASE_URL=%s: schema ok", app.db.describe())
+        on_ready()
+        return
+
+
+def _clear_errors(app: App, jobs: list[ScheduledJob]) -> list[ScheduledJob]:
+    """The jobs, with a raw driver error turned into one naming ``RACE_DATABASE_URL``."""
+    from sqlalchemy.exc import OperationalError
+
+    def wrap(job: ScheduledJob) -> ScheduledJob:
+        async def work(slot: datetime) -> object:
+            try:
+                return await job.work(slot)
+            except OperationalError as exc:
+                raise app.db.unavailable(exc) from None
+
+        return replace(job, work=work)
+
+    return [wrap(job) for job in jobs]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -64,21 +147,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from race.api import create_api
     from race.jobs import LocalJobRunner
-    from race.scheduler import Scheduler
+    from race.scheduler import Scheduler, race_jobs
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    app = open_app()
+    app = open_app(require_schema=False)
+    ready = database_ready(app)
     runner = LocalJobRunner(app)
     api = create_api(app, jobs=runner)
     config = uvicorn.Config(
         api, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="off"
     )
     server = _Server(config)
-    scheduler = None if args.no_schedule else Scheduler(app)
+    scheduler = None if args.no_schedule else Scheduler(app, _clear_errors(app, race_jobs(app)))
 
     async def main() -> None:
         tasks = []
+        stop_waiting = asyncio.Event()
+        if ready:
+            runner.resume_unfinished()
+        else:
+            tasks.append(
+                asyncio.create_task(
+                    wait_for_database(
+                        app, stop_waiting, runner.resume_unfinished, DATABASE_RETRY_SECONDS
+                    )
+                )
+            )
         if scheduler is not None:
             tasks.append(asyncio.create_task(scheduler.run()))
             log.info(
@@ -90,8 +185,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             await server.serve()
         finally:
+            stop_waiting.set()
             if scheduler is not None:
                 scheduler.stop()
+            for job_id in runner.running():
+                log.warning(
+                    "backfill job %s interrupted: it resumes from its cursor at the next start",
+                    job_id,
+                    extra={"job_id": job_id},
+                )
             for task in tasks:
                 try:
                     await asyncio.wait_for(task, timeout=30)
