@@ -850,3 +850,29 @@ def test_admin_ingest_over_http(database_url, clock):
             assert {p["updatedAt"] for p in prices} == {newest.isoformat()}
         finally:
             application.close()
+
+
+def test_admin_ingest_with_a_refused_coingecko_key_is_a_502_naming_the_setting(database_url, clock):
+    from tests.coingecko_server import FakeCoinGecko
+
+    with FakeCoinGecko(now=clock.now, demo_key="the-right-key") as server:
+        application = bootstrap(
+            overrides={
+                "RACE_DATABASE_URL": database_url,
+                "RACE_ADMIN_KEY": ADMIN_KEY,
+                "COINGECKO_BASE_URL": server.base_url,
+                "COINGECKO_API_KEY": "cg-wrong-key-123",
+            },
+            clock=clock,
+        )
+        try:
+            build_race(application)
+            clock.advance((LAST_CANDLE + 3 * HOUR + HOUR / 2 - clock.now()).total_seconds())
+            client = TestClient(create_api(application))
+            response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
+            assert response.status_code == 502, response.text
+            message = response.json()["message"]
+            assert message.startswith("CoinGecko: ") and "COINGECKO_API_KEY" in message
+            assert "cg-wrong-key-123" not in response.text
+        finally:
+            application.close()

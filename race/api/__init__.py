@@ -624,15 +624,24 @@ def create_api(
     @api.post(
         "/api/admin/ingest",
         response_model=dict[str, Any],
-        responses=ADMIN_ERRORS,
+        responses={
+            **ADMIN_ERRORS,
+            502: {"model": m.ErrorBody, "description": "CoinGecko refused or failed the fetch"},
+        },
         dependencies=[Admin],
         tags=["admin"],
     )
     def ingest_now() -> dict[str, Any]:
         """Fetch new candles from CoinGecko now, then mark every portfolio to market."""
+        from market.coingecko import CoinGeckoError
         from race.services import ingest_and_mark
 
-        return _run_async(lambda: ingest_and_mark(app))
+        try:
+            return _run_async(lambda: ingest_and_mark(app))
+        except CoinGeckoError as exc:
+            # A refused key, a plan limit, CoinGecko down: the upstream's answer, named
+            # (the client's messages never carry the key), not a 500 of ours.
+            raise ApiError(502, f"CoinGecko: {exc}") from None
 
     @api.post(
         "/api/admin/backfills",
