@@ -107,7 +107,12 @@ def build(path: Path) -> None:
         )
         with app.db.read() as session:
             portfolio_id = session.query(PortfolioRow.id).filter_by(agent_id=agent.id).scalar()
-        value, stats, snapshots, decisions = 100000.0, EquityStats(), [], []
+        value, stats, snapshots, decisions = (
+            100000.0,
+            EquityStats.starting_at(Decimal(100000)),
+            [],
+            [],
+        )
         drift = rng.uniform(-0.00002, 0.00004)
         for i, when in enumerate(times):
             value *= 1 + drift + rng.gauss(0, 0.0015)

@@ -137,7 +137,7 @@ def add_agent(
         session.add(
             AgentStatsRow(
                 agent_id=row.id,
-                equity_state=EquityStats().to_state(),
+                equity_state=EquityStats.starting_at(starting_capital).to_state(),
                 snapshot_count=0,
                 current_value=starting_capital,
                 max_drawdown_pct=0.0,

@@ -1,7 +1,10 @@
 """Performance metrics of an equity curve (conventions: DESIGN.md §9).
 
-* Returns are simple returns between consecutive snapshots.
-* Annualised for a 24/7 market: periods per year = 365 days / mean snapshot spacing.
+* Returns are simple returns between consecutive snapshots; the curve starts at its
+  ``origin`` (the agent's starting capital), so the first snapshot's return is measured
+  against it and the running peak starts there.
+* Annualised for a 24/7 market: periods per year = 365 days / mean spacing of the real
+  snapshots (the origin has no time of its own, none is invented for it).
 * Sharpe = mean / std (ddof = 1) × √periods, risk-free 0.
 * Sortino = mean / √(mean over ALL periods of min(r, 0)²) × √periods.
 * Max drawdown = max over time of (running peak − value) / running peak, in percent.
@@ -27,7 +30,11 @@ YEAR = timedelta(days=365)
 
 @dataclass
 class EquityStats:
-    """Running statistics of one equity curve; JSON-serialisable via :meth:`to_state`."""
+    """Running statistics of one equity curve; JSON-serialisable via :meth:`to_state`.
+
+    ``origin`` is the value the curve starts from before its first snapshot (the agent's
+    starting capital). ``None`` (a state stored before the field existed) starts the curve at
+    its first snapshot instead, so that snapshot's own step is not counted."""
 
     count: int = 0
     first_time: datetime | None = None
@@ -40,37 +47,47 @@ class EquityStats:
     mean: float = 0.0
     m2: float = 0.0
     downside_sq: float = 0.0
+    origin: float | None = None
 
     def add(self, time: datetime, value: Decimal | float) -> None:
         v = float(value)
+        previous: float | None
         if self.count == 0:
             self.first_time = time
             self.first_value = v
-            self.peak = v
+            previous = self.origin
+            self.peak = v if self.origin is None else self.origin
         else:
             if self.last_time is not None and time <= self.last_time:
                 raise ValueError(f"snapshot at {time} is not after {self.last_time}")
-            if self.last_value != 0:
-                r = v / self.last_value - 1.0
-                self.n_returns += 1
-                delta = r - self.mean
-                self.mean += delta / self.n_returns
-                self.m2 += delta * (r - self.mean)
-                if r < 0:
-                    self.downside_sq += r * r
-            if v > self.peak:
-                self.peak = v
-            elif self.peak > 0:
-                self.max_drawdown = max(self.max_drawdown, (self.peak - v) / self.peak)
+            previous = self.last_value
+        if previous is not None and previous != 0:
+            r = v / previous - 1.0
+            self.n_returns += 1
+            delta = r - self.mean
+            self.mean += delta / self.n_returns
+            self.m2 += delta * (r - self.mean)
+            if r < 0:
+                self.downside_sq += r * r
+        if v > self.peak:
+            self.peak = v
+        elif self.peak > 0:
+            self.max_drawdown = max(self.max_drawdown, (self.peak - v) / self.peak)
         self.count += 1
         self.last_time = time
         self.last_value = v
 
+    @classmethod
+    def starting_at(cls, starting_capital: Decimal | None) -> EquityStats:
+        """Empty statistics of a curve whose origin is ``starting_capital`` (None: none)."""
+        return cls(origin=None if starting_capital is None else float(starting_capital))
+
     @property
     def periods_per_year(self) -> float | None:
-        if self.n_returns < 1 or self.first_time is None or self.last_time is None:
+        """365 days / the mean spacing of the snapshots (None with fewer than two)."""
+        if self.count < 2 or self.first_time is None or self.last_time is None:
             return None
-        spacing = (self.last_time - self.first_time) / self.n_returns
+        spacing = (self.last_time - self.first_time) / (self.count - 1)
         if spacing <= timedelta(0):
             return None
         return YEAR / spacing
@@ -174,8 +191,11 @@ def trade_stats(realized_pnls: list[Decimal | None], fees: list[Decimal]) -> Tra
     )
 
 
-def equity_stats(points: list[tuple[datetime, Decimal]]) -> EquityStats:
-    stats = EquityStats()
+def equity_stats(
+    points: list[tuple[datetime, Decimal]], origin: Decimal | float | None = None
+) -> EquityStats:
+    """The statistics of a whole curve; ``origin`` is its value before the first point."""
+    stats = EquityStats(origin=None if origin is None else float(origin))
     for time, value in points:
         stats.add(time, value)
     return stats

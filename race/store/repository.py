@@ -701,13 +701,20 @@ def write_marks(session: Session, marks: Sequence[tuple[PortfolioState, EquityPo
 # ---------------------------------------------------------------- leaderboard stats
 
 
-def _empty_stats(agent_id: int) -> AgentStatsRow:
+def _starting_capital(session: Session, agent_id: int) -> Decimal | None:
+    return session.scalar(
+        select(PortfolioRow.starting_capital).where(PortfolioRow.agent_id == agent_id)
+    )
+
+
+def _empty_stats(session: Session, agent_id: int) -> AgentStatsRow:
+    starting = _starting_capital(session, agent_id)
     return AgentStatsRow(
         agent_id=agent_id,
-        equity_state=EquityStats().to_state(),
+        equity_state=EquityStats.starting_at(starting).to_state(),
         snapshot_count=0,
         last_captured_at=None,
-        current_value=ZERO,
+        current_value=ZERO if starting is None else starting,
         max_drawdown_pct=0.0,
         total_trades=0,
         winning_trades=0,
@@ -724,7 +731,9 @@ def _empty_stats(agent_id: int) -> AgentStatsRow:
 
 
 def recompute_equity_stats(session: Session, agent_id: int) -> EquityStats:
-    stats = EquityStats()
+    """The agent's equity statistics rebuilt from its stored curve, starting at its starting
+    capital (also how a state stored before ``origin`` existed is brought up to date)."""
+    stats = EquityStats.starting_at(_starting_capital(session, agent_id))
     rows = session.execute(
         select(EquitySnapshotRow.captured_at, EquitySnapshotRow.total_value)
         .where(EquitySnapshotRow.agent_id == agent_id)
@@ -748,20 +757,25 @@ def update_stats(
     Returns the new ``degraded`` value when the steps changed it, else None."""
     row = session.get(AgentStatsRow, agent_id)
     if row is None:
-        row = _empty_stats(agent_id)
+        row = _empty_stats(session, agent_id)
         session.add(row)
     stats = EquityStats.from_state(row.equity_state)
     ordered = sorted(points, key=lambda p: p.time)
-    if stats.last_time is not None and ordered and ordered[0].time <= stats.last_time:
-        # Out of order (a late cycle after a later mark): rebuild from the stored curve.
+    # A state stored before the curve had its origin (the starting capital) lacks the key.
+    legacy = "origin" not in row.equity_state
+    if legacy or (stats.last_time is not None and ordered and ordered[0].time <= stats.last_time):
+        # Out of order (a late cycle after a later mark) or a state from before the origin
+        # existed: rebuild from the stored curve.
         session.flush()
         stats = recompute_equity_stats(session, agent_id)
-        row.current_value = session.scalar(
+        latest = session.scalar(
             select(EquitySnapshotRow.total_value)
             .where(EquitySnapshotRow.agent_id == agent_id)
             .order_by(EquitySnapshotRow.captured_at.desc())
             .limit(1)
         )
+        if latest is not None:
+            row.current_value = latest
     else:
         for point in ordered:
             stats.add(point.time, point.total_value)
