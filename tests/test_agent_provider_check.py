@@ -16,8 +16,15 @@ from tests.test_engine import START, seed_market
 
 def test_an_unknown_provider_is_refused_by_the_schema(app):
     agent = seed_agent(app, "typo")
-    with pytest.raises(IntegrityError), app.db.write() as session:
+    with pytest.raises(IntegrityError, match="ck_agents_provider"), app.db.write() as session:
         session.execute(update(AgentRow).where(AgentRow.id == agent).values(provider="Gemini"))
+    with pytest.raises(IntegrityError, match="ck_agents_provider"), app.db.write() as session:
+        session.execute(
+            text(
+                "INSERT INTO agents (name, strategy, provider, instructions, params, is_active,"
+                " created_at) VALUES ('x', '', 'Gemini', '', '{}', true, '2024-01-01')"
+            )
+        )
 
 
 def test_a_row_with_an_unknown_provider_holds_and_the_others_decide(sqlite_app):
@@ -26,11 +33,10 @@ def test_a_row_with_an_unknown_provider_holds_and_the_others_decide(sqlite_app):
     bad = seed_agent(app, "from-before-0006")
     good = seed_agent(app, "cash")
     with app.db.engine.begin() as connection:  # as a database migrated before 0006 holds it
-        connection.exec_driver_sql("PRAGMA ignore_check_constraints = ON")
+        connection.exec_driver_sql("DROP TRIGGER ck_agents_provider_update")
         connection.execute(
             text("UPDATE agents SET provider = 'Gemini' WHERE id = :id"), {"id": bad}
         )
-        connection.exec_driver_sql("PRAGMA ignore_check_constraints = OFF")
     report = asyncio.run(app.engine.run_cycle(START + 80 * HOUR))
     assert report.decided == 2
     with app.db.read() as session:
@@ -38,3 +44,20 @@ def test_a_row_with_an_unknown_provider_holds_and_the_others_decide(sqlite_app):
     assert rows[bad].fallback is True and rows[bad].action == "HOLD"
     assert "unknown provider 'Gemini'" in rows[bad].fallback_reason
     assert rows[good].fallback is False
+
+
+def test_the_check_migrates_a_populated_database_both_ways(app):
+    from alembic import command
+
+    from race.store.database import alembic_config
+
+    seed_market(app, n=100)
+    seed_agent(app, "cash")
+    asyncio.run(app.engine.run_cycle(START + 80 * HOUR))
+    with app.db.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0005")
+    app.db.upgrade()
+    assert app.db.current_revision() == "0006"
+    with app.db.read() as session:
+        assert session.scalar(select(DecisionRow.agent_id)) is not None
+    test_an_unknown_provider_is_refused_by_the_schema(app)

@@ -104,6 +104,10 @@ def test_bad_urls_name_the_setting(tmp_path):
     with pytest.raises(DatabaseError, match="in-memory"):
         Database("sqlite://")
     db = Database(f"sqlite:///{tmp_path}/new.db")
+    with pytest.raises(DatabaseError, match="no such database file"):
+        db.require_schema()
+    assert not (tmp_path / "new.db").exists()
+    (tmp_path / "new.db").touch()
     with pytest.raises(DatabaseError, match="no race schema yet"):
         db.require_schema()
     unreachable = Database("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/none")

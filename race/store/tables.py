@@ -81,6 +81,7 @@ class CandleRow(Base):
 class AgentRow(Base):
     __tablename__ = "agents"
     __table_args__ = (
+        # Migration 0006: a CHECK constraint on servers, two triggers on SQLite.
         CheckConstraint(
             "provider IN (" + ", ".join(f"'{p.value}'" for p in Provider) + ")",
             name="provider",

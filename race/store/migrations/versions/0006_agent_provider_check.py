@@ -4,6 +4,11 @@ An agent row with any other provider (a typo in hand-written SQL, a provider fro
 version after a downgrade) would otherwise reach the engine and the API, which speak only
 these five (the API's ``modelType``).
 
+PostgreSQL (and other servers) get a CHECK constraint. SQLite can only add one by
+rebuilding the table, and rebuilding ``agents`` while portfolios, decisions and trades
+reference it breaks their foreign keys inside the migration's transaction: there, two
+triggers refuse the same values, with the constraint's name in the error.
+
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01
@@ -19,14 +24,25 @@ branch_labels = None
 depends_on = None
 
 PROVIDERS = ("Llama", "OpenAI", "AzureOpenAI", "CustomML", "Mock")
+NAME = "ck_agents_provider"
+_ALLOWED = ", ".join(f"'{p}'" for p in PROVIDERS)
 
 
 def upgrade() -> None:
-    allowed = ", ".join(f"'{p}'" for p in PROVIDERS)
-    with op.batch_alter_table("agents") as batch:
-        batch.create_check_constraint(op.f("ck_agents_provider"), f"provider IN ({allowed})")
+    if op.get_bind().dialect.name != "sqlite":
+        op.create_check_constraint(op.f(NAME), "agents", f"provider IN ({_ALLOWED})")
+        return
+    for event, when in (("INSERT", "INSERT"), ("UPDATE", "UPDATE OF provider")):
+        op.execute(
+            f"CREATE TRIGGER {NAME}_{event.lower()} BEFORE {when} ON agents "
+            f"WHEN NEW.provider NOT IN ({_ALLOWED}) "
+            f"BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: {NAME}'); END"
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("agents") as batch:
-        batch.drop_constraint(op.f("ck_agents_provider"), type_="check")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint(op.f(NAME), "agents", type_="check")
+        return
+    for event in ("insert", "update"):
+        op.execute(f"DROP TRIGGER IF EXISTS {NAME}_{event}")
