@@ -55,6 +55,14 @@ INCOMPLETE = "incomplete_bucket"
 """A candle at the stored interval would need source rows that are missing."""
 OUT_OF_RANGE = "out_of_range"
 """A row or point after the end the source was asked for."""
+PRICE_TOO_LARGE = "price_too_large"
+"""A price above :data:`MAX_PRICE`: no asset trades there, and no column could hold it."""
+
+MAX_PRICE = Decimal("1e10")
+"""Ten billion USD a unit: beyond any traded asset, and storable on every backend (the
+SQLite money column holds up to about 9.2e10)."""
+MAX_VOLUME = Decimal("9e10")
+"""The largest base volume the 8-decimal column stores on SQLite (about 9.2e10)."""
 
 REASONS = (
     MALFORMED,
@@ -71,6 +79,7 @@ REASONS = (
     IMPLAUSIBLE_MOVE,
     INCOMPLETE,
     OUT_OF_RANGE,
+    PRICE_TOO_LARGE,
 )
 
 QUOTE_VOLUME_SCALE = 2
@@ -268,9 +277,10 @@ def check_row(
         and c > 0
         and h >= o
         and h >= c
+        and h <= MAX_PRICE
         and low <= o
         and low <= c
-        and (v is None or (v.is_finite() and v >= 0))
+        and (v is None or (v.is_finite() and 0 <= v <= MAX_VOLUME))
         and (q is None or (q.is_finite() and q >= 0))
         and _on_grid(row.close_time, interval)
         and (h - low) <= limits.max_range * low
@@ -289,8 +299,13 @@ def _first_problem(
     for name, value in prices:
         if value <= 0:
             return NON_POSITIVE, f"{name} is {value}"
+    for name, value in prices:
+        if value > MAX_PRICE:
+            return PRICE_TOO_LARGE, f"{name} is {value}, above {MAX_PRICE:,f} USD"
     if row.volume is not None and (not row.volume.is_finite() or row.volume < 0):
         return BAD_VOLUME, f"volume is {row.volume}"
+    if row.volume is not None and row.volume > MAX_VOLUME:
+        return BAD_VOLUME, f"volume {row.volume} is above the storable {MAX_VOLUME:,f}"
     quote = row.quote_volume_24h
     if quote is not None and (not quote.is_finite() or quote < 0):
         return BAD_VOLUME, f"24 h quote volume is {quote}"

@@ -527,8 +527,9 @@ def test_an_unexpected_store_error_fails_that_asset_only(app, server, refusing):
     assert jobs["ETH"].status == "done"
 
 
-def test_a_value_beyond_the_sqlite_column_fails_that_asset_only(sqlite_url, clock, server):
-    """The audit's crash: a ValueError from the fixed-scale type aborted the whole run."""
+def test_a_price_beyond_any_column_is_rejected_and_the_others_ingest(sqlite_url, clock, server):
+    """The audit's crash: a ValueError from the fixed-scale type aborted the whole run; such
+    a price is now a rejected candle with its reason, before it reaches SQL."""
     app = bootstrap(
         overrides={
             "RACE_DATABASE_URL": sqlite_url,
@@ -543,8 +544,8 @@ def test_a_value_beyond_the_sqlite_column_fails_that_asset_only(sqlite_url, cloc
         add_asset(app.db, "BTC", "bitcoin", app.clock)
         report = ingest(app)
         giant, btc = report.asset("GIANT"), report.asset("BTC")
-        assert "out of range" in giant.error and "SQLite" in giant.error
-        assert giant.gaps == [] and giant.inserted == 0
+        assert giant.error is None and giant.inserted == 0
+        assert set(giant.rejected) == {v.PRICE_TOO_LARGE} and giant.rejected_total > 0
         assert btc.error is None and btc.inserted == 7 * 24 + 1
     finally:
         app.close()

@@ -61,6 +61,9 @@ def check(rows, **kw):
         (raw(1, lo="100.1"), v.LOW_ABOVE_BODY),
         (raw(1, vol="-3"), v.BAD_VOLUME),
         (raw(1, vol="NaN"), v.BAD_VOLUME),
+        (raw(1, vol="1e11"), v.BAD_VOLUME),
+        (raw(1, o="1e20", h="1e20", lo="1e20", c="1e20"), v.PRICE_TOO_LARGE),
+        (raw(1, h="2e10"), v.PRICE_TOO_LARGE),
         (
             RawCandle(T0 + HOUR + timedelta(minutes=7), *[Decimal(x) for x in "1211"]),
             v.OFF_GRID,
