@@ -49,7 +49,8 @@ log = logging.getLogger("race.engine")
 AgentBuilder = Callable[[AgentSpec], Agent]
 _T = TypeVar("_T")
 
-SCHEDULED_TRIGGERS = ("timer", "schedule", "catch-up")
+CATCH_UP = "catch-up"
+SCHEDULED_TRIGGERS = ("timer", "schedule", CATCH_UP)
 """Triggers of cycles run by a schedule: a slot after the first of them is "missed" when
 it has no cycle row."""
 
@@ -252,7 +253,7 @@ class RaceEngine:
             )
         for earlier in behind:
             try:
-                caught_up.append(await self.run_cycle(earlier, trigger="catch-up"))
+                caught_up.append(await self.run_cycle(earlier, trigger=CATCH_UP))
             except DatabaseError:
                 raise
             except Exception as exc:
@@ -384,6 +385,14 @@ class RaceEngine:
                 report.skipped[spec.id] = "already decided for this cycle"
             elif state.as_of is not None and state.as_of >= cycle_time:
                 report.skipped[spec.id] = f"portfolio already at {state.as_of.isoformat()}"
+            elif (
+                trigger == CATCH_UP
+                and state.created_at is not None
+                and state.created_at > cycle_time
+            ):
+                # Catching up a slot missed before this agent joined: no backdated decision
+                # (a replay over the past is what `backfill` is for).
+                report.skipped[spec.id] = "agent joined after this cycle"
             else:
                 due.append((spec, state))
         summary = ViewSummary(view, symbols[0] if symbols else None)

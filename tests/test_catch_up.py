@@ -193,3 +193,23 @@ def test_serve_scheduler_cycle_job_catches_up_too(database_url, clock):
     assert decisions_at(application, T) == 2
     assert decisions_at(application, T + SLOT) == 2
     application.close()
+
+
+def test_an_agent_that_joined_after_a_missed_slot_gets_no_backdated_decision(database_url, clock):
+    agents = {"veteran": holding(), "newcomer": holding()}
+    application = app_with(database_url, clock, agents)
+    seed(application)
+    clock.advance((T - clock.now()).total_seconds())
+    seed_agent(application, "veteran", Provider.LLAMA, "m")
+    asyncio.run(application.engine.run_scheduled(T))
+    # The host was down for T + 15 min; the newcomer joined at T + 20 min.
+    clock.advance((SLOT + timedelta(minutes=5)).total_seconds())
+    newcomer = seed_agent(application, "newcomer", Provider.LLAMA, "m")
+    run = asyncio.run(application.engine.run_scheduled(T + 2 * SLOT))
+    (missed,) = run.caught_up
+    assert missed.cycle_time == T + SLOT
+    assert missed.skipped == {newcomer: "agent joined after this cycle"}
+    assert [c.cycle_time for c in agents["newcomer"].seen] == [T + 2 * SLOT]
+    assert [c.cycle_time for c in agents["veteran"].seen] == [T, T + SLOT, T + 2 * SLOT]
+    assert cycle_row(application, T + SLOT).status == "completed"
+    application.close()

@@ -45,6 +45,8 @@ class PortfolioState:
     as_of: datetime | None
     portfolio: Portfolio
     starting_capital: Decimal
+    created_at: datetime | None = None
+    """When the agent joined the race (its portfolio row was created)."""
 
 
 # ---------------------------------------------------------------- assets and agents
@@ -104,6 +106,7 @@ def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, Po
             as_of=row.as_of,
             portfolio=Portfolio(cash=row.cash, positions={}),
             starting_capital=row.starting_capital,
+            created_at=row.created_at,
         )
         states[row.agent_id] = state
         by_portfolio[row.id] = state
