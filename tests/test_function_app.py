@@ -12,7 +12,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 from freezegun import freeze_time
 from sqlalchemy import func as sqlfunc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import function_app
 from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE
@@ -24,6 +24,7 @@ from race.store.tables import (
     DecisionRow,
     EquitySnapshotRow,
     JobRow,
+    PortfolioRow,
 )
 from tests.api_data import LAST_CANDLE, START, build_race
 from tests.factories import HOUR
@@ -408,8 +409,10 @@ def test_the_llm_stack_is_imported_with_the_app():
 
 def test_the_timer_completes_a_cycle_cut_short_in_an_earlier_slot(hosted):
     cut = LAST_CANDLE + 5 * HOUR
-    with hosted.db.read() as session:
+    with hosted.db.write() as session:
         first = min(session.scalars(select(AgentRow.id)))
+        # The fixture's agents joined on the wall clock; here they race since START.
+        session.execute(update(PortfolioRow).values(created_at=START))
     # A run of slot `cut` that decided one agent only (the host died, the database went away).
     asyncio.run(hosted.engine.run_cycle(cut, trigger="timer", agent_ids=[first]))
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut) == 1
