@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 
@@ -804,75 +805,65 @@ def test_degraded_shows_on_the_leaderboard_and_the_agent(database_url, clock):
         application.close()
 
 
-def test_admin_ingest_over_http(database_url, clock):
-    from race.store.tables import CandleRow, EquitySnapshotRow
+@contextmanager
+def race_behind_coingecko(database_url, clock, key):
+    """The test race with admin enabled, fed by a loopback CoinGecko (Demo key
+    ``cg-demo``) that the app calls with ``key``; the clock 3.5 h after the last candle."""
     from tests.coingecko_server import FakeCoinGecko
 
-    now = LAST_CANDLE + 3 * HOUR + HOUR / 2
     with FakeCoinGecko(now=clock.now, demo_key="cg-demo") as server:
         application = bootstrap(
             overrides={
                 "RACE_DATABASE_URL": database_url,
                 "RACE_ADMIN_KEY": ADMIN_KEY,
                 "COINGECKO_BASE_URL": server.base_url,
-                "COINGECKO_API_KEY": "cg-demo",
-            },
-            clock=clock,
-        )
-        try:
-            build_race(application)
-            clock.advance((now - clock.now()).total_seconds())
-            client = TestClient(create_api(application))
-
-            def candles():
-                with application.db.read() as session:
-                    return session.scalar(select(func.count()).select_from(CandleRow))
-
-            before = candles()
-            response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
-            assert response.status_code == 200, response.text
-            result = response.json()
-            assert server.requests, "CoinGecko was called"
-            assert server.requests[0].headers["x-cg-demo-api-key"] == "cg-demo"
-            assert result["ok"] is True and result["errors"] == {}
-            assert result["totals"]["inserted"] == candles() - before > 0
-            newest = LAST_CANDLE + 3 * HOUR
-            assert result["markedAt"] == newest.isoformat()
-            assert result["marked"] == 5
-            with application.db.read() as session:
-                marked = session.scalar(
-                    select(func.count())
-                    .select_from(EquitySnapshotRow)
-                    .where(EquitySnapshotRow.captured_at == newest)
-                )
-            assert marked == 5
-            prices = get(client, "/api/market/prices")
-            assert {p["updatedAt"] for p in prices} == {newest.isoformat()}
-        finally:
-            application.close()
-
-
-def test_admin_ingest_with_a_refused_coingecko_key_is_a_502_naming_the_setting(database_url, clock):
-    from tests.coingecko_server import FakeCoinGecko
-
-    with FakeCoinGecko(now=clock.now, demo_key="the-right-key") as server:
-        application = bootstrap(
-            overrides={
-                "RACE_DATABASE_URL": database_url,
-                "RACE_ADMIN_KEY": ADMIN_KEY,
-                "COINGECKO_BASE_URL": server.base_url,
-                "COINGECKO_API_KEY": "cg-wrong-key-123",
+                "COINGECKO_API_KEY": key,
             },
             clock=clock,
         )
         try:
             build_race(application)
             clock.advance((LAST_CANDLE + 3 * HOUR + HOUR / 2 - clock.now()).total_seconds())
-            client = TestClient(create_api(application))
-            response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
-            assert response.status_code == 502, response.text
-            message = response.json()["message"]
-            assert message.startswith("CoinGecko: ") and "COINGECKO_API_KEY" in message
-            assert "cg-wrong-key-123" not in response.text
+            yield application, server, TestClient(create_api(application))
         finally:
             application.close()
+
+
+def test_admin_ingest_over_http(database_url, clock):
+    from race.store.tables import CandleRow, EquitySnapshotRow
+
+    with race_behind_coingecko(database_url, clock, "cg-demo") as (application, server, client):
+
+        def candles():
+            with application.db.read() as session:
+                return session.scalar(select(func.count()).select_from(CandleRow))
+
+        before = candles()
+        response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert server.requests, "CoinGecko was called"
+        assert server.requests[0].headers["x-cg-demo-api-key"] == "cg-demo"
+        assert result["ok"] is True and result["errors"] == {}
+        assert result["totals"]["inserted"] == candles() - before > 0
+        newest = LAST_CANDLE + 3 * HOUR
+        assert result["markedAt"] == newest.isoformat()
+        assert result["marked"] == 5
+        with application.db.read() as session:
+            marked = session.scalar(
+                select(func.count())
+                .select_from(EquitySnapshotRow)
+                .where(EquitySnapshotRow.captured_at == newest)
+            )
+        assert marked == 5
+        prices = get(client, "/api/market/prices")
+        assert {p["updatedAt"] for p in prices} == {newest.isoformat()}
+
+
+def test_admin_ingest_with_a_refused_coingecko_key_is_a_502_naming_the_setting(database_url, clock):
+    with race_behind_coingecko(database_url, clock, "cg-wrong-key-123") as (_, _, client):
+        response = client.post("/api/admin/ingest", headers={"X-API-Key": ADMIN_KEY})
+        assert response.status_code == 502, response.text
+        message = response.json()["message"]
+        assert message.startswith("CoinGecko: ") and "COINGECKO_API_KEY" in message
+        assert "cg-wrong-key-123" not in response.text

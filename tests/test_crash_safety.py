@@ -46,6 +46,22 @@ def prepare(path: Path, template: Path, clock):
     return app
 
 
+def backfill_cli(
+    path: Path, begin: datetime, end: datetime, *, chunk_cycles: int
+) -> tuple[dict[str, str], list[str]]:
+    """The environment and command line of `python -m race backfill` over ``path``, hourly
+    from ``begin`` to ``end``, committing every ``chunk_cycles`` cycles."""
+    env = {
+        **os.environ,
+        "RACE_DATABASE_URL": f"sqlite:///{path}",
+        "PYTHONPATH": str(ROOT),
+        "RACE_BACKFILL_CHUNK_CYCLES": str(chunk_cycles),
+    }
+    command = [sys.executable, "-m", "race", "backfill", "--start", begin.isoformat()]
+    command += ["--end", end.isoformat(), "--interval", "1h"]
+    return env, command
+
+
 def progress(app) -> int:
     with app.db.read() as session:
         job = session.scalar(select(JobRow))
@@ -59,24 +75,7 @@ def test_backfill_survives_sigkill_at_random_points(tmp_path, sqlite_template, c
     expected = digest(reference.db)
 
     victim = prepare(tmp_path / "victim.db", sqlite_template, clock)
-    env = {
-        **os.environ,
-        "RACE_DATABASE_URL": f"sqlite:///{tmp_path / 'victim.db'}",
-        "PYTHONPATH": str(ROOT),
-        "RACE_BACKFILL_CHUNK_CYCLES": "40",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "race",
-        "backfill",
-        "--start",
-        begin.isoformat(),
-        "--end",
-        end.isoformat(),
-        "--interval",
-        "1h",
-    ]
+    env, command = backfill_cli(tmp_path / "victim.db", begin, end, chunk_cycles=40)
     # Kill points are chosen by progress, not by wall-clock time, so the test does not
     # depend on how fast this machine replays: each run is killed a random few
     # milliseconds after its progress passes the next target (so kills land both between

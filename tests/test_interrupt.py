@@ -4,15 +4,13 @@ chunks, and the same command resumes to the rows of an uninterrupted run."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 
 from tests.digest import digest
 from tests.factories import HOUR
-from tests.test_crash_safety import ROOT, START, prepare, progress
+from tests.test_crash_safety import ROOT, START, backfill_cli, prepare, progress
 
 
 def test_ctrl_c_stops_a_backfill_and_the_same_command_resumes(tmp_path, sqlite_template, clock):
@@ -23,14 +21,7 @@ def test_ctrl_c_stops_a_backfill_and_the_same_command_resumes(tmp_path, sqlite_t
     expected = digest(reference.db)
 
     victim = prepare(tmp_path / "victim.db", sqlite_template, clock)
-    env = {
-        **os.environ,
-        "RACE_DATABASE_URL": f"sqlite:///{tmp_path / 'victim.db'}",
-        "PYTHONPATH": str(ROOT),
-        "RACE_BACKFILL_CHUNK_CYCLES": "20",
-    }
-    command = [sys.executable, "-m", "race", "backfill"]
-    command += ["--start", begin.isoformat(), "--end", end.isoformat(), "--interval", "1h"]
+    env, command = backfill_cli(tmp_path / "victim.db", begin, end, chunk_cycles=20)
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
