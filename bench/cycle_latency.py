@@ -1,6 +1,6 @@
 """Decision-cycle latency with language-model agents (issue 4 benchmark).
 
-    python bench/cycle_latency.py [--agents 20] [--delay 1.0] [--cycles 3]
+    python bench/cycle_latency.py [--agents 20] [--delay 1.0] [--cycles 5]
 
 20 Llama agents (one provider, concurrency 20) against a loopback OpenAI-compatible server
 (in its own process, like a remote provider) that answers every chat completion after

@@ -1,6 +1,6 @@
 """Replay benchmark: the bundled year, hourly, five baselines, BTC and ETH, on SQLite.
 
-    python bench/replay.py [--days 365] [--repeat 3] [--db PATH]
+    python bench/replay.py [--days 365] [--repeat 3]
 
 Prints persisted decisions per second (best of --repeat runs, each on a fresh database)
 and the peak resident memory of the process. Targets (issue 2, on the 2-core machine):

@@ -184,13 +184,13 @@ class Settings(BaseSettings):
     coingecko_calls_per_minute: float = _env("COINGECKO_CALLS_PER_MINUTE", default=25.0)
     coingecko_timeout_seconds: float = _env("COINGECKO_TIMEOUT_SECONDS", default=30.0)
     coingecko_max_attempts: int = _env("COINGECKO_MAX_ATTEMPTS", default=4)
+    """Attempts per CoinGecko call (first try included) on 429, 5xx, timeouts, network."""
     coingecko_range_chunk_days: float = _env("COINGECKO_RANGE_CHUNK_DAYS", default=89.0)
     """Days per ``/market_chart/range`` call of a backfill (each chunk commits on its own)."""
     coingecko_settle_seconds: float = _env("COINGECKO_SETTLE_SECONDS", default=900.0)
     """A candle is stored only once it closed at least this long before CoinGecko's answer
     arrived (its caches lag: ``/ohlc`` 15–30 min, ``market_chart`` a few); until then it
     counts as open and the next run fetches it again."""
-    """Attempts per CoinGecko call (first try included) on 429, 5xx, timeouts, network."""
     candle_max_move: Decimal = _env("RACE_CANDLE_MAX_MOVE", default=Decimal("0.5"))
     """Implausible jump: largest |open or close / previous close − 1| between candles."""
     candle_max_range: Decimal = _env("RACE_CANDLE_MAX_RANGE", default=Decimal("1.0"))

@@ -10,6 +10,7 @@ database is unreachable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -696,4 +697,24 @@ def create_api(
         allow_credentials=False,
         max_age=600,
     )
+    api.openapi = functools.partial(_openapi_without_422, api)  # type: ignore[method-assign]
     return api
+
+
+def _openapi_without_422(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the 422 ``{detail}`` response it documents for every route
+    with parameters: this API answers a bad request 400 ``{message}`` (documented on each
+    route), never 422."""
+    if api.openapi_schema is None:
+        schema = FastAPI.openapi(api)  # builds and caches it in api.openapi_schema
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                if isinstance(operation, dict):
+                    operation.get("responses", {}).pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
+        text = json.dumps(schema.get("paths", {}))
+        for name in ("HTTPValidationError", "ValidationError"):
+            if f"#/components/schemas/{name}" not in text:
+                components.pop(name, None)
+        api.openapi_schema = schema
+    return api.openapi_schema

@@ -27,7 +27,10 @@ def register(commands: Any) -> None:
     cycle.add_argument(
         "--at",
         type=iso_arg,
-        help="decision time T (ISO-8601, UTC); floored to the candle interval; default: now",
+        help=(
+            "decision time T (ISO-8601, UTC; not in the future), run as the "
+            "RACE_DECISION_SCHEDULE slot that holds it; default: now"
+        ),
     )
     cycle.add_argument("--json", action="store_true", help="print the report as JSON")
     cycle.set_defaults(handler=cmd_cycle)
