@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
 
@@ -109,7 +109,9 @@ async def admin_job(req: func.HttpRequest, context: func.Context) -> func.HttpRe
 async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.HttpResponse:
     race = runtime()
     try:
-        spec = admin_backfill_spec(race.settings, req.headers.get("x-api-key"), req.get_body())
+        spec = admin_backfill_spec(
+            race.settings, req.headers.get("x-api-key"), req.get_body(), race.clock.now()
+        )
         job_id = create_backfill_job(race, spec)
     except ApiError as exc:
         return _json(exc.status, {"message": exc.message})
@@ -137,7 +139,8 @@ async def backfill_chunk(message: func.QueueMessage, queue: func.Out[str]) -> No
     auth_level=func.AuthLevel.ANONYMOUS,
 )
 async def http_api(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    path = urlsplit(req.url).path.rstrip("/").lower()
+    # Decoded as the ASGI adapter decodes it (``/api/%61dmin`` is ``/api/admin``).
+    path = unquote(urlsplit(req.url).path).rstrip("/").lower()
     if req.method != "OPTIONS" and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
         # Never past the function key: admin calls go through the functions above.
         return _json(404, {"message": f"no such endpoint: {req.method} {path[:200]}"})

@@ -63,6 +63,12 @@ from race.settings import Settings
 SCHEMA_VERSION = "1.0"
 PARAMS = ("url", "api_key_setting", "timeout_seconds")
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_RESERVED_SETTING = re.compile(
+    r"(RACE|LLAMA|LLM|COINGECKO|OPENAI|AZURE|TOGETHER|REMOTE_ML|APPLICATIONINSIGHTS|WEBSITE|"
+    r"FUNCTIONS|IDENTITY|MSI)_|AzureWebJobs",
+    re.IGNORECASE,
+)
+"""The race's own settings and the host's: their secrets never go to a per-agent URL."""
 MAX_RESPONSE_BYTES = 1_000_000
 TIME_MARGIN = 2.0
 
@@ -96,6 +102,11 @@ def key_setting_param(params: Mapping[str, Any]) -> str | None:
         raise AgentConfigError(
             "param 'api_key_setting' must be the NAME of an environment setting holding the "
             'key (letters, digits and _, e.g. "MY_MODEL_API_KEY"), never the key itself'
+        )
+    if _RESERVED_SETTING.match(name):
+        raise AgentConfigError(
+            f"param 'api_key_setting' names {name}, a setting of the race or its host: name "
+            'a setting of your own for this model\'s key (e.g. "MY_MODEL_API_KEY")'
         )
     return name
 
@@ -285,7 +296,8 @@ class RemoteMLAgent:
             return fail(f"{exc.last} (after {exc.attempts} attempts)")
         except TransientError as exc:
             return fail(f"{exc} (gave up after {attempts} attempt(s))")
-        raw = response.text[:MAX_RESPONSE_BYTES]
+        # Scrubbed at once: a server that echoes the key gets it stored nowhere.
+        raw = scrub(response.text[:MAX_RESPONSE_BYTES], secrets)
         if response.status_code != 200:
             return fail(f"HTTP {response.status_code}: {raw[:200]}", raw_output=raw)
         try:

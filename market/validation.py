@@ -63,6 +63,8 @@ MAX_PRICE = Decimal("1e10")
 SQLite money column holds up to about 9.2e10)."""
 MAX_VOLUME = Decimal("9e10")
 """The largest base volume the 8-decimal column stores on SQLite (about 9.2e10)."""
+MAX_QUOTE_VOLUME = Decimal("9e16")
+"""The largest 24-hour quote volume its 2-decimal column stores on SQLite (about 9.2e16)."""
 
 REASONS = (
     MALFORMED,
@@ -281,7 +283,7 @@ def check_row(
         and low <= o
         and low <= c
         and (v is None or (v.is_finite() and 0 <= v <= MAX_VOLUME))
-        and (q is None or (q.is_finite() and q >= 0))
+        and (q is None or (q.is_finite() and 0 <= q <= MAX_QUOTE_VOLUME))
         and _on_grid(row.close_time, interval)
         and (h - low) <= limits.max_range * low
     ):
@@ -309,6 +311,8 @@ def _first_problem(
     quote = row.quote_volume_24h
     if quote is not None and (not quote.is_finite() or quote < 0):
         return BAD_VOLUME, f"24 h quote volume is {quote}"
+    if quote is not None and quote > MAX_QUOTE_VOLUME:
+        return BAD_VOLUME, f"24 h quote volume {quote} is above the storable {MAX_QUOTE_VOLUME:,f}"
     if row.high < row.low:
         return HIGH_BELOW_LOW, f"high {row.high} < low {row.low}"
     if row.high < max(row.open, row.close):

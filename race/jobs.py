@@ -98,11 +98,15 @@ def _time(text: str, field: str) -> datetime:
         raise ValueError(f"{field} {text[:64]!r} is out of range") from None
 
 
-def parse_backfill_request(body: bytes | str | Mapping[str, Any] | None) -> BackfillSpec:
+def parse_backfill_request(
+    body: bytes | str | Mapping[str, Any] | None, *, now: datetime | None = None
+) -> BackfillSpec:
     """The backfill a request asks for: a JSON object ``{start, end, interval}`` (ISO-8601
     times; ``interval`` like ``15m``, ``1h``, ``1d``, default ``1h``). The one parser of both
     the API's ``POST /api/admin/backfills`` and the Functions ``start_backfill``;
-    ``ValueError`` naming the bad field."""
+    ``ValueError`` naming the bad field. With ``now``, an ``end`` after it is refused: a
+    replay runs only over times that have passed (it would move every portfolio past now,
+    and the live cycles would then skip them)."""
     if isinstance(body, bytes | str):
         try:
             data: Any = json.loads(body or "{}")
@@ -128,7 +132,13 @@ def parse_backfill_request(body: bytes | str | Mapping[str, Any] | None) -> Back
                 + (", e.g. 1h" if field == "interval" else ", an ISO-8601 date/time")
             )
         values[field] = value
-    return BackfillSpec.parse(values["start"], values["end"], values["interval"])
+    spec = BackfillSpec.parse(values["start"], values["end"], values["interval"])
+    if now is not None and spec.end > now:
+        raise ValueError(
+            f"end {spec.end.isoformat()} is in the future (now {now.isoformat()}): a backfill "
+            "replays only times that have passed"
+        )
+    return spec
 
 
 def create_backfill_job(app: App, spec: BackfillSpec) -> int:

@@ -61,3 +61,27 @@ def test_the_check_migrates_a_populated_database_both_ways(app):
     with app.db.read() as session:
         assert session.scalar(select(DecisionRow.agent_id)) is not None
     test_an_unknown_provider_is_refused_by_the_schema(app)
+
+
+def test_an_upgrade_keeps_a_row_with_an_unknown_provider_and_that_agent_holds(app):
+    from alembic import command
+
+    from race.store.database import alembic_config
+
+    seed_market(app, n=100)
+    bad = seed_agent(app, "from-before-0006")
+    good = seed_agent(app, "cash")
+    with app.db.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0005")
+        connection.execute(
+            text("UPDATE agents SET provider = 'Gemini' WHERE id = :id"), {"id": bad}
+        )
+    app.db.upgrade()  # not refused: existing rows are left as they are
+    assert app.db.current_revision() == "0006"
+    report = asyncio.run(app.engine.run_cycle(START + 80 * HOUR))
+    assert report.decided == 2
+    with app.db.read() as session:
+        rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
+    assert "unknown provider 'Gemini'" in rows[bad].fallback_reason
+    assert rows[good].fallback is False
+    test_an_unknown_provider_is_refused_by_the_schema(app)  # new rows are checked

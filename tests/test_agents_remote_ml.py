@@ -273,3 +273,37 @@ def test_remote_agent_needs_a_url(database_url):
         assert row.fallback and "REMOTE_ML_URL" in row.fallback_reason
     finally:
         app.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["RACE_ADMIN_KEY", "LLAMA_API_KEY", "coingecko_api_key", "AzureWebJobsStorage"]
+)
+def test_api_key_setting_cannot_name_a_secret_of_the_race(remote_app, server, name):
+    from agents.config import AgentConfigError
+    from agents.registry import AgentServices, build_agent
+    from race.domain.agent import AgentSpec
+
+    spec = AgentSpec(
+        id=1,
+        name="Greedy",
+        provider=Provider.CUSTOM_ML,
+        model="remote",
+        params={"url": server.root_url, "api_key_setting": name},
+    )
+    with pytest.raises(AgentConfigError, match="a setting of the race or its host"):
+        build_agent(spec, AgentServices(settings=remote_app.settings))
+
+
+def test_a_per_agent_key_echoed_by_its_server_is_stored_nowhere(remote_app, elsewhere, monkeypatch):
+    from tests.digest import table_rows
+
+    secret = "elsewhere-echoed-key-77"
+    monkeypatch.setenv("ELSEWHERE_MODEL_KEY", secret)
+    elsewhere.default = Reply(body={**PREDICTION, "reasoning": f"I was called with {secret}"})
+    agent = remote_agent(remote_app, elsewhere.root_url, api_key_setting="ELSEWHERE_MODEL_KEY")
+    asyncio.run(remote_app.engine.run_cycle(T))
+    row = decision(remote_app, agent)
+    assert not row.fallback
+    assert elsewhere.requests[0].headers["x-api-key"] == secret
+    assert secret not in row.rationale and secret not in (row.raw_output or "")
+    assert secret not in json.dumps(table_rows(remote_app.db), default=str)

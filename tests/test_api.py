@@ -674,6 +674,31 @@ def test_extreme_cycle_times_are_400_naming_the_field(race, at):
         assert response.json()["message"].startswith("at ")
 
 
+def test_admin_runs_in_the_future_are_refused_and_change_nothing(race):
+    application, client, agents = race
+    from race.store.tables import JobRow, PortfolioRow
+
+    def timelines():
+        with application.db.read() as session:
+            return sorted(session.execute(select(PortfolioRow.agent_id, PortfolioRow.as_of)))
+
+    before = timelines()
+    headers = {"X-API-Key": ADMIN_KEY}
+    future = (application.clock.now() + timedelta(days=30)).isoformat()
+    for path in ("/api/admin/cycles", f"/api/admin/agents/{agents['cash']}/run"):
+        response = client.post(path, headers=headers, json={"at": future})
+        assert response.status_code == 400, (path, response.text)
+        assert "is in the future" in response.json()["message"]
+    response = client.post(
+        "/api/admin/backfills", headers=headers, json={"start": START.isoformat(), "end": future}
+    )
+    assert response.status_code == 400, response.text
+    assert "is in the future" in response.json()["message"]
+    with application.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(JobRow)) == 1, "no job made"
+    assert timelines() == before
+
+
 def test_extreme_equity_ranges_are_400(race):
     _, client, agents = race
     for value in ("0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00"):

@@ -284,6 +284,7 @@ def test_backfill_over_http_and_queue(hosted):
             400,
             "interval",
         ),
+        (b'{"start":"2040-01-01","end":"2040-01-02"}', ADMIN_KEY, 400, "is in the future"),
     ],
 )
 def test_start_backfill_refuses_bad_requests_before_any_work(hosted, body, key, status, named):
@@ -382,7 +383,8 @@ def test_admin_ingest_function_fetches_and_marks(coingecko):
 
 def test_the_catch_all_never_serves_admin_routes(hosted):
     """The anonymous catch-all must not become a way around the function key."""
-    for method, path in (("POST", "api/admin/cycles"), ("GET", "api/admin/jobs/1")):
+    encoded = ("GET", "api/admin%2Fjobs/1"), ("GET", "api/%61dmin/jobs/1"), ("GET", "API/ADMIN")
+    for method, path in (("POST", "api/admin/cycles"), ("GET", "api/admin/jobs/1"), *encoded):
         request = admin_request(method, path, route_params={"route": path})
         response = call("http_api", request, _Context())
         assert response.status_code == 404

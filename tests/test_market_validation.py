@@ -386,9 +386,10 @@ def test_a_24h_quote_volume_is_checked_and_kept_apart_from_volume():
         raw(1, quote_volume_24h=Decimal("NaN")),
         raw(2, quote_volume_24h=Decimal("-1")),
         raw(3, vol=None, quote_volume_24h=None),
+        raw(4, quote_volume_24h=Decimal("1e18")),  # beyond its column
     ]
     batch = check(rows)
-    assert batch.rejected == {v.BAD_VOLUME: 2}
+    assert batch.rejected == {v.BAD_VOLUME: 3}
     first, last = batch.candles
     assert first.volume == Decimal(5)
     assert first.quote_volume_24h == Decimal("190460293531.54")  # cents, half-even

@@ -84,7 +84,19 @@ def test_serve_refuses_a_database_without_schema(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2
-    assert "db upgrade" in result.stderr
+    assert "no such database file" in result.stderr and "db upgrade" in result.stderr
+    assert not (tmp_path / "none.db").exists()  # and no empty file left behind
+    (tmp_path / "none.db").touch()
+    result = subprocess.run(
+        [sys.executable, "-m", "race", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "has no race schema yet" in result.stderr
 
 
 def test_scheduler_runs_each_slot_once_in_order(sqlite_url):

@@ -239,22 +239,24 @@ def authorize_admin(settings: Any, presented: str | bytes | None) -> None:
         raise ApiError(401, "missing or wrong X-API-Key")
 
 
-def backfill_spec(body: bytes | str | None) -> BackfillSpec:
+def backfill_spec(body: bytes | str | None, now: datetime) -> BackfillSpec:
     """The backfill a request body asks for (:func:`race.jobs.parse_backfill_request`), or
-    :class:`ApiError` 400 naming the bad field."""
+    :class:`ApiError` 400 naming the bad field (an ``end`` after ``now`` included)."""
     try:
-        return parse_backfill_request(body)
+        return parse_backfill_request(body, now=now)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
 
 
-def admin_backfill_spec(settings: Any, presented: str | None, body: bytes) -> BackfillSpec:
+def admin_backfill_spec(
+    settings: Any, presented: str | None, body: bytes, now: datetime
+) -> BackfillSpec:
     """``start_backfill`` of the Functions host, checked like the API checks it: the key
     first (403/401), then the size (413), then the body (400)."""
     authorize_admin(settings, presented)
     if len(body) > settings.admin_max_body_bytes:
         raise ApiError(413, f"request body larger than {settings.admin_max_body_bytes} bytes")
-    return backfill_spec(body)
+    return backfill_spec(body, now)
 
 
 def job_accepted(job_id: int) -> m.JobAccepted:
@@ -584,7 +586,11 @@ def create_api(
 
     def _slot(body: m.CycleRequest | None) -> datetime:
         """The schedule slot of ``at`` (default: now); 400 naming ``at`` when out of range."""
-        at = _time(body.at if body else None, "at") or app.clock.now()
+        now = app.clock.now()
+        at = _time(body.at if body else None, "at") or now
+        if at > now:
+            # A cycle after now would move every portfolio past the live cycles to come.
+            raise ApiError(400, f"at {at.isoformat()} is in the future (now {now.isoformat()})")
         try:
             return scheduled_time(app.settings.decision_schedule, check_time_range(at, "at"))
         except ValueError as exc:
@@ -661,7 +667,7 @@ def create_api(
     def start_backfill(raw: RawBody) -> m.JobAccepted:
         """Start (or resume) a backfill ``{start, end, interval}``; it runs in chunks. Poll
         the status URL. Times from 1970 to before 2200, an interval of at most 31 days."""
-        spec = backfill_spec(raw)  # the parser of the Functions start_backfill too
+        spec = backfill_spec(raw, app.clock.now())  # the Functions start_backfill's parser too
         job_id = create_backfill_job(app, spec)
         runner.submit(job_id)
         return job_accepted(job_id)

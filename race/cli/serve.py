@@ -74,7 +74,9 @@ def _server_class() -> Any:
 
 def database_ready(app: App) -> bool:
     """Whether the database answers (with the race schema). Unreachable: logged once, False.
-    Reachable without the schema: :class:`DatabaseError` naming ``db upgrade``."""
+    Reachable without the schema, or a SQLite file that does not exist (connecting would
+    create it empty): :class:`DatabaseError` naming ``db upgrade``."""
+    app.db.require_file()
     try:
         app.db.ping()
     except DatabaseError as exc:

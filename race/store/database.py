@@ -200,8 +200,12 @@ class Database:
         finally:
             session.close()
 
-    def ping(self) -> None:
-        """Raise :class:`DatabaseError` (naming the setting) unless the database answers."""
+    def ping(self, *, create: bool = False) -> None:
+        """Raise :class:`DatabaseError` (naming the setting) unless the database answers.
+        A SQLite file that does not exist is an error too, unless ``create`` (connecting
+        would create an empty file: only ``db upgrade`` may)."""
+        if not create:
+            self.require_file()
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -212,16 +216,19 @@ class Database:
         with self.engine.connect() as connection:
             return inspect(connection).has_table("alembic_version")
 
-    def require_schema(self) -> None:
+    def require_file(self) -> None:
+        """A SQLite database file that does not exist is a :class:`DatabaseError` naming
+        `db upgrade` (any other database: nothing to check)."""
         url = self.engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             path = Path(url.database)
             if not url.database.startswith("file:") and not path.exists():
-                # Connecting would create an empty file: a read must leave no trace.
                 raise DatabaseError(
                     f"RACE_DATABASE_URL={self.describe()}: no such database file "
                     f"{str(path)!r}: run `python -m race db upgrade` (or `python -m race demo`)"
                 )
+
+    def require_schema(self) -> None:
         self.ping()
         if not self.has_schema():
             raise DatabaseError(
@@ -233,7 +240,7 @@ class Database:
         """Apply Alembic migrations up to ``revision``."""
         from alembic import command
 
-        self.ping()
+        self.ping(create=True)
         with self.engine.begin() as connection:
             config = alembic_config(connection)
             command.upgrade(config, revision)
