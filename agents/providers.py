@@ -389,7 +389,9 @@ class BreakerGate:
         try:
             result = await decision()
         except Exception as exc:
-            if is_failure(exc):
+            # A decision let through while closed that fails after the breaker opened and
+            # handed its one probe to another decision is old news: the probe decides.
+            if is_failure(exc) and not breaker.probe_in_flight:
                 breaker.record_failure()
             raise  # anything else (a bad request, CircuitOpen, …) leaves the state alone
         breaker.record_success()

@@ -275,6 +275,11 @@ class CircuitBreaker:
     def consecutive_failures(self) -> int:
         return self._failures
 
+    @property
+    def probe_in_flight(self) -> bool:
+        """Half-open, with its one probe call out."""
+        return self._probe_in_flight and self.state is BreakerState.HALF_OPEN
+
     def allow(self) -> bool:
         """May a call go through now? In half-open state exactly one probe may."""
         state = self.state

@@ -421,3 +421,42 @@ def test_rate_limiter_survives_float_drift_on_a_large_clock_reading():
     asyncio.run(asyncio.wait_for(run(), timeout=5))
     assert len(clock.sleeps) == 59
     assert sum(clock.sleeps) == pytest.approx(59 * 60 / 25)
+
+
+def test_a_stale_failure_does_not_disturb_the_half_open_probe():
+    from agents.providers import BreakerGate
+
+    clock = ManualClock(NOW)
+    breaker = CircuitBreaker(clock=clock, name="Llama provider")
+    a_started, a_release = asyncio.Event(), asyncio.Event()
+    b_started, b_release = asyncio.Event(), asyncio.Event()
+
+    async def stale():  # let through while closed, fails late
+        a_started.set()
+        await a_release.wait()
+        raise TransientError("500")
+
+    async def probe():
+        b_started.set()
+        await b_release.wait()
+        return "ok"
+
+    async def scenario():
+        a = asyncio.ensure_future(BreakerGate(breaker).run(stale, is_failure=lambda e: True))
+        await a_started.wait()
+        for _ in range(5):
+            breaker.record_failure()  # other decisions open the breaker meanwhile
+        clock.advance(60)
+        b = asyncio.ensure_future(BreakerGate(breaker).run(probe, is_failure=lambda e: True))
+        await b_started.wait()
+        assert breaker.probe_in_flight
+        a_release.set()
+        with pytest.raises(TransientError):
+            await a
+        assert breaker.state is BreakerState.HALF_OPEN and breaker.probe_in_flight
+        assert not breaker.allow()  # still one probe at a time
+        b_release.set()
+        assert await b == "ok"
+        return breaker.state
+
+    assert asyncio.run(scenario()) is BreakerState.CLOSED
