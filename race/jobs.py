@@ -204,16 +204,35 @@ async def run_backfill_job(app: App, job_id: int, chunk_seconds: float = 60.0) -
             return report
 
 
+def alive_after(app: App) -> datetime:
+    """A ``running`` job whose row was updated after this is being worked by a live process
+    (a backfill commits its cursor at least every RACE_BACKFILL_CHUNK_SECONDS)."""
+    quiet = max(60.0, 6 * app.settings.backfill_chunk_seconds)
+    return app.clock.now() - timedelta(seconds=quiet)
+
+
 def unfinished_jobs(app: App) -> list[int]:
-    """Backfill jobs left with work to do (queued, or running when a process stopped)."""
+    """Backfill jobs left with work to do: queued, or running when a process stopped — not
+    those another process is working right now (its cursor moved lately)."""
     with app.db.read() as session:
-        return list(
-            session.scalars(
-                select(JobRow.id)
-                .where(JobRow.kind == "backfill", JobRow.status.in_(UNFINISHED))
-                .order_by(JobRow.id)
+        rows = session.execute(
+            select(JobRow.id, JobRow.status, JobRow.updated_at)
+            .where(JobRow.kind == "backfill", JobRow.status.in_(UNFINISHED))
+            .order_by(JobRow.id)
+        ).all()
+    recent = alive_after(app)
+    found = []
+    for job_id, status, updated_at in rows:
+        if status == "running" and updated_at is not None and updated_at > recent:
+            log.info(
+                "backfill job %s is being worked elsewhere (updated %s): left to it",
+                job_id,
+                updated_at.isoformat(),
+                extra={"job_id": job_id},
             )
-        )
+            continue
+        found.append(job_id)
+    return found
 
 
 class LocalJobRunner:

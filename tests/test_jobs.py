@@ -184,6 +184,12 @@ def test_unfinished_jobs_resume_from_their_cursor_when_the_api_starts(chunky):
     with chunky.db.write() as session:
         session.get(JobRow, failed).status = "failed"
     assert (job_row(chunky, stopped).status, job_row(chunky, stopped).done) == ("running", 10)
+    # Its cursor just moved: another process may be working it, so it is left alone...
+    assert unfinished_jobs(chunky) == []
+    create_api(chunky).state.jobs.join(timeout=60)
+    assert job_row(chunky, stopped).done == 10
+    # ...until nothing moved for longer than any live backfill stays quiet.
+    chunky.clock.advance(61)
     assert unfinished_jobs(chunky) == [stopped]
 
     # Under the Functions host the queue carries jobs: nothing resumes in-process.
