@@ -222,21 +222,27 @@ def test_a_per_agent_key_setting_that_is_not_set_holds_without_a_request(
     assert elsewhere.requests == []
 
 
-@pytest.mark.parametrize("value", ["sk-live-1234-abcd", "", 42, "has space"])
-def test_api_key_setting_must_be_a_setting_name(remote_app, server, value):
-    from agents.config import AgentConfigError
+def build_with_key_setting(app, url: str, value):
+    """Build a remote agent whose ``api_key_setting`` param is ``value``."""
     from agents.registry import AgentServices, build_agent
     from race.domain.agent import AgentSpec
 
     spec = AgentSpec(
         id=1,
-        name="Bad",
+        name="Keyed",
         provider=Provider.CUSTOM_ML,
         model="remote",
-        params={"url": server.root_url, "api_key_setting": value},
+        params={"url": url, "api_key_setting": value},
     )
+    return build_agent(spec, AgentServices(settings=app.settings))
+
+
+@pytest.mark.parametrize("value", ["sk-live-1234-abcd", "", 42, "has space"])
+def test_api_key_setting_must_be_a_setting_name(remote_app, server, value):
+    from agents.config import AgentConfigError
+
     with pytest.raises(AgentConfigError, match="NAME of an environment setting"):
-        build_agent(spec, AgentServices(settings=remote_app.settings))
+        build_with_key_setting(remote_app, server.root_url, value)
 
 
 def test_timeout_holds(remote_app, server):
@@ -280,18 +286,9 @@ def test_remote_agent_needs_a_url(database_url):
 )
 def test_api_key_setting_cannot_name_a_secret_of_the_race(remote_app, server, name):
     from agents.config import AgentConfigError
-    from agents.registry import AgentServices, build_agent
-    from race.domain.agent import AgentSpec
 
-    spec = AgentSpec(
-        id=1,
-        name="Greedy",
-        provider=Provider.CUSTOM_ML,
-        model="remote",
-        params={"url": server.root_url, "api_key_setting": name},
-    )
     with pytest.raises(AgentConfigError, match="a setting of the race or its host"):
-        build_agent(spec, AgentServices(settings=remote_app.settings))
+        build_with_key_setting(remote_app, server.root_url, name)
 
 
 def test_a_per_agent_key_echoed_by_its_server_is_stored_nowhere(remote_app, elsewhere, monkeypatch):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +47,38 @@ def prepare(path: Path, template: Path, clock):
     return app
 
 
+def kill_at_progress(
+    command: list[str],
+    env: dict[str, str],
+    progress_of: Callable[[], int],
+    last_target: int,
+    rng: random.Random,
+    poll: float,
+    max_delay: float,
+) -> list[int]:
+    """Start ``command`` again and again, each time SIGKILLing it up to ``max_delay`` s
+    after ``progress_of()`` passes the next of KILLS targets drawn in
+    ``[1, last_target)`` — kill points by progress, not by wall-clock time, so the test does
+    not depend on how fast this machine works, and kills land both between and inside
+    commits. Returns the progress seen after each kill."""
+    seen = []
+    for target in sorted(rng.sample(range(1, last_target), KILLS)):
+        target = max(target, progress_of() + 1)  # each run does some work of its own
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while process.poll() is None and progress_of() < target:
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(poll)
+        time.sleep(rng.uniform(0.0, max_delay))
+        assert process.poll() is None, "the run finished before its kill point"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        seen.append(progress_of())
+    return seen
+
+
 def backfill_cli(
     path: Path, begin: datetime, end: datetime, *, chunk_cycles: int
 ) -> tuple[dict[str, str], list[str]]:
@@ -76,31 +109,13 @@ def test_backfill_survives_sigkill_at_random_points(tmp_path, sqlite_template, c
 
     victim = prepare(tmp_path / "victim.db", sqlite_template, clock)
     env, command = backfill_cli(tmp_path / "victim.db", begin, end, chunk_cycles=40)
-    # Kill points are chosen by progress, not by wall-clock time, so the test does not
-    # depend on how fast this machine replays: each run is killed a random few
-    # milliseconds after its progress passes the next target (so kills land both between
-    # and inside chunk commits), and the targets are spread over the whole range.
     total = int((end - begin) / HOUR) + 1
     chunk = int(env["RACE_BACKFILL_CHUNK_CYCLES"])
     rng = random.Random(20240101)
-    targets = sorted(rng.sample(range(1, total - 3 * chunk), KILLS))
-    kills = 0
-    seen = []
-    for target in targets:
-        target = max(target, progress(victim) + 1)  # each run does some work of its own
-        process = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 60
-        while process.poll() is None and progress(victim) < target:
-            assert time.monotonic() < deadline, "the backfill made no progress"
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.02))
-        assert process.poll() is None, "the backfill finished before its kill point"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
-        seen.append(progress(victim))
+    seen = kill_at_progress(
+        command, env, lambda: progress(victim), total - 3 * chunk, rng, 0.002, 0.02
+    )
+    kills = len(seen)
     assert kills >= min(KILLS, 10), f"only {kills} kills before the backfill finished"
     assert len(set(seen)) > 1, seen  # the kills landed at different points
     assert progress(victim) < total  # the final run below still has work to do
@@ -197,27 +212,13 @@ def test_ingest_survives_sigkill_at_random_points(tmp_path, sqlite_template):
             "--end",
             end.isoformat(),
         ]
-        # As for the backfill: kill points by progress (stored candles), spread over the
-        # range, each a random few milliseconds after its target is passed.
+        # Kill points by progress here are stored candles.
         total, step = len(expected), 15 * 24
         rng = random.Random(7)
-        targets = sorted(rng.sample(range(1, total - 3 * step), KILLS))
-        kills, seen = 0, []
-        for target in targets:
-            target = max(target, candle_count(victim) + 1)  # each run stores something
-            process = subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + 60
-            while process.poll() is None and candle_count(victim) < target:
-                assert time.monotonic() < deadline, "the ingestion made no progress"
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.03))
-            assert process.poll() is None, "the ingestion finished before its kill point"
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            seen.append(candle_count(victim))
+        seen = kill_at_progress(
+            command, env, lambda: candle_count(victim), total - 3 * step, rng, 0.005, 0.03
+        )
+        kills = len(seen)
         assert kills >= min(KILLS, 10), f"only {kills} kills before the ingestion finished"
         assert len(set(seen)) > 1
         final = subprocess.run(

@@ -69,32 +69,30 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(sqlite_url, clock):
     assert "stopped" in err
 
 
+def serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m race serve` expected to refuse to start (it would otherwise run on)."""
+    return subprocess.run(
+        [sys.executable, "-m", "race", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_serve_refuses_a_database_without_schema(tmp_path):
     env = {
         **os.environ,
         "RACE_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
         "PYTHONPATH": str(ROOT),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "race", "serve", "--port", str(free_port())],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve_once(env)
     assert result.returncode == 2
     assert "no such database file" in result.stderr and "db upgrade" in result.stderr
     assert not (tmp_path / "none.db").exists()  # and no empty file left behind
     (tmp_path / "none.db").touch()
-    result = subprocess.run(
-        [sys.executable, "-m", "race", "serve", "--port", str(free_port())],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve_once(env)
     assert result.returncode == 2
     assert "has no race schema yet" in result.stderr
 
