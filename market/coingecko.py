@@ -39,8 +39,9 @@ stored, fetched again by the next run.
 Every call waits for the shared pace (:class:`race.resilience.RateLimiter`,
 ``COINGECKO_CALLS_PER_MINUTE``) and is retried by :func:`race.resilience.retry_async` on 429,
 408, 5xx, timeouts, connection errors and unreadable bodies, with exponential backoff and
-jitter; a ``Retry-After`` wins. 401/403/404 and other 4xx fail at once with a message naming
-the setting or the coin id to check.
+jitter; a ``Retry-After`` wins up to ``COINGECKO_MAX_RETRY_AFTER_SECONDS`` — a longer one
+gives the call up at once (:class:`CoinGeckoRetryAfterTooLong`). 401/403/404 and other 4xx
+fail at once with a message naming the setting or the coin id to check.
 """
 
 from __future__ import annotations
@@ -157,6 +158,19 @@ class CoinGeckoUnavailable(CoinGeckoError):
         self.attempts = attempts
 
 
+class CoinGeckoRetryAfterTooLong(CoinGeckoUnavailable):
+    """CoinGecko asked to wait (``Retry-After``) longer than
+    ``COINGECKO_MAX_RETRY_AFTER_SECONDS``: the fetch is given up at once, not slept through."""
+
+    def __init__(self, message: str, attempts: int, retry_after: float) -> None:
+        super().__init__(message, attempts)
+        self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER = 60.0
+"""Default and upper end of ``COINGECKO_MAX_RETRY_AFTER_SECONDS`` (seconds)."""
+
+
 # ---------------------------------------------------------------- configuration
 
 
@@ -175,6 +189,8 @@ class CoinGeckoConfig:
     settle: timedelta = SETTLE
     """A candle is stored only once its close is at least this long before the answer
     arrived (CoinGecko's caches may still be building it); until then it is ``open``."""
+    max_retry_after: float = MAX_RETRY_AFTER
+    """Longest ``Retry-After`` (seconds) waited for; a longer one gives the call up at once."""
 
     @classmethod
     def resolve(
@@ -188,6 +204,7 @@ class CoinGeckoConfig:
         max_attempts: int = 4,
         range_chunk_days: float = RANGE_CHUNK.days,
         settle_seconds: float = SETTLE.total_seconds(),
+        max_retry_after_seconds: float = MAX_RETRY_AFTER,
     ) -> CoinGeckoConfig:
         """The effective configuration from the ``COINGECKO_*`` settings."""
         key = (api_key or "").strip() or None
@@ -222,6 +239,11 @@ class CoinGeckoConfig:
             raise CoinGeckoConfigError(
                 f"COINGECKO_SETTLE_SECONDS must be a number of seconds ≥ 0, got {settle_seconds}"
             )
+        if not (max_retry_after_seconds >= 0 and math.isfinite(max_retry_after_seconds)):
+            raise CoinGeckoConfigError(
+                "COINGECKO_MAX_RETRY_AFTER_SECONDS must be a number of seconds ≥ 0, got "
+                f"{max_retry_after_seconds}"
+            )
         if resolved == "public" and calls_per_minute > PUBLIC_CALLS_PER_MINUTE:
             calls_per_minute = PUBLIC_CALLS_PER_MINUTE
         url = (base_url or "").strip() or BASE_URLS[resolved]
@@ -235,6 +257,7 @@ class CoinGeckoConfig:
             base_url_overridden=bool((base_url or "").strip()),
             range_chunk=timedelta(days=range_chunk_days),
             settle=timedelta(seconds=settle_seconds),
+            max_retry_after=max_retry_after_seconds,
         )
 
     @property
@@ -638,7 +661,9 @@ class CoinGeckoClient:
             burst=min(PACE_BURST, config.calls_per_minute),
             clock=clock,
         )
-        self.retry = retry or RetryPolicy(attempts=config.max_attempts)
+        self.retry = retry or RetryPolicy(
+            attempts=config.max_attempts, max_retry_after=config.max_retry_after
+        )
         self.sleep = sleep or clock.sleep
         self.rng = rng
         self.calls = 0
@@ -703,9 +728,13 @@ class CoinGeckoClient:
         path = f"coins/{quote(coin_id, safe='')}/{endpoint}"
         label = f"/{path}"
 
+        tries = 0
+
         async def attempt() -> tuple[Any, datetime]:
+            nonlocal tries
             await self.limiter.acquire()
             self.calls += 1
+            tries += 1
             try:
                 response = await self._http.get(path, params=params)
             except httpx.TimeoutException:
@@ -726,7 +755,10 @@ class CoinGeckoClient:
                     raise TransientError(
                         f"HTTP 200 with a body that is not JSON: {snippet!r}", status=200
                     ) from None
-            raise self._status_error(response, coin_id, label)
+            error = self._status_error(response, coin_id, label)
+            if isinstance(error, CoinGeckoRetryAfterTooLong):
+                error.attempts = tries
+            raise error
 
         def on_retry(number: int, exc: BaseException, seconds: float) -> None:
             if number >= self.retry.attempts:
@@ -770,6 +802,15 @@ class CoinGeckoClient:
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"), now=self.clock.now()
             )
+            if retry_after is not None and retry_after > self.config.max_retry_after:
+                return CoinGeckoRetryAfterTooLong(
+                    f"CoinGecko {label} asked to retry after {retry_after:,.0f} s ({detail}), "
+                    f"longer than COINGECKO_MAX_RETRY_AFTER_SECONDS="
+                    f"{self.config.max_retry_after:g}: gave up this fetch at once (the next "
+                    "scheduled run tries again)",
+                    1,
+                    retry_after,
+                )
             return TransientError(detail, retry_after=retry_after, status=status)
         if code == 10012:
             return CoinGeckoPlanLimit(

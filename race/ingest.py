@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from market.aggregate import batch_at_interval
 from market.coingecko import (
+    MAX_RETRY_AFTER,
     ChartData,
     CoinGeckoAuthError,
     CoinGeckoClient,
@@ -58,6 +59,7 @@ from market.coingecko import (
     plan_fetch,
     range_batch,
 )
+from market.plausibility import HistoryLimits, check_history
 from market.sample import (
     SAMPLE_INTERVAL,
     SampleFile,
@@ -70,6 +72,7 @@ from race.bootstrap import App
 from race.domain.model import Candle
 from race.domain.timeutil import ensure_utc, floor_time, format_interval, iso
 from race.logging_setup import log_context, new_correlation_id
+from race.schedule import next_time
 from race.settings import Settings
 from race.store import candles as store
 from race.store.tables import Asset, JobRow
@@ -321,6 +324,30 @@ def validation_limits(settings: Settings) -> ValidationLimits:
     return ValidationLimits(max_move=settings.candle_max_move, max_range=settings.candle_max_range)
 
 
+def history_limits(settings: Settings) -> HistoryLimits:
+    return HistoryLimits(
+        max_deviation=settings.candle_max_deviation, max_day_move=settings.candle_max_day_move
+    )
+
+
+def max_retry_after(settings: Settings) -> float:
+    """``COINGECKO_MAX_RETRY_AFTER_SECONDS``, or by default a fifth of the shortest gap
+    between ``RACE_INGEST_SCHEDULE`` slots, at most :data:`MAX_RETRY_AFTER` (60 s): a wait
+    that long would run into the next scheduled ingest anyway."""
+    if settings.coingecko_max_retry_after_seconds is not None:
+        return settings.coingecko_max_retry_after_seconds
+    try:
+        slot = next_time(settings.ingest_schedule, datetime(2024, 1, 1, tzinfo=UTC))
+        gaps = []
+        for _ in range(24):
+            following = next_time(settings.ingest_schedule, slot)
+            gaps.append((following - slot).total_seconds())
+            slot = following
+    except ValueError:
+        return MAX_RETRY_AFTER  # a bad schedule is reported where the schedule is used
+    return min(MAX_RETRY_AFTER, min(gaps) / 5)
+
+
 def coingecko_config(settings: Settings) -> CoinGeckoConfig:
     """The client configuration from the ``COINGECKO_*`` settings."""
     key = settings.coingecko_api_key.get_secret_value() if settings.coingecko_api_key else None
@@ -333,6 +360,7 @@ def coingecko_config(settings: Settings) -> CoinGeckoConfig:
         max_attempts=settings.coingecko_max_attempts,
         range_chunk_days=settings.coingecko_range_chunk_days,
         settle_seconds=settings.coingecko_settle_seconds,
+        max_retry_after_seconds=max_retry_after(settings),
     )
 
 
@@ -470,6 +498,22 @@ def _reference(
 ) -> Candle | None:
     with app.db.read() as session:
         return store.candle_at(session, asset.id, asset.symbol, first_close - interval)
+
+
+def _check_history(
+    app: App, asset: _Asset, batch: CandleBatch, interval: timedelta, limits: HistoryLimits
+) -> None:
+    """Reject (never store) the batch's candles that are implausible against the stored
+    closes before them (:mod:`market.plausibility`); counted with their reasons."""
+    if not batch.candles:
+        return
+    first, last = batch.candles[0].close_time, batch.candles[-1].close_time
+    with app.db.read() as session:
+        history = store.closes_for_history(
+            session, asset.id, first - limits.lookback(interval), last
+        )
+    batch.candles, rejections = check_history(batch.candles, history, interval, limits)
+    batch.rejections.extend(rejections)
 
 
 def _finish_asset(app: App, asset: _Asset, report: AssetReport, interval: timedelta) -> None:
@@ -653,6 +697,7 @@ def _load_file(
         fetched=rows.fetched,
     )
     batch.notes.update(rows.notes)
+    _check_history(app, asset, batch, interval, history_limits(app.settings))
     log_batch(batch, file.name)
     result.absorb(batch)
     _store(app, asset, batch, interval, file.source, result)
@@ -839,6 +884,7 @@ def _check_and_store(
     asset, interval = item.asset, app.settings.candle_interval
     reference = _reference(app, asset, step.first_close, interval)
     batch = _to_batch(data, step, asset.symbol, interval, limits, reference)
+    _check_history(app, asset, batch, interval, history_limits(app.settings))
     log_batch(batch, f"coingecko {step.describe()}")
     result.absorb(batch)
     source = "coingecko:ohlc" if isinstance(step, OhlcStep) else "coingecko:range"
@@ -1011,7 +1057,9 @@ __all__ = [
     "CoinGeckoConfigError",
     "IngestReport",
     "coingecko_config",
+    "history_limits",
     "ingest_coingecko",
     "ingest_sample",
+    "max_retry_after",
     "validation_limits",
 ]

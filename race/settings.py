@@ -191,10 +191,22 @@ class Settings(BaseSettings):
     """A candle is stored only once it closed at least this long before CoinGecko's answer
     arrived (its caches lag: ``/ohlc`` 15–30 min, ``market_chart`` a few); until then it
     counts as open and the next run fetches it again."""
+    coingecko_max_retry_after_seconds: float | None = _env(
+        "COINGECKO_MAX_RETRY_AFTER_SECONDS", default=None
+    )
+    """Longest ``Retry-After`` honoured; a longer one gives that fetch up at once (the asset's
+    error says so). Unset: a fifth of the shortest gap of ``RACE_INGEST_SCHEDULE``, at most
+    60 s (60 s for the 5-minute default)."""
     candle_max_move: Decimal = _env("RACE_CANDLE_MAX_MOVE", default=Decimal("0.5"))
     """Implausible jump: largest |open or close / previous close − 1| between candles."""
     candle_max_range: Decimal = _env("RACE_CANDLE_MAX_RANGE", default=Decimal("1.0"))
     """Implausible candle: largest (high − low) / low."""
+    candle_max_deviation: Decimal = _env("RACE_CANDLE_MAX_DEVIATION", default=Decimal("4"))
+    """Implausible level: largest factor between a close and the median of the (up to) 24
+    stored or accepted closes before it."""
+    candle_max_day_move: Decimal = _env("RACE_CANDLE_MAX_DAY_MOVE", default=Decimal("2.5"))
+    """Implausible cumulative move: largest factor between a close and the lowest (or
+    highest) close of the 24 hours before it."""
     ingest_lookback: Interval = _env("RACE_INGEST_LOOKBACK", default=timedelta(days=7))
     """How far back live ingestion starts for an asset with no stored candles yet."""
 

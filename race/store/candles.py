@@ -85,6 +85,23 @@ def close_times(session: Session, asset_id: int, start: datetime, end: datetime)
     )
 
 
+def closes_for_history(
+    session: Session, asset_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """Stored ``(close_time, close)`` for ``start ≤ close_time ≤ end``, oldest first: the
+    history the plausibility check (:mod:`market.plausibility`) judges new candles by."""
+    rows = session.execute(
+        select(CandleRow.close_time, CandleRow.close)
+        .where(
+            CandleRow.asset_id == asset_id,
+            CandleRow.close_time >= start,
+            CandleRow.close_time <= end,
+        )
+        .order_by(CandleRow.close_time)
+    )
+    return [(when, close) for when, close in rows]
+
+
 def candle_at(session: Session, asset_id: int, symbol: str, close_time: datetime) -> Candle | None:
     row = session.execute(
         select(*_COLUMNS).where(CandleRow.asset_id == asset_id, CandleRow.close_time == close_time)
