@@ -59,6 +59,7 @@ def _interval(value: Any) -> Any:
 Interval = Annotated[timedelta, BeforeValidator(_interval)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_csv)]
 OptionalDecimal = Annotated[Decimal | None, BeforeValidator(_none_if_blank)]
+OptionalFloat = Annotated[float | None, BeforeValidator(_none_if_blank)]
 
 
 def _env(name: str, *, default: Any) -> Any:
@@ -191,7 +192,7 @@ class Settings(BaseSettings):
     """A candle is stored only once it closed at least this long before CoinGecko's answer
     arrived (its caches lag: ``/ohlc`` 15–30 min, ``market_chart`` a few); until then it
     counts as open and the next run fetches it again."""
-    coingecko_max_retry_after_seconds: float | None = _env(
+    coingecko_max_retry_after_seconds: OptionalFloat = _env(
         "COINGECKO_MAX_RETRY_AFTER_SECONDS", default=None
     )
     """Longest ``Retry-After`` honoured; a longer one gives that fetch up at once (the asset's

@@ -80,6 +80,7 @@ def test_the_default_cap_is_a_fifth_of_the_ingest_schedules_gap(schedule, second
 
 def test_the_setting_wins_and_is_checked() -> None:
     assert max_retry_after(load_settings({"COINGECKO_MAX_RETRY_AFTER_SECONDS": "300"})) == 300
+    assert max_retry_after(load_settings({"COINGECKO_MAX_RETRY_AFTER_SECONDS": ""})) == 60
     with pytest.raises(CoinGeckoConfigError, match="COINGECKO_MAX_RETRY_AFTER_SECONDS"):
         coingecko_config(load_settings({"COINGECKO_MAX_RETRY_AFTER_SECONDS": "-1"}))
 
