@@ -142,7 +142,7 @@ def hosted(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         seed_assets(race)
         return race
 
-    yield function_app, start
+    yield start
     function_app.runtime().close()
     function_app.runtime.cache_clear()
     function_app.asgi.cache_clear()
@@ -156,7 +156,7 @@ def call_admin_ingest() -> func.HttpResponse:
 
 
 def test_the_functions_admin_ingest_is_a_502_when_coingecko_is_unreachable(hosted):
-    function_app, start = hosted
+    start = hosted
     start(f"http://127.0.0.1:{closed_port()}/api/v3")
     response = call_admin_ingest()
     assert response.status_code == 502, response.get_body()
@@ -165,7 +165,7 @@ def test_the_functions_admin_ingest_is_a_502_when_coingecko_is_unreachable(hoste
 
 
 def test_the_functions_admin_ingest_reports_per_asset_errors_with_a_200(hosted):
-    function_app, start = hosted
+    start = hosted
     with FakeCoinGecko(demo_key="cg-demo") as server:
         del server.coins["bitcoin"]
         start(server.base_url)

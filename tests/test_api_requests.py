@@ -146,7 +146,7 @@ def test_deep_json_is_a_400_not_a_500(race):
 
 
 def test_brackets_inside_strings_are_not_nesting():
-    text = json.dumps({"at": "[" * 100, "x": ["{\\\"[[", {"y": "]]]"}]}).encode()
+    text = json.dumps({"at": "[" * 100, "x": ['{\\"[[', {"y": "]]]"}]}).encode()
     assert json_depth(text) == 3
     assert parse_json_body(text)["at"] == "[" * 100
     assert json_depth(b'"unterminated [[[[') == 0
