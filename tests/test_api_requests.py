@@ -90,6 +90,21 @@ def test_json_media_types_pass_to_the_fields(race, content_type):
     assert response.status_code == 400 and "start" in response.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "got"), [(b"[1]", "an array"), (b'"x"', "a string"), (b"1.5", "a number")]
+)
+def test_a_body_that_is_not_an_object_says_so(race, body, got):
+    _, client = race
+    for path in ADMIN_POSTS:
+        response = post(client, path, body, "application/json")
+        assert response.status_code == 400, response.text
+        message = response.json()["message"]
+        assert "JSON object" in message, message
+        assert "valid dictionary" not in message
+    response = post(client, ADMIN_POSTS[0], body, "application/json")
+    assert response.json()["message"] == f"the body must be a JSON object, got {got}"
+
+
 def test_an_empty_body_needs_no_content_type(race):
     _, client = race
     response = post(client, "/api/admin/backfills", b"", None)

@@ -84,12 +84,25 @@ _FRIENDLY = {
 }
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), "a number" if isinstance(value, int | float) else "null")
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = [str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")]
         name = ".".join(where) or "request"
-        if name in _FRIENDLY:
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+            "model_type",
+        ):
+            parts.append(f"the body must be a JSON object, got {_json_type(error.get('input'))}")
+        elif name in _FRIENDLY:
             parts.append(f"{_FRIENDLY[name]}, got {str(error.get('input'))[:40]!r}")
         else:
             parts.append(f"{name}: {error.get('msg', 'invalid')}")
