@@ -3,8 +3,9 @@
 The same app is served by ``python -m race serve`` (uvicorn) and, through
 ``function_app.py``, by the Azure Functions host. Reads never write. Every error is JSON
 ``{"message": …}`` with the right status: 400 for a bad parameter, 404 for an unknown id,
-401/403 for admin calls without a valid key, 413 for an oversized body, 503 when the
-database is unreachable.
+401/403 for admin calls without a valid key, 413 for an oversized body, 415 for a body not
+sent as ``application/json`` (400 when it is not JSON, or nests too deep), 502 when an
+admin ingest could fetch no asset, 503 when the database is unreachable.
 """
 
 from __future__ import annotations
