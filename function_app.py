@@ -110,7 +110,11 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
     race = runtime()
     try:
         spec = admin_backfill_spec(
-            race.settings, req.headers.get("x-api-key"), req.get_body(), race.clock.now()
+            race.settings,
+            req.headers.get("x-api-key"),
+            req.get_body(),
+            race.clock.now(),
+            content_type=req.headers.get("content-type"),
         )
         job_id = create_backfill_job(race, spec)
     except ApiError as exc:

@@ -551,7 +551,7 @@ def _check_range(start: datetime | None, end: datetime | None) -> tuple[datetime
     start = ensure_utc(start, field="start") if start is not None else None
     end = ensure_utc(end, field="end") if end is not None else None
     if start is not None and end is not None and start > end:
-        raise ValueError(f"start {start.isoformat()} is after end {end.isoformat()}")
+        raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
     return start, end
 
 

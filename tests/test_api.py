@@ -321,7 +321,8 @@ def test_bad_dates_and_points_are_400(race):
     _, client, agents = race
     url = f"/api/agents/{agents['cash']}/equity"
     assert "from" in get(client, f"{url}?from=yesterday", 400)["message"]
-    assert get(client, f"{url}?from=2024-02-01&to=2024-01-01") == []
+    reversed_range = get(client, f"{url}?from=2024-02-01&to=2024-01-01", 400)["message"]
+    assert reversed_range == "to 2024-01-01T00:00:00+00:00 is before from 2024-02-01T00:00:00+00:00"
     assert "maxPoints" in get(client, f"{url}?maxPoints=1", 400)["message"]
     assert "maxPoints" in get(client, f"{url}?maxPoints=x", 400)["message"]
 
@@ -591,7 +592,9 @@ def test_the_admin_key_is_checked_before_the_body(race, database_url, clock):
         assert response.status_code == 401
     assert client.get("/api/admin/jobs/abc").status_code == 401  # not 400: key first
     with_key = client.post(
-        "/api/admin/backfills", headers={"X-API-Key": ADMIN_KEY}, content=malformed
+        "/api/admin/backfills",
+        headers={"X-API-Key": ADMIN_KEY, "Content-Type": "application/json"},
+        content=malformed,
     )
     assert with_key.status_code == 400
     disabled = bootstrap(overrides={"RACE_DATABASE_URL": database_url}, clock=clock)

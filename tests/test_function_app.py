@@ -230,7 +230,10 @@ def test_backfill_over_http_and_queue(hosted):
     assert response.status_code == 401
     assert queue.values == []
     request = func.HttpRequest(
-        "POST", "http://localhost/api/admin/backfills", body=body, headers={"X-API-Key": ADMIN_KEY}
+        "POST",
+        "http://localhost/api/admin/backfills",
+        body=body,
+        headers={"X-API-Key": ADMIN_KEY, "Content-Type": "application/json"},
     )
     response = call("start_backfill", request, queue)
     assert response.status_code == 202

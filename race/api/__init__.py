@@ -3,8 +3,9 @@
 The same app is served by ``python -m race serve`` (uvicorn) and, through
 ``function_app.py``, by the Azure Functions host. Reads never write. Every error is JSON
 ``{"message": …}`` with the right status: 400 for a bad parameter, 404 for an unknown id,
-401/403 for admin calls without a valid key, 413 for an oversized body, 503 when the
-database is unreachable.
+401/403 for admin calls without a valid key, 413 for an oversized body, 415 for a body not
+sent as ``application/json`` (400 when it is not JSON, or nests too deep), 502 when an
+admin ingest could fetch no asset, 503 when the database is unreachable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
@@ -33,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from race.api import models as m
 from race.api import queries as q
 from race.api._cache import VersionedCache
+from race.api._requests import ApiError, check_json_body
 from race.bootstrap import App
 from race.domain.timeutil import iso, parse_iso
 from race.jobs import (
@@ -48,6 +51,7 @@ from race.store.database import DatabaseError
 log = logging.getLogger("race.api")
 
 ADMIN_PREFIX = "/api/admin"
+DOCS_STATIC = "/api/docs/static"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": m.ErrorBody, "description": "bad parameter"},
@@ -59,14 +63,8 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": m.ErrorBody, "description": "missing or wrong X-API-Key"},
     403: {"model": m.ErrorBody, "description": "admin disabled: RACE_ADMIN_KEY is not set"},
     413: {"model": m.ErrorBody, "description": "body too large"},
+    415: {"model": m.ErrorBody, "description": "a body not sent as Content-Type: application/json"},
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _json_bytes(content: Any) -> bytes:
@@ -87,12 +85,25 @@ _FRIENDLY = {
 }
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), "a number" if isinstance(value, int | float) else "null")
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = [str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")]
         name = ".".join(where) or "request"
-        if name in _FRIENDLY:
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+            "model_type",
+        ):
+            parts.append(f"the body must be a JSON object, got {_json_type(error.get('input'))}")
+        elif name in _FRIENDLY:
             parts.append(f"{_FRIENDLY[name]}, got {str(error.get('input'))[:40]!r}")
         else:
             parts.append(f"{name}: {error.get('msg', 'invalid')}")
@@ -204,6 +215,46 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class JsonBody:
+    """Checks a non-empty admin request body before the app reads it: 415 unless it is sent
+    as ``Content-Type: application/json``, 400 saying where it stops being JSON or that it
+    nests too deep (:mod:`race.api._requests`). Inside :class:`BodyLimit`, so the body is
+    already capped."""
+
+    def __init__(self, app: ASGIApp, prefix: str = ADMIN_PREFIX) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _is_admin(scope, self.prefix):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        content_type = dict(scope.get("headers") or []).get(b"content-type")
+        try:
+            check_json_body(content_type, body)
+        except ApiError as exc:
+            await _error(exc.status, exc.message)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS middleware, answering a refused preflight with JSON
     ``{"message": …}`` (like every other error) instead of plain text."""
@@ -249,14 +300,34 @@ def backfill_spec(body: bytes | str | None, now: datetime) -> BackfillSpec:
 
 
 def admin_backfill_spec(
-    settings: Any, presented: str | None, body: bytes, now: datetime
+    settings: Any,
+    presented: str | None,
+    body: bytes,
+    now: datetime,
+    *,
+    content_type: str | None,
 ) -> BackfillSpec:
     """``start_backfill`` of the Functions host, checked like the API checks it: the key
-    first (403/401), then the size (413), then the body (400)."""
+    first (403/401), then the size (413), then the body's type (415) and JSON (400), then
+    its fields (400)."""
     authorize_admin(settings, presented)
     if len(body) > settings.admin_max_body_bytes:
         raise ApiError(413, f"request body larger than {settings.admin_max_body_bytes} bytes")
+    check_json_body(content_type, body)
     return backfill_spec(body, now)
+
+
+def nothing_fetched(result: dict[str, Any]) -> str | None:
+    """The 502 message of an ingestion report (``ingest_and_mark``'s) in which every asset
+    failed (none could be fetched), naming each asset's error; None when at least one
+    asset was fetched (its report is a 200, with the other assets' ``errors``)."""
+    assets = result.get("assets") or []
+    errors: dict[str, str] = result.get("errors") or {}
+    if not assets or len(errors) < len(assets):
+        return None
+    symbol, error = next(iter(errors.items()))
+    others = f" (nor {', '.join(list(errors)[1:])})" if len(errors) > 1 else ""
+    return f"CoinGecko: no asset could be fetched: {symbol}: {error}{others}"[:2000]
 
 
 def job_accepted(job_id: int) -> m.JobAccepted:
@@ -320,13 +391,17 @@ def create_api(
     runner = jobs or LocalJobRunner(app)
     if jobs is None and resume_jobs:
         runner.resume_unfinished()
-    api = FastAPI(
+    # Swagger UI's script, style and icon come from the fastapi-offline package, served under
+    # /api/docs/static: the docs page works offline and behind networks that block CDNs.
+    api = FastAPIOffline(
+        static_url=DOCS_STATIC,
         title="AI Trading Race",
         version="1.0",
         summary="Leaderboard, agents, market and admin triggers of the AI trading race.",
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         responses={503: {"model": m.ErrorBody, "description": "database unreachable"}},
     )
     api.state.race = app
@@ -437,7 +512,9 @@ def create_api(
         light)."""
         key = _agent_id(agent_id)
         start, end = _time(from_, "from"), _time(to, "to")
-        # 'to' before 'from' is an empty range, not an error.
+        if start is not None and end is not None and end < start:
+            # Refused like the CLI refuses a reversed range (end before start).
+            raise ApiError(400, f"to {end.isoformat()} is before from {start.isoformat()}")
         if max_points is None:
             max_points = app.settings.api_equity_default_max_points or None
         request = (key, start, end, max_points)
@@ -633,22 +710,31 @@ def create_api(
         response_model=dict[str, Any],
         responses={
             **ADMIN_ERRORS,
-            502: {"model": m.ErrorBody, "description": "CoinGecko refused or failed the fetch"},
+            502: {
+                "model": m.ErrorBody,
+                "description": "CoinGecko refused the key, or no asset could be fetched",
+            },
         },
         dependencies=[Admin],
         tags=["admin"],
     )
     def ingest_now() -> dict[str, Any]:
-        """Fetch new candles from CoinGecko now, then mark every portfolio to market."""
+        """Fetch new candles from CoinGecko now, then mark every portfolio to market. 200
+        with the report (``errors`` per asset) when at least one asset could be fetched;
+        502 when none could (CoinGecko unreachable or refusing) or the key is refused."""
         from market.coingecko import CoinGeckoError
         from race.services import ingest_and_mark
 
         try:
-            return _run_async(lambda: ingest_and_mark(app))
+            result = _run_async(lambda: ingest_and_mark(app))
         except CoinGeckoError as exc:
             # A refused key, a plan limit, CoinGecko down: the upstream's answer, named
             # (the client's messages never carry the key), not a 500 of ours.
             raise ApiError(502, f"CoinGecko: {exc}") from None
+        failure = nothing_fetched(result)
+        if failure is not None:
+            raise ApiError(502, failure)
+        return result
 
     @api.post(
         "/api/admin/backfills",
@@ -691,7 +777,8 @@ def create_api(
 
     # ------------------------------------------------------------ middleware
 
-    # Outermost last: CORS, then the read gate, then the admin key, then the body cap.
+    # Outermost last: CORS, the read gate, the admin key, the body cap, the body's JSON.
+    api.add_middleware(JsonBody)
     api.add_middleware(BodyLimit, limit=app.settings.admin_max_body_bytes)
     api.add_middleware(AdminGate, settings=app.settings)
     api.add_middleware(ReadGate, limit=app.settings.api_read_concurrency)

@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import OperationalError
+
 from race.store.database import DatabaseError
 
 COMMAND_MODULES = (
@@ -33,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unusable(exc: OperationalError) -> str:
+    """One line for a database that failed a command midway (read-only, gone away), in
+    the words of :meth:`race.store.database.Database.unavailable`: the setting named, the
+    password hidden."""
+    from race.settings import load_settings
+    from race.store.database import Database
+
+    try:
+        return str(Database(load_settings().database_url).unavailable(exc))
+    except Exception:  # the settings themselves are broken: say what the driver said
+        return f"the database failed: {type(exc.orig or exc).__name__}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # e.g. a read-only SQLite file met by a write
+        print(f"error: {_unusable(exc)}", file=sys.stderr)
         return 2
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ any backend.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,8 +147,11 @@ class Database:
         return safe_url(self.url)
 
     def unavailable(self, exc: BaseException) -> DatabaseError:
-        """One line for a database that cannot be used (unreachable, or its schema is
-        behind the code), naming the setting and never the password."""
+        """One line for a database that cannot be used (unreachable, read-only, or its
+        schema is behind the code), naming the setting and never the password."""
+        read_only = self._read_only(exc)
+        if read_only is not None:
+            return DatabaseError(f"RACE_DATABASE_URL={self.describe()}: {read_only}")
         if schema_outdated(exc):
             return DatabaseError(
                 f"RACE_DATABASE_URL={self.describe()} has an outdated schema "
@@ -156,6 +160,31 @@ class Database:
         return DatabaseError(
             f"database unreachable at RACE_DATABASE_URL={self.describe()}: {_first_line(exc)}"
         )
+
+    def _read_only(self, exc: BaseException) -> str | None:
+        """What is read-only when SQLite failed to open or write its file ("unable to open
+        database file", "attempt to write a readonly database"): the folder (where SQLite
+        creates the file and its -wal/-shm companions) or the file, named; else None."""
+        if not self.is_sqlite:
+            return None
+        detail = _first_line(exc).lower()
+        if "unable to open database file" not in detail and "readonly database" not in detail:
+            return None
+        database = self.url.database or ""
+        if database.startswith("file:"):
+            database = database[5:].split("?", 1)[0]
+        path = Path(database).expanduser().resolve()
+        fix = "make it writable for this user, or point RACE_DATABASE_URL elsewhere"
+        if path.parent.is_dir() and not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f"the folder {path.parent} is read-only: SQLite needs to create the database "
+                f"file and its -wal/-shm files there ({fix})"
+            )
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"the database file {path} is read-only ({fix})"
+        if "readonly database" in detail:
+            return f"the database file {path} is read-only ({_first_line(exc)})"
+        return None
 
     def failed(self, exc: DBAPIError, what: str) -> DatabaseError:
         """One line for a database error that escaped the retries of ``what``."""
