@@ -170,6 +170,10 @@ class MLService:
     rate_limit: int = 0
     """Requests per minute per client (0: unlimited; the original's default is 5)."""
     retry_after: int = 60
+    window: float = 60.0
+    """The rate limit's window, in seconds of ``now``."""
+    now: Callable[[], float] = time.monotonic
+    """The limiter's clock (a test's manual clock moves with the agent's back-off sleeps)."""
     ready: bool = True
     """False: not initialised (503)."""
     model: Callable[[PredictRequest], PredictResponse] = momentum_model
@@ -194,13 +198,17 @@ class MLService:
     def _limited(self, client: str) -> bool:
         if not self.rate_limit:
             return False
-        now = time.monotonic()
-        hits = [t for t in self._hits.get(client, []) if now - t < 60]
+        now = self.now()
+        hits = [t for t in self._hits.get(client, []) if now - t < self.window]
         self._hits[client] = hits
         if len(hits) >= self.rate_limit:
             return True
         hits.append(now)
         return False
+
+    def exhaust(self, client: str = "127.0.0.1") -> None:
+        """Use up the client's requests of the current window (as earlier calls would)."""
+        self._hits[client] = [self.now()] * self.rate_limit
 
     def _build(self) -> FastAPI:
         api = FastAPI()
