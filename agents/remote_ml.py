@@ -136,12 +136,25 @@ def read_orders(raw_orders: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]
     orders: list[Any] = []
     recorded: list[dict[str, Any]] = []
     for item in raw_orders:
-        quantity = item.get("quantity") if isinstance(item, dict) else None
+        fields = item if isinstance(item, dict) else {}
         try:
-            if isinstance(quantity, bool):
+            if isinstance(fields.get("quantity"), bool):
                 raise ValueError("a boolean is not a quantity")
             order = _Order.model_validate(item)
         except (ValidationError, ValueError):
+            side = fields.get("side")
+            if isinstance(side, str) and side.strip().upper() == "HOLD":
+                # No order for that asset, whatever else it carries (not a dropped order).
+                symbol = fields.get("assetSymbol")
+                recorded.append(
+                    {
+                        "assetSymbol": symbol if isinstance(symbol, str) else None,
+                        "side": "HOLD",
+                        "quantity": None,
+                        "limitPrice": None,
+                    }
+                )
+                continue
             orders.append(item)
             recorded.append({"invalid": item})
             continue

@@ -309,6 +309,7 @@ def test_a_mistyped_order_is_dropped_and_the_others_kept(database_url, clock):
         "orders": [
             {"assetSymbol": "BTC", "side": "BUY", "quantity": "lots"},
             {"assetSymbol": "ETH", "side": "BUY", "quantity": 1, "limitPrice": None},
+            {"assetSymbol": "BTC", "side": "hold"},
         ],
         "signals": [],
         "reasoning": "two orders",
@@ -327,6 +328,8 @@ def test_a_mistyped_order_is_dropped_and_the_others_kept(database_url, clock):
     assert not row.fallback, row.fallback_reason
     assert (row.action, row.asset_symbol, row.quantity) == ("BUY", "ETH", Decimal(1))
     assert [n["code"] for n in row.validation_errors] == ["bad_quantity"]
-    assert row.details["orders"][0] == {
-        "invalid": {"assetSymbol": "BTC", "side": "BUY", "quantity": "lots"}
-    }
+    assert row.details["orders"] == [
+        {"invalid": {"assetSymbol": "BTC", "side": "BUY", "quantity": "lots"}},
+        {"assetSymbol": "ETH", "side": "BUY", "quantity": "1", "limitPrice": None},
+        {"assetSymbol": "BTC", "side": "HOLD", "quantity": None, "limitPrice": None},
+    ]  # a loosely typed HOLD is still no order, not a dropped one
