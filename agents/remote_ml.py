@@ -1,23 +1,39 @@
 """A model hosted by its owner behind HTTP (provider ``CustomML``, model ``remote``).
 
-``POST {base}/predict`` with::
+It speaks the contract of the original race's FastAPI model service
+(docs/remote-ml-service.md). ``POST {base}/predict`` with::
 
-    {"schemaVersion": "1.0", "requestId": "…", "agentId": 7, "cycleTime": "…Z",
+    {"schemaVersion": "1.0", "requestId": "…", "agentId": "7", "cycleTime": "…Z",
      "portfolio": {"cash": 1000.0, "totalValue": 1200.0,
                    "positions": [{"symbol": "BTC", "quantity": 0.01, "averagePrice": 20000.0}]},
      "candles": [{"symbol": "BTC", "timestamp": "…Z", "open": …, "high": …, "low": …,
-                  "close": …, "volume": … | null}],
+                  "close": …, "volume": …, "volumeKnown": true}],
      "instructions": "…"}
 
-and headers ``X-API-Key`` and ``Idempotency-Key`` (agent id and cycle time: a retried request
-is recognisably the same decision). The answer::
+``agentId`` is a string (the service's type is ``str``). Every price and the volume are
+numbers: a candle without a known volume is sent with ``volume`` 0 and ``volumeKnown``
+false, as the original race did (``cycleTime`` and ``volumeKnown`` are our own extra keys;
+the service ignores unknown keys). Headers ``X-API-Key`` and ``Idempotency-Key`` (agent id
+and cycle time: a retried request is recognisably the same decision). The answer::
 
-    {"orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.01}],
-     "signals": [...], "reasoning": "…", "modelVersion": "…"}
+    {"schemaVersion": "1.0", "modelVersion": "…", "requestId": "…", "agentId": "7",
+     "createdAt": "…",
+     "orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": "0.01",
+                 "limitPrice": "40000"}],
+     "signals": [{"feature": "…", "value": 0.3, "rule": "…", "fired": true,
+                  "contribution": "bullish"}],
+     "reasoning": "…"}
 
-Orders go to the engine's parser and risk rules like any other agent's. Timeouts, HTTP
-errors, invalid JSON or a wrong shape → HOLD with the reason. 408/429/5xx and network
-errors are retried with the one policy (the idempotency key makes that safe).
+Decimals come as numbers or numeric strings. A ``HOLD`` order is no order. ``limitPrice``
+is advisory (the race trades at market): the answered orders, limit prices included, and
+the signals are kept in the decision's ``details`` (and the raw answer). BUY/SELL orders go
+to the engine's parser and risk rules like any other agent's.
+
+Failures → HOLD with the reason: 401 (key missing or wrong), 400/422 (request refused, with
+the service's detail), 429 (rate limited: retried after ``Retry-After`` when that fits in
+the decision's time, else HOLD naming the wait), 503 (not initialised) and other 5xx,
+408 and network errors are retried with the one policy (the idempotency key makes that
+safe); timeouts, invalid JSON or a wrong shape.
 
 The key: ``REMOTE_ML_API_KEY`` goes only to the origin (scheme, host, port) of
 ``REMOTE_ML_URL``; an agent whose ``url`` points elsewhere sends the key held by the setting
@@ -38,7 +54,9 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -73,13 +91,105 @@ MAX_RESPONSE_BYTES = 1_000_000
 TIME_MARGIN = 2.0
 
 
+class _Order(BaseModel):
+    """One answered order, as the contract types it (decimals: numbers or numeric strings)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assetSymbol: str  # the wire names
+    side: Literal["BUY", "SELL", "HOLD"]
+    quantity: Decimal
+    limitPrice: Decimal | None = None
+
+
+class _Signal(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    feature: str
+    value: float
+    rule: str
+    fired: bool
+    contribution: Literal["bullish", "bearish", "neutral"]
+
+
 class _Prediction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     orders: list[Any]
-    signals: list[Any] = []
+    signals: list[_Signal] = []
     reasoning: str = ""
-    modelVersion: str | None = None  # the wire name
+    schemaVersion: str | None = None
+    modelVersion: str | None = None
+    requestId: str | None = None
+    agentId: str | None = None
+    createdAt: datetime | None = None
+
+
+def _plain(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def read_orders(raw_orders: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """(the orders for the engine, the answered orders as recorded). A ``HOLD`` is no order;
+    an order that does not match the contract goes to the engine's parser as it came, which
+    drops it with its reason."""
+    orders: list[Any] = []
+    recorded: list[dict[str, Any]] = []
+    for item in raw_orders:
+        fields = item if isinstance(item, dict) else {}
+        try:
+            if isinstance(fields.get("quantity"), bool):
+                raise ValueError("a boolean is not a quantity")
+            order = _Order.model_validate(item)
+        except (ValidationError, ValueError):
+            side = fields.get("side")
+            if isinstance(side, str) and side.strip().upper() == "HOLD":
+                # No order for that asset, whatever else it carries (not a dropped order).
+                symbol = fields.get("assetSymbol")
+                recorded.append(
+                    {
+                        "assetSymbol": symbol if isinstance(symbol, str) else None,
+                        "side": "HOLD",
+                        "quantity": None,
+                        "limitPrice": None,
+                    }
+                )
+                continue
+            orders.append(item)
+            recorded.append({"invalid": item})
+            continue
+        recorded.append(
+            {
+                "assetSymbol": order.assetSymbol,
+                "side": order.side,
+                "quantity": _plain(order.quantity),
+                "limitPrice": _plain(order.limitPrice),
+            }
+        )
+        if order.side != "HOLD":
+            orders.append(
+                {"asset": order.assetSymbol, "side": order.side, "quantity": order.quantity}
+            )
+    return orders, recorded
+
+
+def _detail(text: str) -> str:
+    """The service's error ``detail`` in words (FastAPI's 422 list: ``loc: msg``)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:200]
+    detail = data.get("detail", data.get("error", data)) if isinstance(data, dict) else data
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                loc = [str(p) for p in item.get("loc", []) if p != "body"]
+                parts.append(f"{'.'.join(loc) or 'body'}: {item.get('msg', '?')}")
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)[:300]
+    return str(detail)[:200]
 
 
 def _iso(value: Any) -> str:
@@ -116,13 +226,17 @@ def idempotency_key(context: AgentContext) -> str:
     return f"{context.agent.id}:{_iso(context.cycle_time)}"
 
 
+def request_id(context: AgentContext) -> str:
+    """A unique id per decision, the same on every retry of it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ai-trading-race:{idempotency_key(context)}"))
+
+
 def request_body(context: AgentContext) -> dict[str, Any]:
     portfolio = context.portfolio
-    key = idempotency_key(context)
     return {
         "schemaVersion": SCHEMA_VERSION,
-        "requestId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ai-trading-race:{key}")),
-        "agentId": context.agent.id,
+        "requestId": request_id(context),
+        "agentId": str(context.agent.id),
         "cycleTime": _iso(context.cycle_time),
         "portfolio": {
             "cash": float(portfolio.cash),
@@ -145,7 +259,8 @@ def request_body(context: AgentContext) -> dict[str, Any]:
                 "high": float(c.high),
                 "low": float(c.low),
                 "close": float(c.close),
-                "volume": None if c.volume is None else float(c.volume),
+                "volume": 0.0 if c.volume is None else float(c.volume),
+                "volumeKnown": c.volume is not None,
             }
             for symbol in context.allowed_assets
             for c in context.market.candles.get(symbol, ())
@@ -256,11 +371,21 @@ class RemoteMLAgent:
                     raise TransientError(f"timed out after {self.timeout:g} s") from None
                 except httpx.TransportError as exc:
                     raise TransientError(f"connection failed ({exc.__class__.__name__})") from None
-            if is_retryable_status(response.status_code):
+            status = response.status_code
+            if is_retryable_status(status):
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                if status == 429:
+                    wait = "" if retry_after is None else f", retry after {retry_after:g} s"
+                    message = f"rate limited by the service (HTTP 429{wait})"
+                elif status == 503:
+                    message = "service not ready (HTTP 503)"
+                else:
+                    message = f"HTTP {status}"
+                detail = _detail(response.text[:10_000])
                 raise TransientError(
-                    f"HTTP {response.status_code}",
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                    status=response.status_code,
+                    f"{message}: {detail}" if detail else message,
+                    retry_after=retry_after,
+                    status=status,
                 )
             return response
 
@@ -298,8 +423,19 @@ class RemoteMLAgent:
             return fail(f"{exc} (gave up after {attempts} attempt(s))")
         # Scrubbed at once: a server that echoes the key gets it stored nowhere.
         raw = scrub(response.text[:MAX_RESPONSE_BYTES], secrets)
-        if response.status_code != 200:
-            return fail(f"HTTP {response.status_code}: {raw[:200]}", raw_output=raw)
+        status = response.status_code
+        if status == 401:
+            sent = "the key sent" if key is not None else "no key was sent"
+            return fail(
+                f"HTTP 401: the service refused the API key ({sent}; X-API-Key): {_detail(raw)}",
+                raw_output=raw,
+            )
+        if status in (400, 422):
+            return fail(
+                f"HTTP {status}: the service refused the request: {_detail(raw)}", raw_output=raw
+            )
+        if status != 200:
+            return fail(f"HTTP {status}: {_detail(raw)}", raw_output=raw)
         try:
             prediction = _Prediction.model_validate_json(raw)
         except ValidationError as exc:
@@ -308,8 +444,16 @@ class RemoteMLAgent:
                 for e in exc.errors()[:5]
             )
             return fail(f"invalid answer: {problems}", raw_output=raw)
+        sent_id = request_id(context)
+        if prediction.requestId is not None and prediction.requestId != sent_id:
+            return fail(
+                f"invalid answer: it answers request {prediction.requestId[:64]!r}, not "
+                f"{sent_id!r}",
+                raw_output=raw,
+            )
+        orders, answered = read_orders(prediction.orders)
         return AgentAnswer(
-            orders=prediction.orders,
+            orders=orders,
             reasoning=prediction.reasoning.strip() or "remote model: no reasoning given",
             raw_output=raw,
             model=f"remote:{prediction.modelVersion}" if prediction.modelVersion else "remote",
@@ -318,7 +462,8 @@ class RemoteMLAgent:
                 "url": self.url,
                 "attempts": attempts,
                 "modelVersion": prediction.modelVersion,
-                "signals": prediction.signals[:50],
+                "orders": answered[:50],
+                "signals": [s.model_dump(mode="json") for s in prediction.signals[:50]],
             },
         )
 

@@ -24,7 +24,22 @@ T = START + 99 * HOUR
 API_KEY = "remote-ml-SECRET-key-77"
 PREDICTION = {
     "orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.05}],
-    "signals": [{"symbol": "BTC", "pUp": 0.71}, {"symbol": "ETH", "pUp": 0.49}],
+    "signals": [
+        {
+            "feature": "BTC.p_up",
+            "value": 0.71,
+            "rule": "p_up > 0.6",
+            "fired": True,
+            "contribution": "bullish",
+        },
+        {
+            "feature": "ETH.p_up",
+            "value": 0.49,
+            "rule": "p_up > 0.6",
+            "fired": False,
+            "contribution": "neutral",
+        },
+    ],
     "reasoning": "Momentum model: BTC breakout.",
     "modelVersion": "lgbm-2024-01-01",
 }
@@ -103,15 +118,25 @@ def test_success_sends_the_documented_request_and_trades(remote_app, server):
     body = request.json
     assert body["schemaVersion"] == "1.0"
     assert uuid.UUID(body["requestId"])
-    assert body["agentId"] == agent
+    assert body["agentId"] == str(agent)
     assert body["instructions"] == "Long only, small sizes."
     assert body["portfolio"] == {"cash": 100000.0, "totalValue": 100000.0, "positions": []}
     btc = [c for c in body["candles"] if c["symbol"] == "BTC"]
     eth = [c for c in body["candles"] if c["symbol"] == "ETH"]
     assert len(btc) == len(eth) == 50
     assert btc[-1]["timestamp"] == "2024-01-05T03:00:00Z"  # nothing after T
-    assert set(btc[-1]) == {"symbol", "timestamp", "open", "high", "low", "close", "volume"}
-    assert btc[-1]["volume"] == 10.0 and eth[-1]["volume"] is None
+    assert set(btc[-1]) == {
+        "symbol",
+        "timestamp",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "volumeKnown",
+    }
+    assert btc[-1]["volume"] == 10.0 and btc[-1]["volumeKnown"] is True
+    assert eth[-1]["volume"] == 0 and eth[-1]["volumeKnown"] is False
 
 
 def test_positions_are_sent_with_their_average_price(remote_app, server):
@@ -169,7 +194,7 @@ def test_persistent_500_holds_after_the_retries(remote_app, server):
     asyncio.run(remote_app.engine.run_cycle(T))
     row = decision(remote_app, agent)
     assert row.fallback
-    assert "HTTP 500 (after 4 attempts)" in row.fallback_reason
+    assert "HTTP 500: boom (after 4 attempts)" in row.fallback_reason
     assert len(server.requests) == 4
     assert remote_app.clock.sleeps and all(s < 10 for s in remote_app.clock.sleeps)
     # One failed decision is one breaker failure, not four.

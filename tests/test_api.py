@@ -276,9 +276,10 @@ def test_decisions_newest_first_with_json_strings(race):
         assert decision["action"] in ("BUY", "SELL", "HOLD")
         assert isinstance(json.loads(decision["citedRuleIds"]), list)
         assert isinstance(json.loads(decision["marketConditions"]), dict)
-        assert decision["validationErrors"] is None or isinstance(
-            json.loads(decision["validationErrors"]), list
+        assert decision["validationErrors"] is None or all(
+            isinstance(message, str) for message in json.loads(decision["validationErrors"])
         )
+        assert all(isinstance(rule, str) for rule in json.loads(decision["citedRuleIds"]))
         assert isinstance(decision["rationale"], str) and decision["rationale"]
         assert decision["detectedRegime"]
     stamps = [d["timestamp"] for d in body]

@@ -172,6 +172,20 @@ class ExecutedOrder(Model):
     price: float
 
 
+class ValidationNote(Model):
+    """One thing the parser or the risk rules did to a proposed order (structured)."""
+
+    order: int | None
+    """The order's index in the agent's answer."""
+    asset: str | None
+    code: str
+    outcome: str
+    """``dropped`` (parser), ``refused`` or ``clipped`` (risk rules)."""
+    message: str
+    requested: str | None
+    final: str | None
+
+
 class DecisionLog(Model):
     id: str
     agentId: str
@@ -187,6 +201,8 @@ class DecisionLog(Model):
     marketConditions: str
     wasValidated: bool
     validationErrors: str | None
+    """A string holding a JSON array of short human-readable STRINGS (one per note), or null:
+    the dashboard renders each element as text. The structured notes: ``validationNotes``."""
     createdAt: str
     fallback: bool
     fallbackReason: str | None
@@ -196,6 +212,8 @@ class DecisionLog(Model):
     costUsd: float | None
     model: str | None
     confidence: float | None
+    validationNotes: list[ValidationNote]
+    """The notes behind ``validationErrors``, structured (an array; empty when none)."""
     orders: list[ExecutedOrder]
     """Every executed order of the decision (``asset``/``quantity`` above show the first)."""
 

@@ -498,6 +498,61 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+MAX_NOTE_CHARS = 240
+
+
+def _note_text(note: dict[str, Any]) -> str:
+    """One short human-readable line, e.g. ``BTC clipped to the maximum order notional…``."""
+    asset = note.get("asset")
+    subject = str(asset) if asset else f"order {note.get('order', '?')}"
+    message = str(note.get("message") or note.get("code") or "note").strip()
+    outcome = str(note.get("outcome") or "").strip()
+    if not outcome or message.lower().startswith(outcome.lower()):
+        text = f"{subject} {message}"
+    else:
+        text = f"{subject} {outcome}: {message}"
+    return text[:MAX_NOTE_CHARS]
+
+
+def validation_fields(stored: Any) -> tuple[str | None, list[m.ValidationNote]]:
+    """``validationErrors`` (a JSON array of strings, or None) and the structured notes, from
+    the stored notes (objects; a plain string is taken as its own message)."""
+    if not stored:
+        return None, []
+    texts: list[str] = []
+    notes: list[m.ValidationNote] = []
+    for item in stored if isinstance(stored, list) else [stored]:
+        if isinstance(item, dict):
+            texts.append(_note_text(item))
+            order = item.get("order")
+            notes.append(
+                m.ValidationNote(
+                    order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+                    asset=None if item.get("asset") is None else str(item["asset"]),
+                    code=str(item.get("code") or "note"),
+                    outcome=str(item.get("outcome") or ""),
+                    message=str(item.get("message") or ""),
+                    requested=None if item.get("requested") is None else str(item["requested"]),
+                    final=None if item.get("final") is None else str(item["final"]),
+                )
+            )
+        else:
+            text = str(item)[:MAX_NOTE_CHARS]
+            texts.append(text)
+            notes.append(
+                m.ValidationNote(
+                    order=None,
+                    asset=None,
+                    code="note",
+                    outcome="",
+                    message=text,
+                    requested=None,
+                    final=None,
+                )
+            )
+    return _json(texts), notes
+
+
 def _executed_orders(session: Session, decision_ids: list[int]) -> dict[int, list[m.ExecutedOrder]]:
     orders: dict[int, list[m.ExecutedOrder]] = {}
     if not decision_ids:
@@ -530,6 +585,7 @@ def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog
         )
     )
     orders = _executed_orders(session, [d.id for d in rows])
+    validation = {d.id: validation_fields(d.validation_errors) for d in rows}
     return [
         m.DecisionLog(
             id=str(d.id),
@@ -545,7 +601,7 @@ def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog
             portfolioValueAfter=float(d.value_after),
             marketConditions=_json(d.market_conditions or {}),
             wasValidated=d.was_validated,
-            validationErrors=None if not d.validation_errors else _json(d.validation_errors),
+            validationErrors=validation[d.id][0],
             createdAt=iso(d.cycle_time) or "",
             fallback=d.fallback,
             fallbackReason=d.fallback_reason,
@@ -555,6 +611,7 @@ def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog
             costUsd=_f(d.cost_usd),
             model=d.model,
             confidence=_round(d.confidence),
+            validationNotes=validation[d.id][1],
             orders=orders.get(d.id, []),
         )
         for d in rows
