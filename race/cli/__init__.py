@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from race.settings_files import SettingsSources, read_sources, settings_dir
 from race.store.database import DatabaseError
 
 COMMAND_MODULES = (
@@ -33,6 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_origins(sources: SettingsSources) -> None:
+    """Under ``-v``: where each setting that is set came from (never its value)."""
+    from race.settings import setting_names
+
+    log = logging.getLogger("race.settings")
+    for name, origin in sorted(sources.origins(sorted(set(setting_names().values()))).items()):
+        log.debug("setting %s from %s", name, origin)
+    if not sources.files:
+        log.debug("no .env or local.settings.json in %s", settings_dir())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(level=logging.DEBUG if args.verbose else None)
     try:
+        sources = read_sources()  # a malformed settings file: one error, exit 2
+        if args.verbose:
+            report_origins(sources)
         return int(args.handler(args) or 0)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
