@@ -125,7 +125,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
         key = key.strip()
         where = f"{path}, line {number}"
         if not sep:
-            raise SettingsFileError(f"{where}: expected KEY=value, got {_shown(key)}")
+            # The line is not shown: it may hold a secret.
+            raise SettingsFileError(f"{where}: expected KEY=value (this line has no '=')")
         if not _KEY.fullmatch(key):
             raise SettingsFileError(
                 f"{where}: {_shown(key)} is not a setting name (letters, digits and _)"
@@ -168,7 +169,7 @@ def read_local_settings(path: Path) -> dict[str, str]:
             f"{path}, line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"
         ) from None
     if not isinstance(document, dict):
-        raise SettingsFileError(f"{path}: must be a JSON object with a \"Values\" object")
+        raise SettingsFileError(f'{path}: must be a JSON object with a "Values" object')
     if document.get("IsEncrypted") is True:
         raise SettingsFileError(
             f"{path}: its values are encrypted (IsEncrypted: true): run `func settings "

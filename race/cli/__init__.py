@@ -68,3 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        from race.cli._common import close_apps
+
+        close_apps()

@@ -348,8 +348,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             for o in decision["orders"]
         )
         lines.append(
-            f"  {decision['timestamp']}  {decision['action']}"
-            f"{'  ' + orders if orders else ''}"
+            f"  {decision['timestamp']}  {decision['action']}{'  ' + orders if orders else ''}"
         )
         if decision["rationale"]:
             lines.append(f"      reasoning: {' '.join(decision['rationale'].split())}")
