@@ -68,7 +68,7 @@ def test_add_list_disable_enable(cli_db, capsys):
     assert llama["isActive"] and sma["isActive"]
     assert main(["agents", "list"]) == 0
     table = capsys.readouterr().out
-    assert "Llama Scalper" in table and "sma_cross" in table and "isActive" in table
+    assert "Llama Scalper" in table and "sma_cross" in table and "active" in table
 
     assert main(["agents", "disable", "Llama Scalper"]) == 0
     assert "disabled agent 'Llama Scalper'" in capsys.readouterr().out

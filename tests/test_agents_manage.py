@@ -60,18 +60,16 @@ def run_cycles(app: App, count: int) -> None:
 # ---------------------------------------------------------------- params
 
 
-@pytest.mark.parametrize(
-    ("argv", "valid"),
-    [
+def test_unknown_params_are_refused_naming_the_valid_ones(cli, capsys):
+    for argv, valid in (
         ([*MOCK, "sma_cross", "--params", '{"fsat": 5}'], "valid params: assets, fast, fraction"),
         ([*MOCK, "cash", "--params", '{"fraction": 1}'], "valid params: assets)"),
         (["--provider", "Llama", "--params", '{"fsat": 5}'], "allowed: "),
-    ],
-)
-def test_unknown_params_are_refused_naming_the_valid_ones(cli, capsys, argv, valid):
-    assert main(["agents", "add", "--name", "Typo", *argv]) == 2
-    err = capsys.readouterr().err
-    assert "unknown param(s)" in err and valid in err
+    ):
+        assert main(["agents", "add", "--name", "Typo", *argv]) == 2
+        err = capsys.readouterr().err
+        assert "unknown param(s)" in err
+        assert valid in err
     assert listed(capsys) == []
 
 
@@ -112,20 +110,17 @@ def test_the_database_refuses_a_case_insensitive_duplicate(cli):
         insert("TWIN")
 
 
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [
+def test_names_are_printable_text(cli, capsys):
+    for name, message in (
         ("Tab\tName", "control character '\\t'"),
         ("Two\nLines", "control character '\\n'"),
         ("Bell\x07", "control character '\\x07'"),
         ("   ", "1-100 characters"),
         ("x" * 101, "1-100 characters"),
         ("42", "only digits"),
-    ],
-)
-def test_names_are_printable_text(cli, capsys, name, message):
-    assert add(name) == 2
-    assert message in capsys.readouterr().err
+    ):
+        assert add(name) == 2
+        assert message in capsys.readouterr().err
     assert listed(capsys) == []
 
 

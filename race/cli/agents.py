@@ -215,7 +215,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no agents yet: `python -m race agents add …` or `python -m race demo`")
         return 0
-    table = [("id", "name", "provider", "model", "isActive", "params")]
+    table = [("id", "name", "provider", "model", "active", "params")]
     for r in rows:
         params = json.dumps(r.params or {}, separators=(",", ":"))
         table.append(
