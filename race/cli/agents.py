@@ -48,7 +48,9 @@ def register(commands: Any) -> None:
     sub = agents.add_subparsers(dest="agents_command", metavar="ACTION", required=True)
 
     add = sub.add_parser("add", help="add an agent (with its portfolio)")
-    add.add_argument("--name", required=True, help="unique display name")
+    add.add_argument(
+        "--name", required=True, help="display name: one printable line, unique in any case"
+    )
     add.add_argument("--provider", required=True, help=f"one of: {PROVIDERS}")
     add.add_argument(
         "--model",
