@@ -93,8 +93,16 @@ class Baseline:
 
     in_process = True
     name = "baseline"
+    PARAMS: tuple[str, ...] = ("assets",)
+    """The params this baseline reads; any other is refused, naming these."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
+        unknown = sorted(str(key) for key in params if key not in self.PARAMS)
+        if unknown:
+            raise BaselineConfigError(
+                f"unknown param(s) for the {self.name} baseline: {', '.join(unknown)} "
+                f"(valid params: {', '.join(sorted(self.PARAMS))})"
+            )
         self.params = dict(params)
 
     def assets(self, context: AgentContext) -> list[str]:
@@ -123,6 +131,7 @@ class BuyAndHold(Baseline):
     buy more: once each asset has cost its share, it never trades again."""
 
     name = "buy_and_hold"
+    PARAMS = ("assets", "allocation")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
@@ -156,6 +165,7 @@ class SmaCross(Baseline):
     """Long while the fast SMA is above the slow one, flat otherwise."""
 
     name = "sma_cross"
+    PARAMS = ("assets", "fast", "slow", "fraction")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
@@ -203,6 +213,7 @@ class RsiReversion(Baseline):
     """Buy when RSI is oversold, sell everything when overbought."""
 
     name = "rsi_reversion"
+    PARAMS = ("assets", "period", "low", "high", "fraction")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
@@ -245,6 +256,7 @@ class RandomTrader(Baseline):
     """Trades at random, reproducibly: its generator is seeded by (seed, decision time)."""
 
     name = "random"
+    PARAMS = ("assets", "seed", "trade_probability", "fraction")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)

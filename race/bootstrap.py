@@ -3,6 +3,8 @@ CLI and the tests all build the object graph here, and nowhere else."""
 
 from __future__ import annotations
 
+import os
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentSpec
 from race.engine import AgentBuilder, RaceEngine
 from race.settings import Settings, load_settings
+from race.settings_files import read_sources
 from race.store.database import Database
 from race.telemetry import Telemetry, telemetry_from_settings
 
@@ -38,10 +41,13 @@ def bootstrap(
     db: Database | None = None,
     agent_builder: AgentBuilder | None = None,
 ) -> App:
-    settings = settings or load_settings(overrides)
+    sources = read_sources()
+    settings = settings or load_settings(overrides, sources=sources)
     clock = clock or SystemClock()
     db = db or Database(settings.database_url)
-    services = AgentServices(settings=settings, clock=clock)
+    # Settings named by agent params (a remote model's key) are found in the files too.
+    environ = ChainMap(os.environ, sources.file_values())  # type: ignore[arg-type]
+    services = AgentServices(settings=settings, clock=clock, environ=environ)
 
     def default_builder(spec: AgentSpec) -> Agent:
         return build_agent(spec, services)

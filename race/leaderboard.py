@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -56,28 +55,6 @@ class Standing:
     @property
     def fallback_rate(self) -> float | None:
         return self.fallbacks / self.decisions if self.decisions else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "agentId": str(self.agent_id),
-            "name": self.name,
-            "provider": self.provider,
-            "model": self.model,
-            "equity": float(self.current_value),
-            "returnPct": round(self.return_pct, 4),
-            "maxDrawdownPct": round(self.max_drawdown_pct, 4),
-            "sharpe": None if self.sharpe is None else round(self.sharpe, 4),
-            "sortino": None if self.sortino is None else round(self.sortino, 4),
-            "trades": self.total_trades,
-            "winRatePct": None if self.win_rate_pct is None else round(self.win_rate_pct, 2),
-            "fees": float(self.fees_paid),
-            "decisions": self.decisions,
-            "fallbacks": self.fallbacks,
-            "costUsd": float(self.cost_usd),
-            "degraded": self.degraded,
-            "lastUpdated": None if self.last_updated is None else self.last_updated.isoformat(),
-        }
 
 
 def standings(session: Session, *, include_inactive: bool = True) -> list[Standing]:

@@ -91,10 +91,13 @@ class TrainReport:
     per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = value.isoformat()
+        """camelCase, as the API and the model's metadata (``trainRows``, ``perSymbol``…)."""
+        data: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            head, *rest = key.split("_")
+            data[head + "".join(part.title() for part in rest)] = (
+                value.isoformat() if isinstance(value, datetime) else value
+            )
         return data
 
     def render(self) -> str:

@@ -1,5 +1,5 @@
-"""One typed settings object, read from the environment (or ``local.settings.json`` Values,
-which the Functions host exports as environment variables). Names: DESIGN.md §7.
+"""One typed settings object, read from the environment, then a ``.env`` file, then
+``local.settings.json`` Values (:mod:`race.settings_files`). Names: see the README.
 
 Secrets are :class:`~pydantic.SecretStr`: they never show in ``repr``, logs or errors.
 """
@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from race.domain.model import Costs, RiskLimits
 from race.domain.timeutil import parse_interval
+from race.settings_files import SettingsSources, read_sources
 
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
 INGEST_SCHEDULE = "0 */5 * * * *"
@@ -324,7 +325,32 @@ class Settings(BaseSettings):
         return pairs
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Settings from the environment; ``overrides`` (by environment name) win. Tests and the
-    CLI pass overrides instead of mutating ``os.environ``."""
-    return Settings(**dict(overrides or {}))
+def setting_names() -> dict[str, str]:
+    """Every setting's environment name, keyed by its lower-case spelling (and field name)."""
+    names: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        choices = getattr(field.validation_alias, "choices", None) or [name]
+        canonical = str(choices[0])
+        for alias in (name, *choices):
+            names[str(alias).lower()] = canonical
+    return names
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, *, sources: SettingsSources | None = None
+) -> Settings:
+    """Settings from the environment, then ``.env``, then ``local.settings.json`` Values
+    (:mod:`race.settings_files`); ``overrides`` (by environment name) win. Tests and the
+    CLI pass overrides instead of mutating ``os.environ``. A malformed file raises
+    :class:`~race.settings_files.SettingsFileError` naming the file and line."""
+    sources = read_sources() if sources is None else sources
+    names = setting_names()
+    values: dict[str, Any] = {}
+    for key, value in sources.file_values().items():
+        canonical = names.get(key.lower())
+        if canonical is not None:
+            values[canonical] = value
+    for key, value in dict(overrides or {}).items():
+        values.pop(names.get(str(key).lower(), str(key)), None)
+        values[key] = value
+    return Settings(**values)

@@ -8,14 +8,24 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from race.clock import Clock
 from race.domain.metrics import EquityStats
 from race.domain.model import Provider
 from race.domain.money import ZERO
 from race.store.database import Database
-from race.store.tables import AgentRow, AgentStatsRow, Asset, PortfolioRow
+from race.store.tables import (
+    AgentRow,
+    AgentStatsRow,
+    Asset,
+    DecisionRow,
+    EquitySnapshotRow,
+    PortfolioRow,
+    PositionRow,
+    TradeRow,
+)
 
 KNOWN_NAMES = {
     "bitcoin": "Bitcoin",
@@ -95,22 +105,60 @@ class NewAgent:
     params: Mapping[str, Any] | None = None
 
 
+def agent_name(text: str) -> str:
+    """A valid agent name: trimmed, 1-100 printable characters (no tabs, newlines or
+    other control characters: they break tables), and not only digits (an id)."""
+    name = text.strip()
+    if not name or len(name) > 100:
+        raise UniverseError("agent name must be 1-100 characters")
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise UniverseError(
+            f"agent name {name!r} holds the control character {bad!r} (U+{ord(bad):04X}): "
+            "names are printable text on one line"
+        )
+    if name.isdigit():
+        raise UniverseError(f"agent name {name!r} is only digits: it would read as an agent id")
+    return name
+
+
+def _by_name(session: Session, name: str) -> AgentRow | None:
+    """The agent whose name equals ``name`` regardless of case (as the unique index)."""
+    return session.scalar(select(AgentRow).where(func.lower(AgentRow.name) == func.lower(name)))
+
+
+def find_agent(session: Session, ref: str | int) -> AgentRow:
+    """The agent named ``ref`` (any case) or with id ``ref``; UniverseError otherwise."""
+    text_ref = str(ref).strip()
+    row: AgentRow | None = None
+    if text_ref.isdigit():
+        row = session.get(AgentRow, int(text_ref))
+    elif text_ref:
+        row = _by_name(session, text_ref)
+    if row is None:
+        raise UniverseError(
+            f"unknown agent {text_ref!r}: give its name or id (see `python -m race agents list`)"
+        )
+    return row
+
+
 def add_agent(
     db: Database, new: NewAgent, starting_capital: Decimal, clock: Clock, *, exist_ok: bool = False
 ) -> tuple[AgentRow, bool]:
     """Create an agent with its portfolio (and empty stats) in one transaction."""
-    name = new.name.strip()
-    if not name or len(name) > 100:
-        raise UniverseError("agent name must be 1-100 characters")
+    name = agent_name(new.name)
     if starting_capital <= ZERO:
         raise UniverseError("starting capital must be positive")
     params = dict(new.params or {})
     with db.write() as session:
-        existing = session.scalar(select(AgentRow).where(AgentRow.name == name))
+        existing = _by_name(session, name)
         if existing is not None:
             if exist_ok:
                 return existing, False
-            raise UniverseError(f"an agent named {name!r} already exists")
+            raise UniverseError(
+                f"an agent named {existing.name!r} (id {existing.id}) already exists: names "
+                "are unique regardless of case"
+            )
         now = clock.now()
         row = AgentRow(
             name=name,
@@ -157,13 +205,53 @@ def add_agent(
         return row, True
 
 
-def set_agent_active(db: Database, name: str, active: bool) -> AgentRow:
+def set_agent_active(db: Database, ref: str | int, active: bool) -> AgentRow:
+    """Enable or disable the agent named ``ref`` or with id ``ref``."""
     with db.write() as session:
-        row = session.scalar(select(AgentRow).where(AgentRow.name == name))
-        if row is None:
-            raise UniverseError(f"unknown agent {name!r}")
+        row = find_agent(session, ref)
         row.is_active = active
         return row
+
+
+@dataclass(frozen=True)
+class RemovedAgent:
+    id: int
+    name: str
+    decisions: int
+    trades: int
+    snapshots: int
+
+
+def remove_agent(db: Database, ref: str | int, *, force: bool = False) -> RemovedAgent:
+    """Delete an agent with its portfolio, stats and equity snapshots, in one transaction.
+    An agent that has decided is refused unless ``force``: then its decisions, trades and
+    positions go too (all or nothing)."""
+    with db.write() as session:
+        row = find_agent(session, ref)
+        agent_id = row.id
+
+        def count(table: Any) -> int:
+            query = select(func.count()).select_from(table).where(table.agent_id == agent_id)
+            return int(session.scalar(query) or 0)
+
+        decisions, trades = count(DecisionRow), count(TradeRow)
+        snapshots = count(EquitySnapshotRow)
+        if decisions and not force:
+            raise UniverseError(
+                f"agent {row.name!r} (id {agent_id}) has {decisions} decision(s) and "
+                f"{trades} trade(s): `agents disable` stops it and keeps its history; "
+                "`agents remove --force` deletes it with its history"
+            )
+        removed = RemovedAgent(agent_id, row.name, decisions, trades, snapshots)
+        portfolio_ids = select(PortfolioRow.id).where(PortfolioRow.agent_id == agent_id)
+        session.execute(delete(TradeRow).where(TradeRow.agent_id == agent_id))
+        session.execute(delete(EquitySnapshotRow).where(EquitySnapshotRow.agent_id == agent_id))
+        session.execute(delete(DecisionRow).where(DecisionRow.agent_id == agent_id))
+        session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
+        session.execute(delete(PortfolioRow).where(PortfolioRow.agent_id == agent_id))
+        session.execute(delete(AgentStatsRow).where(AgentStatsRow.agent_id == agent_id))
+        session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
+        return removed
 
 
 def list_agents(db: Database) -> list[AgentRow]:

@@ -24,6 +24,18 @@ NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
+def _empty_settings_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("no-settings-files")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings_files(_empty_settings_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own ``.env`` / ``local.settings.json`` never leak into a test (nor
+    into the subprocesses it starts): settings files are read from an empty folder."""
+    monkeypatch.setenv("RACE_SETTINGS_DIR", str(_empty_settings_dir))
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file, copied for each test (migrating once is much faster)."""
     path = tmp_path_factory.mktemp("template") / "template.db"

@@ -65,17 +65,17 @@ def test_add_list_disable_enable(cli_db, capsys):
     [llama, sma] = agents_json(capsys)
     assert llama["provider"] == "Llama" and llama["model"] == "llama-3.3-70b-versatile"
     assert llama["params"]["daily_budget_usd"] == 0.25
-    assert llama["active"] and sma["active"]
+    assert llama["isActive"] and sma["isActive"]
     assert main(["agents", "list"]) == 0
     table = capsys.readouterr().out
     assert "Llama Scalper" in table and "sma_cross" in table and "active" in table
 
     assert main(["agents", "disable", "Llama Scalper"]) == 0
     assert "disabled agent 'Llama Scalper'" in capsys.readouterr().out
-    assert [a["active"] for a in agents_json(capsys)] == [False, True]
+    assert [a["isActive"] for a in agents_json(capsys)] == [False, True]
     assert main(["agents", "enable", "Llama Scalper"]) == 0
     capsys.readouterr()
-    assert [a["active"] for a in agents_json(capsys)] == [True, True]
+    assert [a["isActive"] for a in agents_json(capsys)] == [True, True]
 
 
 @pytest.mark.parametrize(

@@ -158,11 +158,11 @@ def test_leaderboard_table_and_json(seeded, capsys):
     assert main(["leaderboard", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
-    equities = [r["equity"] for r in rows]
+    equities = [r["currentValue"] for r in rows]
     assert equities == sorted(equities, reverse=True)
-    cash = next(r for r in rows if r["name"] == "Cash Keeper")
-    assert cash["equity"] == 100000.0
-    assert cash["trades"] == 0
+    cash = next(r for r in rows if r["agent"]["name"] == "Cash Keeper")
+    assert cash["currentValue"] == 100000.0
+    assert cash["totalTrades"] == 0
 
 
 def test_snapshot_marks_at_the_newest_close(seeded, capsys):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
+from race.settings_files import SettingsSources, read_sources, settings_dir
 from race.store.database import DatabaseError
 
 COMMAND_MODULES = (
@@ -48,6 +49,17 @@ def _unusable(exc: OperationalError) -> str:
         return f"the database failed: {type(exc.orig or exc).__name__}"
 
 
+def report_origins(sources: SettingsSources) -> None:
+    """Under ``-v``: where each setting that is set came from (never its value)."""
+    from race.settings import setting_names
+
+    log = logging.getLogger("race.settings")
+    for name, origin in sorted(sources.origins(sorted(set(setting_names().values()))).items()):
+        log.debug("setting %s from %s", name, origin)
+    if not sources.files:
+        log.debug("no .env or local.settings.json in %s", settings_dir())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(level=logging.DEBUG if args.verbose else None)
     try:
+        sources = read_sources()  # a malformed settings file: one error, exit 2
+        if args.verbose:
+            report_origins(sources)
         return int(args.handler(args) or 0)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -71,3 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        from race.cli._common import close_apps
+
+        close_apps()

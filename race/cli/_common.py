@@ -11,12 +11,22 @@ from typing import Any
 from race.bootstrap import App, bootstrap
 from race.domain.timeutil import parse_iso
 
+_OPENED: list[App] = []
+
 
 def open_app(*, require_schema: bool = True) -> App:
+    """The app for one command; :func:`close_apps` (run by ``main`` when the command ends)
+    closes it, so no database connection outlives the command."""
     app = bootstrap()
+    _OPENED.append(app)
     if require_schema:
         app.db.require_schema()
     return app
+
+
+def close_apps() -> None:
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def iso_arg(value: str) -> datetime:

@@ -48,8 +48,8 @@ def register(commands: Any) -> None:
     backfill.add_argument(
         "--agent",
         action="append",
-        metavar="NAME",
-        help="replay only this agent (repeatable; default: every active agent)",
+        metavar="NAME|ID",
+        help="replay only this agent, by name or id (repeatable; default: every active agent)",
     )
     backfill.add_argument("--json", action="store_true", help="print the report as JSON")
     backfill.set_defaults(handler=cmd_backfill)
@@ -148,24 +148,36 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_ids(app: Any, names: list[str]) -> list[int]:
-    from race.universe import list_agents
+def _agent_ids(app: Any, refs: list[str]) -> list[int]:
+    """The ids of the agents named (any case) or numbered in ``refs``."""
+    from race.universe import UniverseError, find_agent
 
-    by_name = {row.name: row.id for row in list_agents(app.db)}
-    unknown = [name for name in names if name not in by_name]
+    ids: list[int] = []
+    unknown: list[str] = []
+    with app.db.read() as session:
+        for ref in refs:
+            try:
+                ids.append(find_agent(session, ref).id)
+            except UniverseError:
+                unknown.append(ref)
     if unknown:
         raise LookupError(
             f"unknown agent(s): {', '.join(unknown)} (see `python -m race agents list`)"
         )
-    return [by_name[name] for name in names]
+    return list(dict.fromkeys(ids))
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     app = open_app()
+    if args.json:
+        # The API's entries, field for field (GET /api/leaderboard): one vocabulary.
+        from race.api.queries import leaderboard
+
+        with app.db.read() as session:
+            entries = leaderboard(session)
+        print(json.dumps([entry.model_dump() for entry in entries], indent=2))
+        return 0
     with app.db.read() as session:
         rows = standings(session)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
-    else:
-        print(render_table(rows))
+    print(render_table(rows))
     return 0

@@ -24,6 +24,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,6 +88,8 @@ class AgentRow(Base):
             "provider IN (" + ", ".join(f"'{p.value}'" for p in Provider) + ")",
             name="provider",
         ),
+        # Migration 0008: names are unique case-insensitively.
+        Index("ix_agents_name_lower", func.lower(text("name")), unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
