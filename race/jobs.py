@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from race.bootstrap import App
 from race.domain.timeutil import format_interval, parse_interval, parse_iso
-from race.engine import BackfillReport
+from race.engine import BackfillRefused, BackfillReport, check_backfill_interval
 from race.store.database import DatabaseError
 from race.store.tables import JobRow
 
@@ -60,7 +60,7 @@ def _interval(text: str) -> timedelta:
         raise ValueError(too_long) from None
     if step > MAX_INTERVAL:
         raise ValueError(too_long)
-    return step
+    return check_backfill_interval(step)
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,10 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
         )
     except UnknownJobError:
         raise
+    except BackfillRefused as exc:
+        # Another backfill holds the lease: this job stays unfinished, a later call goes on.
+        log.warning("backfill job %s waits: %s", job_id, exc, extra={"job_id": job_id})
+        return _unfinished_report(app, job_id)
     except Exception as exc:
         log.exception("backfill job %s failed", job_id, extra={"job_id": job_id})
         _mark_failed(app, job_id, exc)
@@ -188,6 +192,21 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
     if report.job_id != job_id:  # same parameters, same key: cannot differ
         raise RuntimeError(f"job {job_id} resolved to job {report.job_id}")
     return report
+
+
+def _unfinished_report(app: App, job_id: int) -> BackfillReport:
+    spec = _spec_of(app, job_id)
+    with app.db.read() as session:
+        row = session.get(JobRow, job_id)
+        total, done = (row.total, row.done) if row is not None else (0, 0)
+    return BackfillReport(
+        job_id=job_id,
+        start=spec.start,
+        end=spec.end,
+        interval=spec.interval,
+        total_cycles=total,
+        done_cycles=done,
+    )
 
 
 async def run_backfill_job(app: App, job_id: int, chunk_seconds: float = 60.0) -> BackfillReport:
