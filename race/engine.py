@@ -836,7 +836,7 @@ class RaceEngine:
         check_backfill_interval(interval)
         times = grid(start, end, interval)
         if times:
-            self._require_candles(times[0], times[-1])
+            self.require_candles(times[0], times[-1])
         job = self._job("backfill", start, end, interval, len(times), agent_ids)
         report = BackfillReport(
             job_id=job,
@@ -938,7 +938,7 @@ class RaceEngine:
         except Exception as exc:  # it expires on its own
             log.warning("backfill lease not released (it expires on its own): %s", exc)
 
-    def _require_candles(self, first: datetime, last: datetime) -> None:
+    def require_candles(self, first: datetime, last: datetime) -> None:
         """Refuse up front a backfill whose range holds no candle to decide on (every
         cycle would be skipped as stale)."""
         age = self.settings.max_price_age or timedelta(0)
@@ -964,14 +964,14 @@ class RaceEngine:
         """Agents already past cycles of ``times[position:]`` they have no decision for: a
         replay never goes back before an agent's latest step, so those cycles stay
         without a decision of that agent — said, never silent."""
-        ahead = {
-            s.id: states[s.id].as_of
-            for s in specs
-            if states[s.id].as_of is not None and states[s.id].as_of >= times[position]
-        }
+        ahead: dict[int, datetime] = {}
+        for spec in specs:
+            as_of = states[spec.id].as_of
+            if as_of is not None and as_of >= times[position]:
+                ahead[spec.id] = as_of
         if not ahead:
             return {}
-        last = min(max(ahead.values()), times[-1])  # type: ignore[type-var]
+        last = min(max(ahead.values()), times[-1])
         with self.db.read() as session:
             rows = session.execute(
                 select(DecisionRow.agent_id, DecisionRow.cycle_time).where(
@@ -986,16 +986,12 @@ class RaceEngine:
         found: dict[int, str] = {}
         for agent_id, as_of in ahead.items():
             have = decided.get(agent_id, set())
-            missing = [
-                t
-                for t in times[position:]
-                if t <= as_of and t not in have  # type: ignore[operator]
-            ]
+            missing = [t for t in times[position:] if t <= as_of and t not in have]
             if missing:
                 found[agent_id] = (
-                    f"portfolio already at {as_of.isoformat()}: {len(missing)} cycle(s) from "  # type: ignore[union-attr]
-                    f"{missing[0].isoformat()} to {missing[-1].isoformat()} not replayed (a "
-                    "replay never goes back before an agent's latest decision)"
+                    f"portfolio already at {as_of.isoformat()}: {len(missing)} cycle(s) "
+                    f"from {missing[0].isoformat()} to {missing[-1].isoformat()} not replayed "
+                    "(a replay never goes back before an agent's latest decision)"
                 )
         return found
 
@@ -1176,9 +1172,11 @@ class RaceEngine:
         start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
         if end < start:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
-        return self._job(
-            "backfill", start, end, interval, len(grid(start, end, interval)), agent_ids
-        )
+        check_backfill_interval(interval)
+        times = grid(start, end, interval)
+        if times:
+            self.require_candles(times[0], times[-1])
+        return self._job("backfill", start, end, interval, len(times), agent_ids)
 
     def _commit_chunk(
         self,

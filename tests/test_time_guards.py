@@ -205,3 +205,18 @@ def test_cli_backfill_refuses_a_range_without_candles_and_sub_minute_intervals(
         assert "121 cycle(s)" in err.splitlines()[0]  # the count, before the run
     with pytest.raises(ValueError, match="too short"):
         parse_backfill_request({"start": first, "end": last, "interval": "30s"})
+
+
+def test_admin_backfill_over_a_range_without_candles_is_a_400(
+    race: tuple[App, ManualClock, dict[str, int]],
+) -> None:
+    app, _, _ = race
+    client = TestClient(create_api(app), raise_server_exceptions=False)
+    headers = {"X-API-Key": ADMIN_KEY}
+    body = {"start": "1999-01-01T00:00:00Z", "end": "1999-01-03T00:00:00Z", "interval": "1h"}
+    response = client.post("/api/admin/backfills", headers=headers, json=body)
+    assert response.status_code == 400
+    assert "no candles stored" in response.json()["message"]
+    body["interval"] = "30s"
+    response = client.post("/api/admin/backfills", headers=headers, json=body)
+    assert response.status_code == 400 and "too short" in response.json()["message"]

@@ -703,7 +703,10 @@ def create_api(
         """Start (or resume) a backfill ``{start, end, interval}``; it runs in chunks. Poll
         the status URL. Times from 1970 to before 2200, an interval of at most 31 days."""
         spec = backfill_spec(raw, app.clock.now())  # the Functions start_backfill's parser too
-        job_id = create_backfill_job(app, spec)
+        try:
+            job_id = create_backfill_job(app, spec)
+        except ValueError as exc:  # e.g. no candles in the range
+            raise ApiError(400, str(exc)) from None
         runner.submit(job_id)
         return job_accepted(job_id)
 
