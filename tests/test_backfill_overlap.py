@@ -20,6 +20,7 @@ from race.bootstrap import App, bootstrap
 from race.cli import main
 from race.clock import ManualClock
 from race.engine import BackfillRefused
+from race.jobs import BackfillSpec, create_backfill_job, run_backfill_chunk
 from race.store import lease as leases
 from race.store.tables import JobRow, LeaseRow
 from tests.conftest import _truncate_pg
@@ -229,3 +230,23 @@ def seed_ids(app: App) -> list[int]:
     from race.universe import list_agents
 
     return [row.id for row in list_agents(app.db)]
+
+
+def test_a_queued_chunk_finding_the_lease_busy_stays_unfinished(
+    database_url: str, clock: ManualClock
+) -> None:
+    app = bootstrap(
+        overrides={"RACE_DATABASE_URL": database_url, "RACE_BACKFILL_WAIT_SECONDS": "0"},
+        clock=clock,
+    )
+    seed(app)
+    hold_lease(app, "elsewhere:1:abc", 41, timedelta(minutes=5))
+    spec = BackfillSpec(START, START + DAY / 4, HOUR)
+    job = create_backfill_job(app, spec)
+    report = asyncio.run(run_backfill_chunk(app, job, 5.0))
+    assert not report.finished and report.done_cycles == 0
+    with app.db.read() as session:
+        assert session.get(JobRow, job).status == "running"  # not failed: a later call goes on
+    clock.advance(6 * 60)
+    assert asyncio.run(run_backfill_chunk(app, job, 5.0)).finished
+    app.close()
