@@ -980,12 +980,21 @@ class RaceEngine:
                     DecisionRow.cycle_time <= last,
                 )
             ).all()
+            skipped = set(
+                session.scalars(
+                    select(CycleRow.cycle_time).where(
+                        CycleRow.status == "skipped",
+                        CycleRow.cycle_time >= times[position],
+                        CycleRow.cycle_time <= last,
+                    )
+                )
+            )
         decided: dict[int, set[datetime]] = {}
         for agent_id, cycle_time in rows:
             decided.setdefault(agent_id, set()).add(cycle_time)
         found: dict[int, str] = {}
         for agent_id, as_of in ahead.items():
-            have = decided.get(agent_id, set())
+            have = decided.get(agent_id, set()) | skipped  # a stale cycle had no decisions
             missing = [t for t in times[position:] if t <= as_of and t not in have]
             if missing:
                 found[agent_id] = (

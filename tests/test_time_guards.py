@@ -220,3 +220,25 @@ def test_admin_backfill_over_a_range_without_candles_is_a_400(
     body["interval"] = "30s"
     response = client.post("/api/admin/backfills", headers=headers, json=body)
     assert response.status_code == 400 and "too short" in response.json()["message"]
+
+
+def test_a_backfill_skips_the_stale_cycles_of_a_candle_gap(
+    race: tuple[App, ManualClock, dict[str, int]],
+) -> None:
+    app, _, _ = race
+    resume = LAST + 13 * HOUR  # 12 h without candles, then 6 more hours
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(app, make_candles(symbol, resume, wave_prices(6, base=base)))
+    first, last = LAST - 2 * HOUR, resume + 5 * HOUR
+    report = asyncio.run(app.engine.backfill(first, last, HOUR))
+    # Cycles LAST+7h … LAST+12h see no price younger than 6 h: skipped, with the reason.
+    assert report.stale_cycles == 6 and report.finished
+    assert report.decisions == 2 * (report.total_cycles - 6)
+    with app.db.read() as session:
+        stale = session.scalars(select(CycleRow).where(CycleRow.status == "skipped")).all()
+        assert [row.cycle_time for row in stale] == [LAST + h * HOUR for h in range(7, 13)]
+        assert all("RACE_MAX_PRICE_AGE" in (row.reason or "") for row in stale)
+        at_gap = select(func.count()).where(DecisionRow.cycle_time == LAST + 8 * HOUR)
+        assert session.scalar(at_gap) == 0
+    again = asyncio.run(app.engine.backfill(first, last, HOUR))
+    assert again.decisions == 0 and again.skipped == {}  # a stale cycle is no gap
