@@ -20,9 +20,9 @@ from sqlalchemy import func, select
 from race.api import create_api
 from race.bootstrap import App, bootstrap
 from race.cli import main
-from race.clock import ManualClock
+from race.clock import ManualClock, SystemClock
 from race.jobs import parse_backfill_request
-from race.scheduler import _outcome
+from race.scheduler import Scheduler, _outcome, race_jobs
 from race.store.tables import CycleRow, DecisionRow, EquitySnapshotRow
 from tests.factories import (
     HOUR,
@@ -242,3 +242,29 @@ def test_a_backfill_skips_the_stale_cycles_of_a_candle_gap(
         assert session.scalar(at_gap) == 0
     again = asyncio.run(app.engine.backfill(first, last, HOUR))
     assert again.decisions == 0 and again.skipped == {}  # a stale cycle is no gap
+
+
+def test_serve_schedule_records_and_logs_a_stale_cycle_as_skipped(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = bootstrap(
+        overrides={"RACE_DATABASE_URL": sqlite_url, "RACE_DECISION_SCHEDULE": "* * * * * *"},
+        clock=SystemClock(),
+    )
+    seed(app)  # candles of 2023: stale "now"
+    jobs = [job for job in race_jobs(app) if job.name == "run_cycle"]
+    scheduler = Scheduler(app, jobs)
+
+    async def run_for(seconds: float) -> None:
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(seconds)
+        scheduler.stop()
+        await asyncio.wait_for(task, 10)
+
+    with caplog.at_level(logging.WARNING, logger="race.engine"):
+        asyncio.run(run_for(1.6))
+    assert scheduler.runs
+    assert all(o.startswith("skipped: market view stale") for *_, o in scheduler.runs)
+    assert any("skipped: market view stale" in r.getMessage() for r in caplog.records)
+    assert count(app, DecisionRow) == 0 and count(app, EquitySnapshotRow) == 0
+    app.close()
