@@ -155,6 +155,8 @@ class BackfillReport:
     waited_seconds: float = 0.0
     """How long this run waited for another backfill to finish."""
     waited_for: str | None = None
+    refused: str | None = None
+    """Set when this call did no work: another backfill held the lease (queued jobs)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -184,7 +184,7 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
     except BackfillRefused as exc:
         # Another backfill holds the lease: this job stays unfinished, a later call goes on.
         log.warning("backfill job %s waits: %s", job_id, exc, extra={"job_id": job_id})
-        return _unfinished_report(app, job_id)
+        return _unfinished_report(app, job_id, str(exc))
     except Exception as exc:
         log.exception("backfill job %s failed", job_id, extra={"job_id": job_id})
         _mark_failed(app, job_id, exc)
@@ -194,7 +194,7 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
     return report
 
 
-def _unfinished_report(app: App, job_id: int) -> BackfillReport:
+def _unfinished_report(app: App, job_id: int, refused: str) -> BackfillReport:
     spec = _spec_of(app, job_id)
     with app.db.read() as session:
         row = session.get(JobRow, job_id)
@@ -206,13 +206,17 @@ def _unfinished_report(app: App, job_id: int) -> BackfillReport:
         interval=spec.interval,
         total_cycles=total,
         done_cycles=done,
+        refused=refused,
     )
 
 
 async def run_backfill_job(app: App, job_id: int, chunk_seconds: float = 60.0) -> BackfillReport:
-    """Work a job to the end, chunk after chunk (the local, in-process runner)."""
+    """Work a job to the end, chunk after chunk (the local, in-process runner). A chunk
+    that could not start (another backfill holds the lease) is tried again a second later."""
     while True:
         report = await run_backfill_chunk(app, job_id, chunk_seconds)
+        if report.refused is not None:
+            await asyncio.sleep(1.0)
         if report.finished:
             log.info(
                 "backfill job %s finished: %d decisions",

@@ -20,7 +20,7 @@ from race.bootstrap import App, bootstrap
 from race.cli import main
 from race.clock import ManualClock
 from race.engine import BackfillRefused
-from race.jobs import BackfillSpec, create_backfill_job, run_backfill_chunk
+from race.jobs import BackfillSpec, create_backfill_job, run_backfill_chunk, run_backfill_job
 from race.store import lease as leases
 from race.store.tables import JobRow, LeaseRow
 from tests.conftest import _truncate_pg
@@ -244,9 +244,33 @@ def test_a_queued_chunk_finding_the_lease_busy_stays_unfinished(
     spec = BackfillSpec(START, START + DAY / 4, HOUR)
     job = create_backfill_job(app, spec)
     report = asyncio.run(run_backfill_chunk(app, job, 5.0))
-    assert not report.finished and report.done_cycles == 0
+    assert not report.finished and report.done_cycles == 0 and report.refused
     with app.db.read() as session:
         assert session.get(JobRow, job).status == "running"  # not failed: a later call goes on
     clock.advance(6 * 60)
     assert asyncio.run(run_backfill_chunk(app, job, 5.0)).finished
+    app.close()
+
+
+def test_a_local_job_retries_until_the_lease_is_free(database_url: str, clock: ManualClock) -> None:
+    app = bootstrap(
+        overrides={"RACE_DATABASE_URL": database_url, "RACE_BACKFILL_WAIT_SECONDS": "0"},
+        clock=clock,
+    )
+    seed(app)
+    hold_lease(app, "elsewhere:1:abc", 41, timedelta(minutes=5))
+    job = create_backfill_job(app, BackfillSpec(START, START + DAY / 4, HOUR))
+    calls: list[bool] = []
+
+    async def scenario() -> Any:
+        worker = asyncio.create_task(run_backfill_job(app, job))
+        await asyncio.sleep(0.5)
+        calls.append(worker.done())
+        with app.db.write() as session:
+            leases.release(session, leases.BACKFILL, "elsewhere:1:abc")
+        return await asyncio.wait_for(worker, 10)
+
+    report = asyncio.run(scenario())
+    assert calls == [False]  # it kept trying (a second apart) while the lease was held
+    assert report.finished and report.decisions == len(AGENTS) * 7
     app.close()
