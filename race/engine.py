@@ -41,6 +41,7 @@ from race.settings import Settings
 from race.store import lease as leases
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
+from race.store.lease import BackfillRefused
 from race.store.retry import with_db_retry
 from race.store.tables import CandleRow, CycleRow, DecisionRow, JobRow, TradeRow
 from race.telemetry import Telemetry
@@ -68,11 +69,6 @@ def check_backfill_interval(interval: timedelta) -> timedelta:
             f"once every {format_interval(MIN_BACKFILL_INTERVAL)}"
         )
     return interval
-
-
-class BackfillRefused(RuntimeError):
-    """Another backfill holds the lease (and kept it past ``RACE_BACKFILL_WAIT_SECONDS``),
-    or kept writing the same portfolios: the message is one line naming it."""
 
 
 def stale_reason(view: Any, at: datetime, max_age: timedelta | None) -> str | None:

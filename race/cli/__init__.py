@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from race.store.database import DatabaseError
+from race.store.lease import BackfillRefused
 
 COMMAND_MODULES = (
     "race.cli.core",
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BackfillRefused as exc:  # another backfill runs (demo, backfill)
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,11 @@ from race.store.tables import LeaseRow
 BACKFILL = "backfill"
 
 
+class BackfillRefused(RuntimeError):
+    """Another backfill holds the lease (and kept it past ``RACE_BACKFILL_WAIT_SECONDS``),
+    or kept writing the same portfolios: the message is one line naming it."""
+
+
 class LeaseLost(RuntimeError):
     """The lease was taken over by another holder (it had expired)."""
 
