@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from race.cli._common import iso_arg, open_app, progress_bar
-from race.domain.timeutil import format_interval, grid, parse_interval
+from race.domain.timeutil import floor_time, format_interval, parse_interval
 from race.leaderboard import render_table, standings
 from race.schedule import scheduled_time
 
@@ -148,7 +148,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"backfill end {args.end.isoformat()} is before start {args.start.isoformat()}"
         )
     agent_ids = _agent_ids(app, args.agent) if args.agent else None
-    cycles = len(grid(args.start, args.end, interval))
+    first = floor_time(args.start, interval)
+    if first < args.start:
+        first += interval
+    cycles = 0 if first > args.end else (args.end - first) // interval + 1
     print(
         f"backfill {args.start.isoformat()} → {args.end.isoformat()} every "
         f"{format_interval(interval)}: {cycles:,} cycle(s)",
