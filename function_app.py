@@ -119,6 +119,8 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
         job_id = create_backfill_job(race, spec)
     except ApiError as exc:
         return _json(exc.status, {"message": exc.message})
+    except ValueError as exc:  # e.g. no candles in the range
+        return _json(400, {"message": str(exc)})
     except DatabaseError as exc:
         return _json(503, {"message": str(exc)})
     queue.set(json.dumps({"jobId": job_id}))

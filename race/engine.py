@@ -38,10 +38,12 @@ from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
 from race.schedule import scheduled_time
 from race.settings import Settings
+from race.store import lease as leases
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
+from race.store.lease import BackfillRefused
 from race.store.retry import with_db_retry
-from race.store.tables import CycleRow, DecisionRow, JobRow, TradeRow
+from race.store.tables import CandleRow, CycleRow, DecisionRow, JobRow, TradeRow
 from race.telemetry import Telemetry
 
 log = logging.getLogger("race.engine")
@@ -53,6 +55,37 @@ CATCH_UP = "catch-up"
 SCHEDULED_TRIGGERS = ("timer", "schedule", CATCH_UP)
 """Triggers of cycles run by a schedule: a slot after the first of them is "missed" when
 it has no cycle row."""
+FINISHED = ("completed", "skipped")
+"""Cycle statuses a catch-up leaves alone (a skipped cycle had a stale market view)."""
+MIN_BACKFILL_INTERVAL = timedelta(minutes=1)
+"""The shortest decision interval a backfill accepts."""
+
+
+def check_backfill_interval(interval: timedelta) -> timedelta:
+    """``interval`` if it is at least :data:`MIN_BACKFILL_INTERVAL`, else ``ValueError``."""
+    if interval < MIN_BACKFILL_INTERVAL:
+        raise ValueError(
+            f"interval {format_interval(interval)} is too short: a backfill decides at most "
+            f"once every {format_interval(MIN_BACKFILL_INTERVAL)}"
+        )
+    return interval
+
+
+def stale_reason(view: Any, at: datetime, max_age: timedelta | None) -> str | None:
+    """Why the market view at ``at`` is too stale to decide or mark on: no asset has a
+    price younger than ``max_age`` (``RACE_MAX_PRICE_AGE``). None when it is fresh."""
+    if max_age is None:
+        return None
+    newest = max(
+        (series[-1].close_time for series in view.candles.values() if series), default=None
+    )
+    if newest is not None and at - newest <= max_age:
+        return None
+    seen = "no candle at all" if newest is None else f"newest candle closed {newest.isoformat()}"
+    return (
+        f"market view stale at {at.isoformat()}: no asset has a price younger than "
+        f"RACE_MAX_PRICE_AGE ({format_interval(max_age)}); {seen}"
+    )
 
 
 @dataclass
@@ -66,11 +99,14 @@ class CycleReport:
     skipped: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     duration_ms: int = 0
+    reason: str | None = None
+    """Why the whole cycle was ``skipped`` (a stale market view)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cycleTime": self.cycle_time.isoformat(),
             "status": self.status,
+            "reason": self.reason,
             "agentsTotal": self.agents_total,
             "decided": self.decided,
             "fallbacks": self.fallbacks,
@@ -108,6 +144,15 @@ class BackfillReport:
     trades: int = 0
     finished: bool = False
     retries: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+    """Agents that had cycles of the range left out, and why (never silently)."""
+    stale_cycles: int = 0
+    """Cycles skipped because no asset had a fresh price (no decisions there)."""
+    waited_seconds: float = 0.0
+    """How long this run waited for another backfill to finish."""
+    waited_for: str | None = None
+    refused: str | None = None
+    """Set when this call did no work: another backfill held the lease (queued jobs)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +166,10 @@ class BackfillReport:
             "fallbacks": self.fallbacks,
             "trades": self.trades,
             "finished": self.finished,
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+            "staleCycles": self.stale_cycles,
+            "waitedSeconds": round(self.waited_seconds, 3),
+            "waitedFor": self.waited_for,
         }
 
 
@@ -302,7 +351,7 @@ class RaceEngine:
         return [
             t
             for t in slots
-            if (t in statuses and statuses[t] != "completed")
+            if (t in statuses and statuses[t] not in FINISHED)
             or (t not in statuses and first is not None and first < t)
         ]
 
@@ -366,6 +415,13 @@ class RaceEngine:
         except OperationalError as exc:
             raise self.db.unavailable(exc) from exc
         report.agents_total = len(specs)
+        stale = (
+            None
+            if pinned is not None
+            else stale_reason(view, cycle_time, self.settings.max_price_age)
+        )
+        if stale is not None:
+            return self._skip_cycle(cycle_time, trigger, total, stale, report, started)
         # Pin the view on the cycle's row (the first run's wins); a run that lost that race
         # to another process takes the winner's view, so all agents of T see one market.
         winner = self._claim_cycle_row(
@@ -457,6 +513,55 @@ class RaceEngine:
             report.trades,
             len(report.skipped),
             report.duration_ms,
+            extra={"cycle_id": cycle_time.isoformat()},
+        )
+        return report
+
+    def _skip_cycle(
+        self,
+        cycle_time: datetime,
+        trigger: str,
+        total: int,
+        reason: str,
+        report: CycleReport,
+        started: float,
+    ) -> CycleReport:
+        """Record the cycle as ``skipped`` with ``reason``: no decisions, no view pinned (a
+        later run re-reads the market, late candles may have landed)."""
+
+        def record() -> None:
+            with self.db.write() as session:
+                row = session.get(CycleRow, cycle_time)
+                if row is None:
+                    session.add(
+                        CycleRow(
+                            cycle_time=cycle_time,
+                            status="skipped",
+                            trigger=trigger,
+                            agents_total=total,
+                            skipped=total,
+                            started_at=self.clock.now(),
+                            finished_at=self.clock.now(),
+                            reason=reason,
+                        )
+                    )
+                elif row.market_view is None and row.decisions == 0:
+                    row.status, row.reason = "skipped", reason
+                    row.finished_at = self.clock.now()
+
+        for _ in range(2):
+            try:
+                self._db_call(record, f"cycle {cycle_time.isoformat()} row")
+                break
+            except IntegrityError:
+                continue  # another run created the row first: look again
+        report.status = "skipped"
+        report.reason = reason
+        report.duration_ms = int((_time.perf_counter() - started) * 1000)
+        log.warning(
+            "cycle %s skipped: %s",
+            cycle_time.isoformat(),
+            reason,
             extra={"cycle_id": cycle_time.isoformat()},
         )
         return report
@@ -568,6 +673,16 @@ class RaceEngine:
                         )
                     )
                     return pin
+                # A cycle skipped earlier (stale view) runs now that the market is fresh.
+                session.execute(
+                    update(CycleRow)
+                    .where(
+                        CycleRow.cycle_time == cycle_time,
+                        CycleRow.market_view.is_(None),
+                        CycleRow.status == "skipped",
+                    )
+                    .values(status=status, reason=None)
+                )
                 moved = session.execute(
                     update(CycleRow)
                     .where(CycleRow.cycle_time == cycle_time, CycleRow.market_view.is_(None))
@@ -627,6 +742,12 @@ class RaceEngine:
     def snapshot(self, at: datetime) -> int:
         """Mark every active portfolio to market at ``at`` (between decision cycles).
         Returns how many snapshots were written; existing ones are kept."""
+        return self.mark(at)[0]
+
+    def mark(self, at: datetime) -> tuple[int, str | None]:
+        """:meth:`snapshot`, and why nothing was marked when the market view at ``at`` is
+        stale (no asset with a price younger than ``RACE_MAX_PRICE_AGE``: no snapshot is
+        written, the reason is logged and returned)."""
         at = ensure_utc(at)
         with self.db.read() as session:
             assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
@@ -634,6 +755,10 @@ class RaceEngine:
             states = repo.portfolio_states(session, [s.id for s in specs])
             last = repo.latest_snapshot_times(session, list(states))
             view = repo.market_view(session, at, assets, 1, None)
+        stale = stale_reason(view, at, self.settings.max_price_age) if states else None
+        if stale is not None:
+            log.warning("mark to market at %s skipped: %s", at.isoformat(), stale)
+            return 0, stale
         marks = []
         for agent_id, state in states.items():
             if state.as_of is not None and state.as_of > at:
@@ -643,7 +768,7 @@ class RaceEngine:
                 continue
             marks.append((state, equity_point(at, state.portfolio, view)))
         if not marks:
-            return 0
+            return 0, None
 
         def write() -> int:
             with self.db.write() as session:
@@ -651,7 +776,7 @@ class RaceEngine:
                 fresh = [(s, p) for s, p in marks if current[s.agent_id].version == s.version]
                 return repo.write_marks(session, fresh)
 
-        return self._db_call(write, f"mark to market at {at.isoformat()}")
+        return self._db_call(write, f"mark to market at {at.isoformat()}"), None
 
     # ----------------------------------------------------------------- backfill
 
@@ -706,7 +831,10 @@ class RaceEngine:
         chunk_seconds = chunk_seconds or self.settings.backfill_chunk_seconds
         if end < start:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
+        check_backfill_interval(interval)
         times = grid(start, end, interval)
+        if times:
+            self.require_candles(times[0], times[-1])
         job = self._job("backfill", start, end, interval, len(times), agent_ids)
         report = BackfillReport(
             job_id=job,
@@ -720,6 +848,185 @@ class RaceEngine:
             report.finished = True
             self._update_job(job, "completed", None, 0)
             return report
+        holder = leases.new_holder()
+        description = (
+            f"backfill job {job} ({start.isoformat()} → {end.isoformat()} every "
+            f"{format_interval(interval)})"
+        )
+        await self._take_lease(job, holder, description, report)
+        try:
+            return await self._replay(
+                job,
+                holder,
+                report,
+                times,
+                interval,
+                on_progress,
+                max_seconds,
+                chunk_cycles,
+                chunk_seconds,
+                agent_ids,
+            )
+        finally:
+            self._release_lease(holder)
+
+    def _lease_ttl(self) -> timedelta:
+        """A holder renews with every chunk (at most ``RACE_BACKFILL_CHUNK_SECONDS`` of work
+        plus one cycle): a lease not renewed for this long is taken over."""
+        return timedelta(seconds=max(60.0, 6 * self.settings.backfill_chunk_seconds))
+
+    async def _take_lease(
+        self, job: int, holder: str, description: str, report: BackfillReport
+    ) -> None:
+        """Hold the backfill lease: wait (at most ``RACE_BACKFILL_WAIT_SECONDS``) while
+        another backfill holds it, then refuse with one line naming that job."""
+        wait = max(0.0, self.settings.backfill_wait_seconds)
+        began = _time.monotonic()
+        announced = False
+
+        def attempt() -> leases.LeaseHolder | None:
+            with self.db.write() as session:
+                return leases.try_acquire(
+                    session,
+                    leases.BACKFILL,
+                    holder,
+                    job_id=job,
+                    description=description,
+                    now=self.clock.now(),
+                    ttl=self._lease_ttl(),
+                )
+
+        while True:
+            try:
+                busy = self._db_call(attempt, "backfill lease")
+            except IntegrityError:
+                continue  # another run created the lease row first: look again
+            waited = _time.monotonic() - began
+            if busy is None:
+                if announced:
+                    report.waited_seconds = waited
+                    log.info("backfill job %s takes over after waiting %.1f s", job, waited)
+                return
+            other = busy.description or f"backfill job {busy.job_id}"
+            report.waited_for = other
+            if waited >= wait:
+                raise BackfillRefused(
+                    f"backfill refused: {other} is running (lease held by {busy.holder} "
+                    f"until {busy.expires_at.isoformat()}); waited {waited:.0f} s "
+                    "(RACE_BACKFILL_WAIT_SECONDS): run it again when that job is done"
+                )
+            if not announced:
+                announced = True
+                log.info(
+                    "backfill job %s waits (up to %g s) for %s to finish",
+                    job,
+                    wait,
+                    other,
+                    extra={"job_id": job},
+                )
+            await asyncio.sleep(min(0.25, max(0.01, wait - waited)))
+
+    def _release_lease(self, holder: str) -> None:
+        def release() -> None:
+            with self.db.write() as session:
+                leases.release(session, leases.BACKFILL, holder)
+
+        try:
+            self._db_call(release, "backfill lease")
+        except Exception as exc:  # it expires on its own
+            log.warning("backfill lease not released (it expires on its own): %s", exc)
+
+    def require_candles(self, first: datetime, last: datetime) -> None:
+        """Refuse up front a backfill whose range holds no candle to decide on (every
+        cycle would be skipped as stale)."""
+        age = self.settings.max_price_age or timedelta(0)
+        with self.db.read() as session:
+            found = session.scalar(
+                select(CandleRow.id)
+                .where(CandleRow.close_time >= first - age, CandleRow.close_time <= last)
+                .limit(1)
+            )
+        if found is None:
+            raise ValueError(
+                f"no candles stored from {first.isoformat()} to {last.isoformat()}: nothing "
+                "to replay there (ingest that range first, or pick a range with candles)"
+            )
+
+    def _passed(
+        self,
+        specs: Sequence[AgentSpec],
+        states: dict[int, repo.PortfolioState],
+        times: Sequence[datetime],
+        position: int,
+    ) -> dict[int, str]:
+        """Agents already past cycles of ``times[position:]`` they have no decision for: a
+        replay never goes back before an agent's latest step, so those cycles stay
+        without a decision of that agent — said, never silent."""
+        ahead: dict[int, datetime] = {}
+        for spec in specs:
+            as_of = states[spec.id].as_of
+            if as_of is not None and as_of >= times[position]:
+                ahead[spec.id] = as_of
+        if not ahead:
+            return {}
+        last = min(max(ahead.values()), times[-1])
+        with self.db.read() as session:
+            rows = session.execute(
+                select(DecisionRow.agent_id, DecisionRow.cycle_time).where(
+                    DecisionRow.agent_id.in_(list(ahead)),
+                    DecisionRow.cycle_time >= times[position],
+                    DecisionRow.cycle_time <= last,
+                )
+            ).all()
+            skipped = set(
+                session.scalars(
+                    select(CycleRow.cycle_time).where(
+                        CycleRow.status == "skipped",
+                        CycleRow.cycle_time >= times[position],
+                        CycleRow.cycle_time <= last,
+                    )
+                )
+            )
+        decided: dict[int, set[datetime]] = {}
+        for agent_id, cycle_time in rows:
+            decided.setdefault(agent_id, set()).add(cycle_time)
+        found: dict[int, str] = {}
+        for agent_id, as_of in ahead.items():
+            have = decided.get(agent_id, set()) | skipped  # a stale cycle had no decisions
+            missing = [t for t in times[position:] if t <= as_of and t not in have]
+            if missing:
+                found[agent_id] = (
+                    f"portfolio already at {as_of.isoformat()}: {len(missing)} cycle(s) "
+                    f"from {missing[0].isoformat()} to {missing[-1].isoformat()} not replayed "
+                    "(a replay never goes back before an agent's latest decision)"
+                )
+        return found
+
+    def _say_passed(self, report: BackfillReport, passed: dict[int, str]) -> None:
+        for agent_id, reason in passed.items():
+            if report.skipped.get(agent_id) != reason:
+                log.warning(
+                    "backfill job %s skips agent %s: %s",
+                    report.job_id,
+                    agent_id,
+                    reason,
+                    extra={"job_id": report.job_id, "agent_id": agent_id},
+                )
+            report.skipped[agent_id] = reason
+
+    async def _replay(
+        self,
+        job: int,
+        holder: str,
+        report: BackfillReport,
+        times: list[datetime],
+        interval: timedelta,
+        on_progress: Callable[[int, int], None] | None,
+        max_seconds: float | None,
+        chunk_cycles: int,
+        chunk_seconds: float,
+        agent_ids: Sequence[int] | None,
+    ) -> BackfillReport:
         with self.db.read() as session:
             assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
             all_ids = repo.asset_ids(session)
@@ -734,6 +1041,7 @@ class RaceEngine:
                 self.settings.max_price_age,
             )
         specs = [s for s in specs if s.id in states]
+        self._say_passed(report, self._passed(specs, states, times, 0))
         by_id = {s.id: s for s in specs}
         symbols = list(assets)
         spend = _SpendTracker(self.db)
@@ -758,6 +1066,7 @@ class RaceEngine:
             chunk_started = _time.perf_counter()
             batches = {s.id: repo.AgentBatch(states[s.id]) for s in specs}
             cycles: list[tuple[datetime, int, int, int, int]] = []
+            stale: list[tuple[datetime, int, str]] = []
             stop = position
             while stop < len(times):
                 # In-process agents never suspend: yield to the loop once per cycle so a
@@ -776,8 +1085,15 @@ class RaceEngine:
                     )
                     < cycle_time
                 ]
-                if due:
-                    view = tape.view(cycle_time)
+                view = tape.view(cycle_time) if due else None
+                reason = (
+                    None
+                    if view is None
+                    else stale_reason(view, cycle_time, self.settings.max_price_age)
+                )
+                if reason is not None:
+                    stale.append((cycle_time, len(specs), reason))
+                elif due:
                     summary = ViewSummary(view, symbols[0] if symbols else None)
                     steps = await self._decide_all(
                         due, batches, states, view, summary, cycle_time, symbols, semaphore, spend
@@ -799,21 +1115,29 @@ class RaceEngine:
             try:
                 states.update(
                     self._db_call(
-                        lambda b=batches, c=cycles, s=stop: self._commit_chunk(
-                            job, b, c, times, s, all_ids
+                        lambda b=batches, c=cycles, st=stale, s=stop: self._commit_chunk(
+                            job, b, c, times, s, all_ids, st, holder
                         ),
                         "backfill chunk",
                     )
                 )
+            except leases.LeaseLost as exc:
+                raise BackfillRefused(
+                    f"backfill job {job} stopped after {position}/{len(times)} cycles: {exc} "
+                    "(this run had stalled past its lease); run it again to resume"
+                ) from None
             except (repo.ConcurrentUpdate, IntegrityError) as exc:
                 report.retries += 1
                 if report.retries > 5:
-                    raise RuntimeError(
-                        f"backfill keeps conflicting with another run: {exc}"
-                    ) from exc
+                    raise BackfillRefused(
+                        f"backfill job {job} stopped after {position}/{len(times)} cycles: "
+                        "another run (a live cycle) kept moving the same portfolios; run it "
+                        "again to resume from its cursor"
+                    ) from None
                 log.warning("backfill chunk conflicted with another run (%s); reloading", exc)
                 with self.db.read() as session:
                     states = repo.portfolio_states(session, [s.id for s in specs])
+                self._say_passed(report, self._passed(specs, states, times, position))
                 continue
             for batch in batches.values():
                 for step in batch.steps:
@@ -822,6 +1146,16 @@ class RaceEngine:
                 report.decisions += cycle[2]
                 report.fallbacks += cycle[3]
                 report.trades += cycle[4]
+            report.stale_cycles += len(stale)
+            for cycle_time, _, reason in stale[:1]:
+                log.warning(
+                    "backfill job %s: %d cycle(s) from %s skipped: %s",
+                    job,
+                    len(stale),
+                    cycle_time.isoformat(),
+                    reason,
+                    extra={"job_id": job},
+                )
             position = stop
             report.done_cycles = position
             if on_progress:
@@ -845,9 +1179,11 @@ class RaceEngine:
         start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
         if end < start:
             raise ValueError(f"backfill end {end.isoformat()} is before start {start.isoformat()}")
-        return self._job(
-            "backfill", start, end, interval, len(grid(start, end, interval)), agent_ids
-        )
+        check_backfill_interval(interval)
+        times = grid(start, end, interval)
+        if times:
+            self.require_candles(times[0], times[-1])
+        return self._job("backfill", start, end, interval, len(times), agent_ids)
 
     def _commit_chunk(
         self,
@@ -857,13 +1193,25 @@ class RaceEngine:
         times: Sequence[datetime],
         stop: int,
         all_ids: dict[str, int],
+        stale: Sequence[tuple[datetime, int, str]] = (),
+        holder: str | None = None,
     ) -> dict[int, repo.PortfolioState]:
-        """One chunk in one transaction, the job's cursor with it. Returns the portfolio
-        states as committed (the callers' copies move only when the commit succeeded)."""
+        """One chunk in one transaction, the job's cursor with it (and the backfill lease
+        renewed: a run that lost it writes nothing). Returns the portfolio states as
+        committed (the callers' copies move only when the commit succeeded)."""
         pending = [repo.AgentBatch(replace(b.state), b.steps) for b in batches.values()]
         with self.db.write() as session:
+            if holder is not None:
+                leases.renew(
+                    session,
+                    leases.BACKFILL,
+                    holder,
+                    now=self.clock.now(),
+                    ttl=self._lease_ttl(),
+                )
             flips = repo.write_batches(session, pending, all_ids, self.health)
             self._write_cycles(session, cycles)
+            self._write_stale_cycles(session, stale)
             job_row = session.get(JobRow, job)
             if job_row is not None:
                 job_row.cursor = times[stop - 1]
@@ -992,6 +1340,37 @@ class RaceEngine:
         for t in existing:
             row = session.get(CycleRow, t)
             _recount(session, row, row.agents_total)
+
+    def _write_stale_cycles(self, session: Any, stale: Sequence[tuple[datetime, int, str]]) -> None:
+        """Cycles of a replay skipped for a stale market view: a ``skipped`` row with the
+        reason (a row that already exists is left as it is)."""
+        if not stale:
+            return
+        times = [t for t, _, _ in stale]
+        existing = set(
+            session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(times)))
+        )
+        now = self.clock.now()
+        rows = [
+            {
+                "cycle_time": t,
+                "status": "skipped",
+                "trigger": "backfill",
+                "agents_total": total,
+                "decisions": 0,
+                "fallbacks": 0,
+                "skipped": total,
+                "trades": 0,
+                "started_at": now,
+                "finished_at": now,
+                "error": None,
+                "reason": reason,
+            }
+            for t, total, reason in stale
+            if t not in existing
+        ]
+        if rows:
+            session.execute(CycleRow.__table__.insert(), rows)
 
     # ----------------------------------------------------------------- jobs
 

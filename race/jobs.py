@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from race.bootstrap import App
 from race.domain.timeutil import format_interval, parse_interval, parse_iso
-from race.engine import BackfillReport
+from race.engine import BackfillRefused, BackfillReport, check_backfill_interval
 from race.store.database import DatabaseError
 from race.store.tables import JobRow
 
@@ -60,7 +60,7 @@ def _interval(text: str) -> timedelta:
         raise ValueError(too_long) from None
     if step > MAX_INTERVAL:
         raise ValueError(too_long)
-    return step
+    return check_backfill_interval(step)
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,10 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
         )
     except UnknownJobError:
         raise
+    except BackfillRefused as exc:
+        # Another backfill holds the lease: this job stays unfinished, a later call goes on.
+        log.warning("backfill job %s waits: %s", job_id, exc, extra={"job_id": job_id})
+        return _unfinished_report(app, job_id, str(exc))
     except Exception as exc:
         log.exception("backfill job %s failed", job_id, extra={"job_id": job_id})
         _mark_failed(app, job_id, exc)
@@ -190,10 +194,29 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
     return report
 
 
+def _unfinished_report(app: App, job_id: int, refused: str) -> BackfillReport:
+    spec = _spec_of(app, job_id)
+    with app.db.read() as session:
+        row = session.get(JobRow, job_id)
+        total, done = (row.total, row.done) if row is not None else (0, 0)
+    return BackfillReport(
+        job_id=job_id,
+        start=spec.start,
+        end=spec.end,
+        interval=spec.interval,
+        total_cycles=total,
+        done_cycles=done,
+        refused=refused,
+    )
+
+
 async def run_backfill_job(app: App, job_id: int, chunk_seconds: float = 60.0) -> BackfillReport:
-    """Work a job to the end, chunk after chunk (the local, in-process runner)."""
+    """Work a job to the end, chunk after chunk (the local, in-process runner). A chunk
+    that could not start (another backfill holds the lease) is tried again a second later."""
     while True:
         report = await run_backfill_chunk(app, job_id, chunk_seconds)
+        if report.refused is not None:
+            await asyncio.sleep(1.0)
         if report.finished:
             log.info(
                 "backfill job %s finished: %d decisions",

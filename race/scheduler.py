@@ -39,6 +39,14 @@ def race_jobs(app: App) -> list[ScheduledJob]:
     ]
 
 
+def _outcome(result: object) -> str:
+    """``ok``, or ``skipped: why`` for a decision cycle skipped on a stale market view."""
+    cycle = getattr(result, "cycle", None)
+    if getattr(cycle, "status", None) == "skipped":
+        return f"skipped: {cycle.reason}"  # type: ignore[union-attr]
+    return "ok"
+
+
 class Scheduler:
     def __init__(self, app: App, jobs: list[ScheduledJob] | None = None) -> None:
         self.app = app
@@ -70,12 +78,12 @@ class Scheduler:
             slot = scheduled_time(job.expression, self.app.clock.now())
             log.info("%s: run for %s", job.name, slot.isoformat())
             try:
-                await asyncio.to_thread(asyncio.run, job.work(slot))  # type: ignore[arg-type]
+                result = await asyncio.to_thread(asyncio.run, job.work(slot))  # type: ignore[arg-type]
             except Exception as exc:
                 log.error("%s for %s failed: %s", job.name, slot.isoformat(), exc)
                 self.runs.append((job.name, slot, f"failed: {exc}"))
             else:
-                self.runs.append((job.name, slot, "ok"))
+                self.runs.append((job.name, slot, _outcome(result)))
             late = scheduled_time(job.expression, self.app.clock.now())
             if late > slot:
                 log.warning(

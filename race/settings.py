@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     backfill_chunk_cycles: int = _env("RACE_BACKFILL_CHUNK_CYCLES", default=500)
     """A backfill commits after this many cycles (or the seconds below), cursor included."""
     backfill_chunk_seconds: float = _env("RACE_BACKFILL_CHUNK_SECONDS", default=5.0)
+    backfill_wait_seconds: float = _env("RACE_BACKFILL_WAIT_SECONDS", default=30.0)
+    """A backfill that finds another one writing waits this long for it, then refuses,
+    naming the running job (0 = refuse at once)."""
+    health_max_candle_age: Interval = _env("RACE_HEALTH_MAX_CANDLE_AGE", default=timedelta(hours=2))
+    """``/api/health`` is ``Degraded`` when the newest candle is older than this…"""
+    health_max_cycle_age: Interval = _env("RACE_HEALTH_MAX_CYCLE_AGE", default=timedelta(hours=1))
+    """…or when the last completed cycle is older than this."""
     degraded_window: int = _env("RACE_DEGRADED_WINDOW", default=20)
     """An agent is flagged ``degraded`` when its fallback rate over its last N decisions
     (judged once it has N; 0 = off; at most 100, the stored history)…"""

@@ -341,7 +341,9 @@ def test_health(race):
     _, client, _ = race
     body = get(client, "/api/health")
     assert set(body) >= HEALTH
-    assert body["status"] == "Healthy" and body["database"] == "Connected"
+    # Its last cycle (the replay's end) is 20 h old: degraded, not down.
+    assert body["status"] == "Degraded" and body["database"] == "Connected"
+    assert len(body["reasons"]) == 1 and "RACE_HEALTH_MAX_CYCLE_AGE" in body["reasons"][0]
     assert body["activeAgentCount"] == 5
     assert body["latestCandleTime"] == LAST_CANDLE.isoformat()
     assert body["latestCandleAgeSeconds"] == pytest.approx(3600.0)

@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
@@ -37,7 +37,7 @@ from race.api import queries as q
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError, check_json_body
 from race.bootstrap import App
-from race.domain.timeutil import iso, parse_iso
+from race.domain.timeutil import format_interval, iso, parse_iso
 from race.jobs import (
     BackfillSpec,
     LocalJobRunner,
@@ -380,6 +380,36 @@ def _time(raw: datetime | str | None, name: str) -> datetime | None:
         raise ApiError(400, f"{name} {str(raw)[:64]!r} is out of range") from None
 
 
+def _health_reasons(
+    settings: Any, now: datetime, latest: datetime | None, completed: datetime | None
+) -> list[str]:
+    """Why the race is ``Degraded``: its newest candle is older than
+    ``RACE_HEALTH_MAX_CANDLE_AGE``, or its last completed cycle older than
+    ``RACE_HEALTH_MAX_CYCLE_AGE`` (nothing is judged before the first candle or cycle)."""
+    reasons = []
+    candle_age = settings.health_max_candle_age
+    if latest is not None and now - latest > candle_age:
+        reasons.append(
+            f"newest candle closed {latest.isoformat()}, {_age(now - latest)} ago "
+            f"(RACE_HEALTH_MAX_CANDLE_AGE {format_interval(candle_age)}): ingestion is behind"
+        )
+    cycle_age = settings.health_max_cycle_age
+    if completed is not None and now - completed > cycle_age:
+        reasons.append(
+            f"last completed cycle {completed.isoformat()}, {_age(now - completed)} ago "
+            f"(RACE_HEALTH_MAX_CYCLE_AGE {format_interval(cycle_age)}): cycles are not "
+            "completing"
+        )
+    return reasons
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 86_400:
+        return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def create_api(
     app: App, *, jobs: LocalJobRunner | None = None, resume_jobs: bool = True
 ) -> FastAPI:
@@ -632,11 +662,16 @@ def create_api(
             app.db.ping()
             with app.db.read() as session:
                 active, latest, cycle = q.health_facts(session)
+                completed = q.last_completed_cycle(session)
         except (DatabaseError, OperationalError) as exc:
             log.warning("health: database unreachable: %s", exc)
             return JSONResponse(m.Health(**body).model_dump(), status_code=503)
+        reasons = _health_reasons(app.settings, now, latest, completed)
+        if reasons:
+            log.warning("health: degraded: %s", "; ".join(reasons))
         body.update(
-            status="Healthy",
+            status="Degraded" if reasons else "Healthy",
+            reasons=reasons,
             database="Connected",
             activeAgentCount=active,
             latestCandleTime=iso(latest),
@@ -754,7 +789,10 @@ def create_api(
         """Start (or resume) a backfill ``{start, end, interval}``; it runs in chunks. Poll
         the status URL. Times from 1970 to before 2200, an interval of at most 31 days."""
         spec = backfill_spec(raw, app.clock.now())  # the Functions start_backfill's parser too
-        job_id = create_backfill_job(app, spec)
+        try:
+            job_id = create_backfill_job(app, spec)
+        except ValueError as exc:  # e.g. no candles in the range
+            raise ApiError(400, str(exc)) from None
         runner.submit(job_id)
         return job_accepted(job_id)
 

@@ -224,13 +224,15 @@ class LastCycle(Model):
 
 
 class Health(Model):
-    status: Literal["Healthy", "Unhealthy"]
+    status: Literal["Healthy", "Degraded", "Unhealthy"]
     timestamp: str
     database: Literal["Connected", "Disconnected"]
     activeAgentCount: int
     latestCandleTime: str | None
     latestCandleAgeSeconds: float | None
     lastCycle: LastCycle | None
+    reasons: list[str] = Field(default_factory=list)
+    """Why the race is ``Degraded`` (stale candles, no recent completed cycle)."""
 
 
 class CycleRun(Model):
@@ -243,6 +245,8 @@ class CycleRun(Model):
     skipped: dict[str, str]
     errors: dict[str, str]
     durationMs: int
+    reason: str | None = None
+    """Why the whole cycle was ``skipped`` (a stale market view)."""
 
 
 class BackfillRequest(Model):

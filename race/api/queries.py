@@ -737,6 +737,13 @@ def health_facts(session: Session) -> tuple[int, datetime | None, CycleRow | Non
     return active, latest, cycle
 
 
+def last_completed_cycle(session: Session) -> datetime | None:
+    """The time of the newest completed cycle."""
+    return session.scalar(
+        select(func.max(CycleRow.cycle_time)).where(CycleRow.status == "completed")
+    )
+
+
 def job(session: Session, job_id: int) -> m.Job | None:
     row = session.get(JobRow, job_id)
     if row is None:

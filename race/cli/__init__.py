@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from race.settings_files import SettingsSources, read_sources, settings_dir
 from race.store.database import DatabaseError
+from race.store.lease import BackfillRefused
 
 COMMAND_MODULES = (
     "race.cli.core",
@@ -77,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalError as exc:  # e.g. a read-only SQLite file met by a write
         print(f"error: {_unusable(exc)}", file=sys.stderr)
         return 2
+    except BackfillRefused as exc:  # another backfill runs (demo, backfill)
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from race.cli._common import iso_arg, open_app, progress_bar
-from race.domain.timeutil import parse_interval
+from race.domain.timeutil import floor_time, format_interval, parse_interval
 from race.leaderboard import render_table, standings
 from race.schedule import scheduled_time
 
@@ -89,6 +89,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     report = asyncio.run(app.engine.run_cycle(cycle_time, trigger="manual"))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
+    elif report.status == "skipped":
+        print(f"cycle {cycle_time.isoformat()}: skipped: {report.reason}", file=sys.stderr)
     else:
         print(
             f"cycle {cycle_time.isoformat()}: {report.status}, {report.decided} decided, "
@@ -99,6 +101,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
             print(f"  skipped agent {agent_id}: {reason}")
         for agent_id, error in report.errors.items():
             print(f"  error agent {agent_id}: {error}")
+    if report.status == "skipped":
+        return 3
     return 0 if report.status == "completed" else 1
 
 
@@ -106,16 +110,29 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from race.market_queries import newest_close
 
     app = open_app()
+    now = app.clock.now()
+    if args.at is not None and args.at > now:
+        print(
+            f"error: --at {args.at.isoformat()} is in the future (now {now.isoformat()}): a "
+            "mark uses candles closed by its time",
+            file=sys.stderr,
+        )
+        return 2
     at = args.at or newest_close(app.db)
     if at is None:
         print("no candles yet: nothing to mark")
         return 0
-    written = app.engine.snapshot(at)
+    written, stale = app.engine.mark(at)
+    if stale is not None:
+        print(f"mark to market at {at.isoformat()}: skipped: {stale}", file=sys.stderr)
+        return 3
     print(f"marked {written} portfolio(s) to market at {at.isoformat()}")
     return 0
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from race.engine import BackfillRefused, check_backfill_interval
+
     app = open_app()
     now = app.clock.now()
     if args.end > now:
@@ -125,8 +142,22 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    interval = parse_interval(args.interval)
+    interval = check_backfill_interval(parse_interval(args.interval))
+    if args.end < args.start:
+        raise ValueError(
+            f"backfill end {args.end.isoformat()} is before start {args.start.isoformat()}"
+        )
     agent_ids = _agent_ids(app, args.agent) if args.agent else None
+    first = floor_time(args.start, interval)
+    if first < args.start:
+        first += interval
+    cycles = 0 if first > args.end else (args.end - first) // interval + 1
+    print(
+        f"backfill {args.start.isoformat()} → {args.end.isoformat()} every "
+        f"{format_interval(interval)}: {cycles:,} cycle(s)",
+        file=sys.stderr,
+        flush=True,
+    )
     bar, update = progress_bar(0, "backfill")
     try:
         report = asyncio.run(
@@ -134,8 +165,23 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 args.start, args.end, interval, on_progress=update, agent_ids=agent_ids
             )
         )
+    except BackfillRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     finally:
         bar.close()
+    if report.waited_for is not None and report.waited_seconds:
+        print(
+            f"waited {report.waited_seconds:.1f} s for {report.waited_for}",
+            file=sys.stderr,
+        )
+    for agent_id, reason in report.skipped.items():
+        print(f"skipped agent {agent_id}: {reason}", file=sys.stderr)
+    if report.stale_cycles:
+        print(
+            f"{report.stale_cycles} cycle(s) skipped: market view stale (RACE_MAX_PRICE_AGE)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -149,6 +149,8 @@ class CycleRow(Base):
     """The candles the cycle's agents see, pinned by its first run (ids per asset, see
     ``repository.ViewPin``): later runs and other processes rebuild exactly this view
     (migration 0005). Null on rows written before it and on backfill rows."""
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the cycle is ``skipped`` (e.g. its market view was stale; migration 0009)."""
 
 
 class DecisionRow(Base):
@@ -277,3 +279,18 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LeaseRow(Base):
+    """A named lease (``backfill``): only its holder writes; renewed while it works, taken
+    over once expired (migration 0009)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    """``host:pid:token`` of the process and run holding it."""
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
