@@ -1,6 +1,6 @@
 """OpenAI-compatible chat providers: where they are, and one resilient call to them.
 
-Four endpoints, each configured by settings (DESIGN.md §7): ``llama`` (``LLAMA_*``, Groq by
+Four endpoints, each configured by settings (README): ``llama`` (``LLAMA_*``, Groq by
 default), ``together`` (``TOGETHER_*``), ``openai`` (``OPENAI_*``) and ``azure``
 (``AZURE_OPENAI_*``). Every agent that talks to the same endpoint shares one
 :class:`ProviderRuntime` (kept in ``AgentServices.shared``): one rate limiter (requests per
