@@ -15,6 +15,11 @@ Both paths run the same checks (:mod:`market.validation`) and the same store ste
 
 Every run logs under its own ``correlation_id`` (:func:`race.logging_setup.log_context`).
 
+:func:`ingest_sample` records each bundled file it loaded in a ``jobs`` row of kind
+``sample`` (the file's SHA-256, the settings the candles depend on, how many it stored): a
+later run skips a file whose fingerprint is unchanged and whose candles are all still
+stored, so re-running the demo does not read 120,000 rows again.
+
 :func:`ingest_coingecko` without ``start`` is live ingestion (the 5-minute timer): for each
 enabled asset it fetches what is missing since the last stored candle (at most
 ``RACE_INGEST_LOOKBACK`` back). With ``start`` it is a backfill: the range is split into
