@@ -76,13 +76,13 @@ def test_every_api_field_is_documented_with_its_type():
     assert not missing, f"docs/api.md lacks or mistypes: {missing}"
 
 
-def test_every_route_is_documented(app):
+def test_every_route_is_documented(sqlite_app):
     from race.api import create_api
 
     text = API_DOC.read_text(encoding="utf-8")
     routes = [
         (method, route.path)
-        for route in create_api(app).routes
+        for route in create_api(sqlite_app).routes
         if route.path.startswith("/api/") and route.path not in ("/api/openapi.json",)
         for method in sorted(getattr(route, "methods", None) or ())
         if method not in ("HEAD", "OPTIONS")
@@ -138,4 +138,3 @@ def test_nothing_cites_documents_outside_the_repository():
 def test_the_readme_points_at_the_docs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docs/api.md" in readme and "docs/rules.md" in readme
-
