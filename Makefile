@@ -3,14 +3,37 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# uv (from PyPI) installs the pinned lock in seconds; pip is the fallback.
+UV     ?= $(shell command -v uv 2>/dev/null)
+COMPILE = --universal --python-version 3.11 --no-header --quiet
 
-.PHONY: demo test lint fmt bench serve clean
+.PHONY: demo test lint fmt bench serve clean lock
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@if [ -n "$(UV)" ]; then \
+	  echo "installing requirements-dev.lock with $(UV)"; \
+	  $(UV) pip install --quiet --python $(PY) -r requirements-dev.lock; \
+	elif $(PY) -m pip install --quiet --disable-pip-version-check uv 2>/dev/null \
+	     && $(PY) -m uv --version >/dev/null 2>&1; then \
+	  echo "installing requirements-dev.lock with uv"; \
+	  $(PY) -m uv pip install --quiet --python $(PY) -r requirements-dev.lock; \
+	else \
+	  echo "uv unavailable: installing requirements-dev.lock with pip"; \
+	  $(PY) -m pip install --quiet --upgrade pip && \
+	  $(PY) -m pip install --quiet -r requirements-dev.lock; \
+	fi
 	touch $(STAMP)
+
+# Re-pin every transitive version after editing requirements.in or requirements-dev.in;
+# requirements.txt (what Azure Functions deploys) is the runtime lock without comments.
+lock: $(STAMP)
+	@UV="$(or $(UV),$(PY) -m uv)"; \
+	$$UV pip compile $(COMPILE) requirements.in -o requirements.lock && \
+	$$UV pip compile $(COMPILE) -c requirements.lock requirements-dev.in -o requirements-dev.lock
+	{ echo "# Generated from requirements.lock by \`make lock\`: edit requirements.in instead."; \
+	  echo "# Every transitive version pinned; deployable as is to Azure Functions (Python 3.11)."; \
+	  grep -v '^[[:space:]]*#' requirements.lock; } > requirements.txt
 
 demo: $(STAMP)
 	$(PY) -m race demo

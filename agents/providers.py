@@ -1,6 +1,6 @@
 """OpenAI-compatible chat providers: where they are, and one resilient call to them.
 
-Four endpoints, each configured by settings (DESIGN.md §7): ``llama`` (``LLAMA_*``, Groq by
+Four endpoints, each configured by settings (README): ``llama`` (``LLAMA_*``, Groq by
 default), ``together`` (``TOGETHER_*``), ``openai`` (``OPENAI_*``) and ``azure``
 (``AZURE_OPENAI_*``). Every agent that talks to the same endpoint shares one
 :class:`ProviderRuntime` (kept in ``AgentServices.shared``): one rate limiter (requests per
@@ -19,11 +19,9 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx2
-import openai
 from pydantic import SecretStr
 
 from agents._clients import SharedClient
@@ -43,6 +41,9 @@ from race.resilience import (
     retry_async,
 )
 from race.settings import Settings
+
+if TYPE_CHECKING:  # the SDK takes seconds to import: only when a provider is called
+    import openai
 
 T = TypeVar("T")
 
@@ -201,6 +202,9 @@ class ProviderRuntime:
         )
 
     def _new_client(self) -> openai.AsyncOpenAI:
+        import httpx2
+        import openai
+
         e = self.endpoint
         key = e.api_key.get_secret_value() if e.api_key else ""
         if self._tls is None:  # loading the CA bundle costs ~50 ms: once per provider
@@ -312,6 +316,8 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 def translate(exc: openai.OpenAIError, timeout: float) -> Exception:
     """The SDK's error as ours: Transient (retry), InvalidGeneration (HOLD) or a failure."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return TransientError(f"timed out after {timeout:g} s")
     if isinstance(exc, openai.APIConnectionError):
@@ -422,6 +428,8 @@ async def chat_json(
     attempts = 0
     started = time.perf_counter()
     gate = BreakerGate(runtime.breaker)
+
+    import openai
 
     async def request(client: openai.AsyncOpenAI) -> Any:
         nonlocal attempts

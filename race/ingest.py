@@ -15,6 +15,11 @@ Both paths run the same checks (:mod:`market.validation`) and the same store ste
 
 Every run logs under its own ``correlation_id`` (:func:`race.logging_setup.log_context`).
 
+:func:`ingest_sample` records each bundled file it loaded in a ``jobs`` row of kind
+``sample`` (the file's SHA-256, the settings the candles depend on, how many it stored): a
+later run skips a file whose fingerprint is unchanged and whose candles are all still
+stored, so re-running the demo does not read 120,000 rows again.
+
 :func:`ingest_coingecko` without ``start`` is live ingestion (the 5-minute timer): for each
 enabled asset it fetches what is missing since the last stored candle (at most
 ``RACE_INGEST_LOOKBACK`` back). With ``start`` it is a backfill: the range is split into
@@ -25,6 +30,7 @@ same transaction as each chunk's candles, so an interrupted run resumes where it
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,7 +81,7 @@ from race.logging_setup import log_context, new_correlation_id
 from race.schedule import next_time
 from race.settings import Settings
 from race.store import candles as store
-from race.store.tables import Asset, JobRow
+from race.store.tables import Asset, CandleRow, JobRow
 from race.universe import add_asset
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,9 @@ class AssetReport:
     open: int = 0
     """Candles still open at fetch time, or closed less than ``COINGECKO_SETTLE_SECONDS``
     before it: not stored (the next run fetches them again)."""
+    skipped: int = 0
+    """Candles of bundled files not read again: each file is unchanged (same SHA-256, same
+    settings) since a run that stored them, and they are all still stored."""
     rejected: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
@@ -158,6 +167,7 @@ class AssetReport:
             "duplicatesDiffering": self.duplicates_differing,
             "conflicts": self.conflicts,
             "open": self.open,
+            "skipped": self.skipped,
             "rejected": dict(sorted(self.rejected.items())),
             "rejectedTotal": self.rejected_total,
             "gaps": [g.as_dict() for g in self.gaps],
@@ -214,6 +224,7 @@ class IngestReport:
                 ("duplicates", "duplicates"),
                 ("conflicts", "conflicts"),
                 ("open", "open"),
+                ("skipped", "skipped"),
                 ("rejected", "rejected_total"),
                 ("missingCandles", "missing"),
             )
@@ -242,6 +253,9 @@ class IngestReport:
         head += f", {format_interval(self.interval)} candles"
         if self.start or self.end:
             head += f", {iso(self.start) or '…'} → {iso(self.end) or 'now'}"
+        # Bundled history has no open candles (a file's last, partial row is dropped when
+        # read); what a re-run shows instead is the candles of unchanged files it skipped.
+        bundled = self.source == "sample"
         columns = (
             "asset",
             "fetched",
@@ -250,7 +264,7 @@ class IngestReport:
             "dupes",
             "conflicts",
             "rejected",
-            "open",
+            "skipped" if bundled else "open",
             "gaps (missing)",
             "latest close",
         )
@@ -263,7 +277,7 @@ class IngestReport:
                 f"{a.duplicates:,}",
                 f"{a.conflicts:,}",
                 f"{a.rejected_total:,}",
-                f"{a.open:,}",
+                f"{a.skipped if bundled else a.open:,}",
                 f"{len(a.gaps):,} ({a.missing:,})",
                 iso(a.latest_close_time) or "-",
             )
@@ -622,8 +636,13 @@ def _ingest_sample(
                 done = 0
                 try:
                     for file in files:
-                        with _bulk_load():
-                            _load_file(app, asset, file, start, end, interval, limits, result)
+                        key, params = _fingerprint(app, asset, file, start, end, interval, limits)
+                        if not _skip_unchanged(app, asset, file, key, params, result):
+                            with _bulk_load():
+                                batch = _load_file(
+                                    app, asset, file, start, end, interval, limits, result
+                                )
+                            _record_file(app, asset, file, key, params, batch)
                         progress.advance(file.rows)
                         done += file.rows
                     _finish_asset(app, asset, result, interval)
@@ -671,13 +690,24 @@ def _load_file(
     interval: timedelta,
     limits: ValidationLimits,
     result: AssetReport,
-) -> None:
+) -> CandleBatch:
     # Whole candles only: a stored candle's parts all lie inside [start, end].
     first = ceil_time(start, interval) - interval + SAMPLE_INTERVAL if start else None
     last = floor_time(end, interval) if end else None
     rows = read_sample(file, start=first, end=last)
     if rows.scanned != file.rows:
         log.warning("%s holds %d rows, %d expected", file.name, rows.scanned, file.rows)
+    # A file's last row can be a candle that was still forming when it was written: not
+    # history. It is dropped here, quietly (the same for a coarser candle it would be part of).
+    closed = [r for r in rows.rows if ceil_time(r.close_time, interval) <= file.fetched_at]
+    if len(closed) != len(rows.rows):
+        log.debug(
+            "%s: %d row(s) closing after the file was written (%s) dropped",
+            file.name,
+            len(rows.rows) - len(closed),
+            file.fetched_at.isoformat(),
+        )
+        rows.rows = closed
     now = min(app.clock.now(), file.fetched_at)
     first_close = min((r.close_time for r in rows.rows), default=None)
     reference = (
@@ -709,6 +739,153 @@ def _load_file(
         result.inserted,
         extra={"asset": asset.symbol},
     )
+    return batch
+
+
+def _sha256(file: SampleFile) -> str:
+    digest = hashlib.sha256()
+    with file.path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(
+    app: App,
+    asset: _Asset,
+    file: SampleFile,
+    start: datetime | None,
+    end: datetime | None,
+    interval: timedelta,
+    limits: ValidationLimits,
+) -> tuple[str, dict[str, Any]]:
+    """The ``jobs`` key of loading ``file`` for ``asset`` over [start, end] at ``interval``,
+    and everything the candles stored depend on: the file's content, the asset row, the
+    time it is read at (a clock before the file was written stores fewer candles) and the
+    validation limits."""
+    key = (
+        f"sample:{asset.symbol}:{file.name}:{format_interval(interval)}:"
+        f"{iso(start) or '-'}:{iso(end) or '-'}"
+    )
+    params = {
+        "file": file.name,
+        "sha256": _sha256(file),
+        "symbol": asset.symbol,
+        "assetId": asset.id,
+        "interval": format_interval(interval),
+        "start": iso(start),
+        "end": iso(end),
+        "asOf": iso(min(app.clock.now(), file.fetched_at)),
+        "maxMove": str(limits.max_move),
+        "maxRange": str(limits.max_range),
+    }
+    return key, params
+
+
+def _stored_from(session: Session, asset: _Asset, file: SampleFile, first: Any, last: Any) -> int:
+    """Candles of ``asset`` stored from ``file``'s format between two ISO close times."""
+    if first is None or last is None:
+        return 0
+    query = (
+        select(func.count())
+        .select_from(CandleRow)
+        .where(
+            CandleRow.asset_id == asset.id,
+            CandleRow.source == file.source,
+            CandleRow.close_time >= datetime.fromisoformat(first),
+            CandleRow.close_time <= datetime.fromisoformat(last),
+        )
+    )
+    return int(session.scalar(query) or 0)
+
+
+def _skip_unchanged(
+    app: App,
+    asset: _Asset,
+    file: SampleFile,
+    key: str,
+    params: dict[str, Any],
+    result: AssetReport,
+) -> bool:
+    """True (and the report told) when ``file`` was loaded before with the same fingerprint
+    and the candles stored from it then are all still there: reading it again would change
+    nothing. Anything else (a new file, other settings, candles deleted since) loads it."""
+    with app.db.read() as session:
+        row = session.scalar(select(JobRow).where(JobRow.key == key))
+        if row is None or row.status != "done" or not isinstance(row.params, dict):
+            return False
+        recorded = row.params
+        if any(recorded.get(name) != value for name, value in params.items()):
+            return False
+        first, last = recorded.get("firstClose"), recorded.get("lastClose")
+        if _stored_from(session, asset, file, first, last) != recorded.get("stored"):
+            return False
+        loaded_at = row.updated_at
+    candles = int(recorded.get("candles") or 0)
+    result.skipped += candles
+    if first is not None and last is not None:
+        first_close, last_close = datetime.fromisoformat(first), datetime.fromisoformat(last)
+        result.first_close = min(result.first_close or first_close, first_close)
+        result.last_close = max(result.last_close or last_close, last_close)
+    result.notes.append(
+        f"{file.name} unchanged since it was loaded {iso(loaded_at)} "
+        f"(sha256 {params['sha256'][:12]}…): {candles:,} candles not read again"
+    )
+    log.info(
+        "%s: %s unchanged since it was loaded: skipped",
+        asset.symbol,
+        file.name,
+        extra={"asset": asset.symbol},
+    )
+    return True
+
+
+def _record_file(
+    app: App,
+    asset: _Asset,
+    file: SampleFile,
+    key: str,
+    params: dict[str, Any],
+    batch: CandleBatch,
+) -> None:
+    """Remember that ``file`` is loaded (its fingerprint and what it stored), so the next run
+    can skip it. Losing this row only costs a re-read: a failure is logged, not raised."""
+    first = iso(batch.candles[0].close_time) if batch.candles else None
+    last = iso(batch.candles[-1].close_time) if batch.candles else None
+    now = app.clock.now()
+    try:
+        with app.db.write() as session:
+            values = {
+                **params,
+                "firstClose": first,
+                "lastClose": last,
+                "candles": len(batch.candles),
+                "stored": _stored_from(session, asset, file, first, last),
+            }
+            row = session.scalar(select(JobRow).where(JobRow.key == key))
+            if row is None:
+                session.add(
+                    JobRow(
+                        kind="sample",
+                        key=key,
+                        params=values,
+                        status="done",
+                        cursor=batch.candles[-1].close_time if batch.candles else None,
+                        total=file.rows,
+                        done=file.rows,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.params = values
+                row.status = "done"
+                row.error = None
+                row.updated_at = now
+    except IntegrityError:
+        log.debug("%s: another run recorded %s first", asset.symbol, file.name)
+    except Exception:
+        log.warning("%s: could not record %s as loaded", asset.symbol, file.name, exc_info=True)
 
 
 # ---------------------------------------------------------------- CoinGecko

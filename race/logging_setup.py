@@ -168,9 +168,10 @@ def configure_logging(
         "httpx",
         "httpx2",
         "httpcore",
-        "alembic.runtime.migration",
         "openai",
         "azure",
         "uvicorn.access",
     ):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Alembic's INFO lines (plugins set up, each migration run) only with -v (DEBUG).
+    logging.getLogger("alembic").setLevel(level if level <= logging.DEBUG else logging.WARNING)

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] | None = _env("RACE_LOG_FORMAT", default=None)
     log_level: str = _env("RACE_LOG_LEVEL", default="INFO")
 
-    # Race numbers (DESIGN.md §3)
+    # Race numbers (docs/rules.md)
     starting_capital: Decimal = _env("RACE_STARTING_CAPITAL", default=Decimal("100000"))
     fee_rate: Decimal = _env("RACE_FEE_RATE", default=Decimal("0.001"))
     slippage_bps: Decimal = _env("RACE_SLIPPAGE_BPS", default=Decimal("5"))

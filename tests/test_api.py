@@ -1,4 +1,4 @@
-"""The leaderboard API against the contract (shared/api-contract.md), on real rows."""
+"""The leaderboard API against the contract (docs/api.md), on real rows."""
 
 from __future__ import annotations
 

@@ -50,6 +50,17 @@ def test_db_upgrade_creates_the_schema(tmp_path, monkeypatch, capsys):
     assert "no agents yet" in capsys.readouterr().out
 
 
+def test_db_commands_hide_alembic_info_lines_unless_verbose(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'quiet.db'}")
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "current"]) == 0
+    assert "alembic" not in capsys.readouterr().err  # no "setup plugin …", "Running upgrade …"
+    monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'verbose.db'}")
+    assert main(["-v", "db", "upgrade"]) == 0
+    err = capsys.readouterr().err
+    assert "INFO    alembic.runtime.migration: Running upgrade" in err
+
+
 def test_commands_on_a_missing_database_name_the_setting(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RACE_DATABASE_URL", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}")
     assert main(["leaderboard"]) == 2

@@ -57,6 +57,7 @@ def test_demo_runs_the_race_offline_and_is_safe_to_rerun(tmp_path):
     ):
         assert name in out
     assert "held-out accuracy" in out  # the ML model was trained before the window
+    assert "alembic" not in first.stderr and "still open" not in first.stderr
     db = Database(f"sqlite:///{tmp_path / 'race.db'}")
     with db.read() as session:
         agents = session.scalar(select(func.count()).select_from(AgentRow))
@@ -70,6 +71,9 @@ def test_demo_runs_the_race_offline_and_is_safe_to_rerun(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 decisions (0 fallbacks), 0 trades written this run" in second.stdout
     assert "already trained" in second.stdout
+    # the bundled files are unchanged: skipped by their content hash, not read again
+    assert second.stdout.count("not read again") == 4
+    assert "alembic" not in second.stderr and "still open" not in second.stderr
     with db.read() as session:
         assert session.scalar(select(func.count()).select_from(DecisionRow)) == decisions
     db.dispose()

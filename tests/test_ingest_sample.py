@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import logging
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from market import sample
 from market import validation as v
 from market.sample import read_sample, sample_files
 from market.validation import Gap
@@ -39,8 +43,9 @@ def candles(app, symbol: str, start=None, end=None) -> dict[datetime, CandleRow]
 
 
 @pytest.mark.slow
-def test_loading_all_the_bundled_data(sqlite_app):
+def test_loading_all_the_bundled_data(sqlite_app, caplog):
     app = sqlite_app
+    caplog.set_level(logging.INFO)
     seed_assets(app)
     progress: list[tuple[int, int]] = []
     started = time.perf_counter()
@@ -50,9 +55,9 @@ def test_loading_all_the_bundled_data(sqlite_app):
     assert progress[-1] == (120_101, 120_101)  # every data row of the four files
     expected = {
         # fetched, inserted, unchanged, duplicates, differing, conflicts, open, rejected,
-        # gaps, missing hours
-        "BTC": (60_050, 55_816, 1_582, 2_649, 2_649, 1, 1, {v.IMPLAUSIBLE_RANGE: 1}, 11, 23),
-        "ETH": (60_051, 55_815, 1_582, 2_649, 2_648, 1, 2, {v.IMPLAUSIBLE_RANGE: 2}, 12, 24),
+        # gaps, missing hours (the last, partial row of a file is no open candle: dropped)
+        "BTC": (60_050, 55_816, 1_582, 2_649, 2_649, 1, 0, {v.IMPLAUSIBLE_RANGE: 1}, 11, 23),
+        "ETH": (60_051, 55_815, 1_582, 2_649, 2_648, 1, 0, {v.IMPLAUSIBLE_RANGE: 2}, 12, 24),
     }
     for symbol, numbers in expected.items():
         a = report.asset(symbol)
@@ -88,6 +93,9 @@ def test_loading_all_the_bundled_data(sqlite_app):
     gaps = report.asset("BTC").gaps
     assert gaps[0] == Gap(utc(2017, 9, 22, 21), utc(2017, 9, 23, 0), 4)
     assert Gap(utc(2023, 3, 24, 14), utc(2023, 3, 24, 14), 1) in gaps
+    assert "still open" not in caplog.text  # no messages about 2021 candles
+    header = report.render().splitlines()[1].split()
+    assert "open" not in header and "skipped" in header
     print(f"\nbundled sample loaded in {elapsed:.2f} s")
 
     # Loading again changes nothing: see test_loading_a_range_on_each_backend (the same code
@@ -112,9 +120,61 @@ def test_loading_a_range_on_each_backend(app):
     assert min(stored) == start and max(stored) == end
     assert stored[utc(2021, 4, 23, 2)].close == Decimal("51048.59")
     assert all(row.source == "sample:binance_spot" for row in stored.values())
+    # the bundled files are unchanged: not read again, and the report says so
     again = ingest_sample(app, symbols=["BTC"], start=start, end=end)
     btc = again.asset("BTC")
-    assert (btc.inserted, btc.unchanged, btc.conflicts) == (0, 164 + 163, 1)  # reported again
+    assert (btc.fetched, btc.inserted, btc.unchanged, btc.conflicts) == (0, 0, 0, 0)
+    assert btc.skipped == 164 + 164
+    assert btc.gaps == a.gaps and (btc.first_close, btc.last_close) == (start, end)
+    assert sum("not read again" in note for note in btc.notes) == 2
+    # another range is other work: read
+    other = ingest_sample(app, symbols=["BTC"], start=start, end=end + HOUR).asset("BTC")
+    assert other.skipped == 0 and other.inserted == 1
+
+
+def test_a_file_is_read_again_when_its_candles_or_its_content_changed(app, monkeypatch, tmp_path):
+    seed_assets(app)
+    start, end = utc(2021, 4, 19), utc(2021, 4, 26)
+    ingest_sample(app, symbols=["BTC"], start=start, end=end)
+    with app.db.write() as session:  # a candle deleted since: its file loads again
+        session.execute(delete(CandleRow).where(CandleRow.close_time == utc(2021, 4, 22)))
+    again = ingest_sample(app, symbols=["BTC"], start=start, end=end).asset("BTC")
+    assert (again.inserted, again.unchanged, again.conflicts) == (1, 163, 0)
+    assert again.skipped == 164  # the other export did not change
+    assert ingest_sample(app, symbols=["BTC"], start=start, end=end).asset("BTC").fetched == 0
+    # the same rows in a file with other bytes (recompressed): another hash, read again
+    data = tmp_path / "data"
+    shutil.copytree(sample.DATA_DIR, data)
+    old = data / sample_files("BTC")[1].name
+    old.write_bytes(gzip.compress(gzip.decompress(old.read_bytes()), compresslevel=1, mtime=0))
+    monkeypatch.setattr(sample, "DATA_DIR", data)
+    changed = ingest_sample(app, symbols=["BTC"], start=start, end=end).asset("BTC")
+    assert (changed.inserted, changed.unchanged, changed.conflicts) == (0, 163, 1)
+    assert changed.skipped == 164 and changed.fetched > 0
+
+
+def test_the_partial_last_row_of_a_file_is_dropped_quietly(database_url, clock, caplog):
+    caplog.set_level(logging.INFO)
+    for interval, first_close, last_close in (
+        ("1h", utc(2023, 12, 28), utc(2023, 12, 30, 20)),
+        ("1d", utc(2023, 12, 28), utc(2023, 12, 30)),  # Dec 30's day was not over either
+    ):
+        app = bootstrap(
+            overrides={"RACE_DATABASE_URL": database_url, "RACE_CANDLE_INTERVAL": interval},
+            clock=clock,
+        )
+        try:
+            seed_assets(app)
+            report = ingest_sample(app, symbols=["ETH"], start=utc(2023, 12, 28))
+            eth = report.asset("ETH")
+            assert eth.open == 0 and eth.rejected_total == 0, interval
+            stored = [t for t, row in candles(app, "ETH").items() if row.interval_seconds > 0]
+            assert (min(stored), max(stored)) == (first_close, last_close), interval
+        finally:
+            with app.db.write() as session:
+                session.execute(delete(CandleRow))
+            app.close()
+    assert "still open" not in caplog.text
 
 
 def test_resampled_to_four_hours(database_url, clock):

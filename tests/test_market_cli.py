@@ -75,10 +75,11 @@ def test_ingest_the_bundled_sample(env, capsys):
     args = ["--source", "sample", "--asset", "btc", "--start", "2023-12-01", "--end", "2023-12-02"]
     assert main(["ingest", *args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [(a["symbol"], a["inserted"], a["unchanged"]) for a in report["assets"]] == [
+    # the bundled files did not change since: skipped, not read again
+    assert [(a["symbol"], a["inserted"], a["skipped"]) for a in report["assets"]] == [
         ("BTC", 0, 25)
     ]
-    assert report["totals"]["unchanged"] == 25 and report["ok"] is True
+    assert report["totals"]["skipped"] == 25 and report["ok"] is True
 
 
 def test_ingest_from_coingecko(env, capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""Metrics against values computed by hand (DESIGN.md §9 conventions)."""
+"""Metrics against values computed by hand (docs/rules.md conventions)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The stored leaderboard statistics start each equity curve at the agent's starting capital
-(DESIGN.md §9): engine → agent_stats → standings, on SQLite and PostgreSQL."""
+(docs/rules.md): engine → agent_stats → standings, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each risk rule of DESIGN.md §3: every clip and refusal, in order, with its reason."""
+"""Each risk rule of docs/rules.md: every clip and refusal, in order, with its reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The leaderboard API (``shared/api-contract.md``) and the admin triggers, as one ASGI app.
+"""The leaderboard API (``docs/api.md``) and the admin triggers, as one ASGI app.
 
 The same app is served by ``python -m race serve`` (uvicorn) and, through
 ``function_app.py``, by the Azure Functions host. Reads never write. Every error is JSON

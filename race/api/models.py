@@ -1,4 +1,4 @@
-"""Response shapes of the leaderboard API (``shared/api-contract.md``), field for field.
+"""Response shapes of the leaderboard API (``docs/api.md``), field for field.
 
 camelCase, datetimes as ISO-8601 UTC strings with an offset, ids as strings, money and
 quantities as JSON numbers. Extra fields the dashboard ignores carry what the race knows

@@ -180,7 +180,6 @@ def _train_ml(app: App, until: Any) -> None:
     if has_ml is None:
         return
     from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
-    from race.ml_service import train_model
 
     store = ArtifactStore(app.settings.ml_artifact_dir, DEFAULT_MODEL_NAME)
     existing = [a for a in store.list() if a.trained_until == until]
@@ -190,5 +189,7 @@ def _train_ml(app: App, until: Any) -> None:
             f"candles before {until.isoformat()}"
         )
         return
+    from race.ml_service import train_model  # scikit-learn: only imported to train
+
     report = train_model(app, until)
     print(report.render() if hasattr(report, "render") else report)

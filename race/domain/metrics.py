@@ -1,4 +1,4 @@
-"""Performance metrics of an equity curve (conventions: DESIGN.md §9).
+"""Performance metrics of an equity curve (conventions: docs/rules.md, "Metrics").
 
 * Returns are simple returns between consecutive snapshots; the curve starts at its
   ``origin`` (the agent's starting capital), so the first snapshot's return is measured

@@ -143,7 +143,7 @@ class Portfolio:
 
 @dataclass(frozen=True)
 class RiskLimits:
-    """DESIGN.md §3. Every number is a setting; these are the defaults."""
+    """docs/rules.md, "Risk limits". Every number is a setting; these are the defaults."""
 
     max_position_fraction: Decimal = Decimal("0.5")
     min_cash_reserve: Decimal = Decimal("100")

@@ -1,4 +1,4 @@
-"""The risk rules of DESIGN.md §3, applied in order to each order with a running state.
+"""The risk rules of docs/rules.md, applied in order to each order with a running state.
 
 For each order: allowed asset → quantity > 0 → price known → min notional →
 BUY: clip to max order notional, to cash − reserve − fee, to the position cap;

@@ -35,7 +35,7 @@ class EquityPoint:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """The audit record of one decision (DESIGN.md §4)."""
+    """The audit record of one decision (docs/rules.md, "Decisions")."""
 
     cycle_time: datetime
     action: Action
