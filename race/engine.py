@@ -19,6 +19,7 @@ import asyncio
 import gc
 import hashlib
 import logging
+import os
 import time as _time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,14 +34,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO
+from race.domain.sanitize import sanitize_decision
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
 from race.schedule import scheduled_time
+from race.secrets import SecretPolicy
 from race.settings import Settings
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
-from race.store.retry import with_db_retry
+from race.store.retry import is_transient, with_db_retry
 from race.store.tables import CycleRow, DecisionRow, JobRow, TradeRow
 from race.telemetry import Telemetry
 
@@ -124,11 +127,34 @@ class BackfillReport:
         }
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+MAX_CYCLE_ATTEMPTS = 3
+"""Runs of one cycle slot before catch-up gives it up: the slot is finished (status
+``failed``) with its failures recorded, and later ticks no longer retry it."""
+
+STORE_FAILURE = "could not store the answer"
+
+
+def redact(text: str, secrets: Iterable[str] | SecretPolicy) -> str:
+    policy = secrets if isinstance(secrets, SecretPolicy) else SecretPolicy.from_values(secrets)
+    return policy.redact(text)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """A real loss of the database (the connection dropped or could not be made), as
+    opposed to a statement the database refused (bad data, a constraint): only the first
+    is "database down"."""
+    if isinstance(exc, DatabaseError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    return bool(
+        exc.connection_invalidated or isinstance(exc, OperationalError) or is_transient(exc)
+    )
+
+
+def _short(exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {detail[0] if detail else ''}"[:300]
 
 
 class RaceEngine:
@@ -145,21 +171,30 @@ class RaceEngine:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.telemetry = telemetry or Telemetry()
-        self._secret_values = [v for v in settings.secret_values() if len(v) >= 4]
+        self.policy = settings.secret_policy()
         self.health = repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold)
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
 
     # ----------------------------------------------------------------- agents
 
-    def _secrets(self) -> list[str]:
-        return self.settings.secret_values()
+    def _secrets(self) -> SecretPolicy:
+        return self.policy
+
+    def _learn_agent_key(self, spec: AgentSpec) -> None:
+        """An agent's own key (named by its ``api_key_setting`` param) joins the policy."""
+        name = spec.params.get("api_key_setting") if isinstance(spec.params, dict) else None
+        if isinstance(name, str) and name not in self.policy.secrets:
+            value = os.environ.get(name)
+            if value:
+                self.policy = self.policy.with_secrets({name: value})
 
     def agent_for(self, spec: AgentSpec) -> Agent | str:
         """The built agent, or why it could not be built (cached per spec)."""
         cached = self._agents.get(spec.id)
         if cached is not None and cached[0] == spec:
             return cached[1]
+        self._learn_agent_key(spec)
         built: Agent | str
         try:
             if spec.problem is not None:
@@ -408,8 +443,24 @@ class RaceEngine:
             )
             async with semaphore:
                 answer, failure = await self._ask(self.agent_for(spec), context)
-            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
-            outcome = self._persist(state, step, all_ids)
+            step = self._step(context, answer, failure, summary)
+            try:
+                outcome = self._persist(state, step, all_ids)
+            except _Unstorable as exc:
+                # The answer itself cannot be written (the database refused a value): this
+                # agent alone gets a recorded HOLD, in a transaction of its own.
+                log.error(
+                    "agent %s answer at %s could not be stored: %s",
+                    spec.name,
+                    cycle_time.isoformat(),
+                    exc.reason,
+                    extra={"agent_id": spec.id, "cycle_id": cycle_time.isoformat()},
+                )
+                step = self._step(context, None, f"{STORE_FAILURE}: {exc.reason}", summary)
+                try:
+                    outcome = self._persist(state, step, all_ids)
+                except _Unstorable as again:
+                    raise RuntimeError(f"{STORE_FAILURE} nor its HOLD: {again.reason}") from None
             if outcome == "written":
                 self._record(spec, step)
                 report.decided += 1
@@ -433,10 +484,12 @@ class RaceEngine:
         for (spec, _), result in zip(due, results, strict=True):
             if isinstance(result, DatabaseError):
                 database_down = result
-            elif isinstance(result, DBAPIError):
+            elif isinstance(result, DBAPIError) and connection_lost(result):
                 database_down = self.db.failed(result, f"agent {spec.id} step")
             elif isinstance(result, BaseException):
-                report.errors[spec.id] = f"{result.__class__.__name__}: {result}"[:500]
+                report.errors[spec.id] = self.policy.redact(
+                    f"{result.__class__.__name__}: {result}"
+                )[:500]
                 log.error(
                     "agent %s step failed at %s", spec.name, cycle_time.isoformat(), exc_info=result
                 )
@@ -461,25 +514,56 @@ class RaceEngine:
         )
         return report
 
-    def _scrub(self, step: StepResult) -> StepResult:
-        """Remove every configured secret from the text a decision stores (an agent or a
-        provider may echo a key back; it must never reach the database)."""
-        secrets = self._secret_values
-        if not secrets:
-            return step
-        d = step.decision
+    def _step(
+        self,
+        context: AgentContext,
+        answer: AgentAnswer | None,
+        failure: str | None,
+        summary: ViewSummary,
+    ) -> StepResult:
+        """The step to store for an agent's answer: secrets redacted from the answer before
+        it is judged (so no bound cuts a key to a prefix), the record sanitised after."""
+        if failure is not None:
+            failure = self.policy.redact(failure)
+        if isinstance(answer, AgentAnswer) and self.policy:
+            answer = self._redact_answer(answer)
+        return self._scrub(judge(context, answer, failure=failure, summary=summary))
 
-        def clean(value: Any) -> Any:
-            if isinstance(value, str):
-                return redact(value, secrets)
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            if isinstance(value, dict):
-                return {clean(k): clean(v) for k, v in value.items()}
-            return value
+    def _redact_answer(self, answer: AgentAnswer) -> AgentAnswer:
+        p = self.policy
+
+        def text(value: Any) -> Any:
+            return p.redact(value) if isinstance(value, str) else value
+
+        def items(value: Any) -> Any:
+            return p.redact_value(value) if isinstance(value, list | tuple | dict) else value
+
+        return replace(
+            answer,
+            orders=items(answer.orders),
+            reasoning=text(answer.reasoning),
+            cited_rules=items(answer.cited_rules),
+            raw_output=text(answer.raw_output),
+            prompt=text(answer.prompt),
+            model=text(answer.model),
+            regime=text(answer.regime),
+            fallback_reason=text(answer.fallback_reason),
+            details=items(answer.details),
+        )
+
+    def _scrub(self, step: StepResult) -> StepResult:
+        """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`)
+        and every configured secret removed from its text (an agent or a provider may echo
+        a key back; it must never reach the database)."""
+        d = sanitize_decision(step.decision)
+        if not self.policy:
+            return replace(step, decision=d)
+        clean = self.policy.redact_value
 
         scrubbed = replace(
             d,
+            model=clean(d.model),
+            regime=clean(d.regime),
             rationale=clean(d.rationale),
             cited_rules=clean(d.cited_rules),
             fallback_reason=clean(d.fallback_reason),
@@ -487,7 +571,15 @@ class RaceEngine:
             prompt=clean(d.prompt),
             proposed_orders=clean(d.proposed_orders),
             details=clean(d.details),
-            notes=[replace(n, message=clean(n.message)) for n in d.notes],
+            notes=[
+                replace(
+                    n,
+                    message=clean(n.message),
+                    asset=clean(n.asset),
+                    requested_quantity=clean(n.requested_quantity),
+                )
+                for n in d.notes
+            ],
         )
         return replace(step, decision=scrubbed)
 
@@ -518,13 +610,27 @@ class RaceEngine:
             state.portfolio = step.portfolio
             self._log_health(flips)
 
+        what = f"agent {state.agent_id} step"
         try:
-            self._db_call(write, f"agent {state.agent_id} step")
+            with_db_retry(write, what=what)
         except repo.ConcurrentUpdate:
             return "another run already moved this portfolio (duplicate run)"
-        except IntegrityError:
-            return "already decided for this cycle (duplicate run)"
+        except IntegrityError as exc:
+            if self._already_decided(state.agent_id, step.decision.cycle_time):
+                return "already decided for this cycle (duplicate run)"
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except DBAPIError as exc:
+            if connection_lost(exc):
+                raise self.db.failed(exc, what) from exc
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
         return "written"
+
+    def _already_decided(self, agent_id: int, cycle_time: datetime) -> bool:
+        def read() -> bool:
+            with self.db.read() as session:
+                return agent_id in repo.decided_agents(session, cycle_time)
+
+        return self._db_call(read, f"agent {agent_id} decision check")
 
     def _db_call(self, work: Callable[[], _T], what: str) -> _T:
         """``work`` (one whole transaction) with transient errors retried a bounded number of
@@ -954,7 +1060,7 @@ class RaceEngine:
             )
         steps = []
         for spec, context, (answer, failure) in zip(due, contexts, answers, strict=True):
-            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
+            step = self._step(context, answer, failure, summary)
             batches[spec.id].steps.append(step)
             spend.add(spec.id, cycle_time, step.decision.cost_usd)
             steps.append(step)
@@ -1053,6 +1159,14 @@ class RaceEngine:
                     row.updated_at = self.clock.now()
 
         self._db_call(write, f"job {job} status")
+
+
+class _Unstorable(Exception):
+    """The database refused an agent's step (a value, not the connection)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @contextmanager
