@@ -132,6 +132,8 @@ MAX_CYCLE_ATTEMPTS = 3
 ``failed``) with its failures recorded, and later ticks no longer retry it."""
 
 STORE_FAILURE = "could not store the answer"
+FINISHED = ("completed", "failed")
+"""Cycle statuses catch-up leaves alone."""
 
 
 def redact(text: str, secrets: Iterable[str] | SecretPolicy) -> str:
@@ -289,14 +291,16 @@ class RaceEngine:
         for earlier in behind:
             try:
                 caught_up.append(await self.run_cycle(earlier, trigger=CATCH_UP))
-            except DatabaseError:
+            except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # Never keeps the current slot from running: a database that is really down
+                # fails that run too (and the next tick catches up); anything else was one
+                # slot's problem, counted against its attempts.
                 log.error(
                     "catch-up of cycle %s failed: %s",
                     earlier.isoformat(),
-                    exc,
-                    exc_info=exc,
+                    self.policy.redact(str(exc)),
                     extra={"cycle_id": earlier.isoformat()},
                 )
         cycle = await self.run_cycle(slot, trigger=trigger)
@@ -318,12 +322,12 @@ class RaceEngine:
         slots.reverse()
         triggers = sorted({*SCHEDULED_TRIGGERS, trigger})
 
-        def read() -> tuple[dict[datetime, str], datetime | None]:
+        def read() -> tuple[dict[datetime, tuple[str, int]], datetime | None]:
             with self.db.read() as session:
-                statuses: dict[datetime, str] = {
-                    cycle_time: status
-                    for cycle_time, status in session.execute(
-                        select(CycleRow.cycle_time, CycleRow.status).where(
+                statuses: dict[datetime, tuple[str, int]] = {
+                    cycle_time: (status, attempts or 0)
+                    for cycle_time, status, attempts in session.execute(
+                        select(CycleRow.cycle_time, CycleRow.status, CycleRow.attempts).where(
                             CycleRow.cycle_time.in_(slots)
                         )
                     )
@@ -334,12 +338,48 @@ class RaceEngine:
             return statuses, first
 
         statuses, first = self._db_call(read, "catch-up check")
+        exhausted = [
+            t
+            for t, (status, attempts) in statuses.items()
+            if status not in FINISHED and attempts >= MAX_CYCLE_ATTEMPTS
+        ]
+        for t in sorted(exhausted):
+            self._give_up_cycle(t)
         return [
             t
             for t in slots
-            if (t in statuses and statuses[t] != "completed")
+            if (t in statuses and statuses[t][0] not in FINISHED and t not in exhausted)
             or (t not in statuses and first is not None and first < t)
         ]
+
+    def _give_up_cycle(self, cycle_time: datetime) -> None:
+        """Finish a slot that failed ``MAX_CYCLE_ATTEMPTS`` runs: status ``failed``, its
+        decisions counted, why in its error; catch-up no longer retries it."""
+
+        def finish() -> str | None:
+            with self.db.write() as session:
+                row = session.get(CycleRow, cycle_time)
+                if row is None or row.status in FINISHED:
+                    return None
+                _recount(session, row, row.agents_total)
+                reason = (
+                    f"given up after {row.attempts} attempts "
+                    f"({row.decisions} of {row.agents_total} agents decided)"
+                )
+                row.error = f"{reason}; last error: {row.error}" if row.error else reason
+                row.error = self.policy.redact(row.error)[:4000]
+                row.status = "failed"
+                row.finished_at = self.clock.now()
+                return reason
+
+        reason = self._db_call(finish, f"cycle {cycle_time.isoformat()} give-up")
+        if reason is not None:
+            log.error(
+                "cycle %s %s: it is finished as failed and no longer caught up",
+                cycle_time.isoformat(),
+                reason,
+                extra={"cycle_id": cycle_time.isoformat()},
+            )
 
     async def run_cycle(
         self,
@@ -652,6 +692,12 @@ class RaceEngine:
 
         def claim() -> repo.ViewPin:
             with self.db.write() as session:
+                # One more run of this slot (its attempts bound the catch-up's retries).
+                session.execute(
+                    update(CycleRow)
+                    .where(CycleRow.cycle_time == cycle_time)
+                    .values(attempts=func.coalesce(CycleRow.attempts, 0) + 1)
+                )
                 stored = session.scalar(
                     select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
                 )
@@ -671,6 +717,7 @@ class RaceEngine:
                             agents_total=total,
                             started_at=self.clock.now(),
                             market_view=pin.to_json(),
+                            attempts=1,
                         )
                     )
                     return pin

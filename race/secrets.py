@@ -145,6 +145,9 @@ class SecretPolicy:
         if pattern is None or not text:
             return text
         lookup: dict[str, str] = self._lookup  # type: ignore[attr-defined]
+        lowered = text.lower()
+        if not any(form in lowered for form in lookup):
+            return text  # the common case, without a regular-expression scan
         return pattern.sub(lambda m: marker(lookup.get(m.group(0).lower(), "secret")), text)
 
     def contains(self, text: str) -> bool:

@@ -35,7 +35,6 @@ MAX_JSON_ITEMS = 200
 TRUNCATED = " …[truncated {n} characters]"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-_JSON_NON_FINITE = re.compile(r"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
 
 
 def strip_controls(text: str) -> str:
@@ -45,18 +44,15 @@ def strip_controls(text: str) -> str:
 
 def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """Control characters removed and the text cut to ``limit`` characters, with a marker."""
-    cleaned = strip_controls(text)
-    if len(cleaned) > limit:
-        cut = len(cleaned) - limit
-        marker = TRUNCATED.format(n=cut)
-        keep = max(limit - len(marker), 0)
-        cleaned = cleaned[:keep] + marker
-    return cleaned
+    return truncate_text(strip_controls(text), limit)
 
 
-def has_non_finite_tokens(raw: str) -> bool:
-    """Whether a JSON text uses the ``NaN``/``Infinity`` tokens (not valid JSON)."""
-    return bool(_JSON_NON_FINITE.search(raw))
+def truncate_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    marker = TRUNCATED.format(n=len(text) - limit)
+    return text[: max(limit - len(marker), 0)] + marker
 
 
 def clamp_count(value: int | None) -> int | None:
