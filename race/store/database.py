@@ -10,6 +10,7 @@ any backend.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from race.secrets import SecretPolicy, database_passwords
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,24 @@ class DatabaseError(RuntimeError):
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL with any password hidden: for logs and error messages."""
+    """The URL with any password hidden (``user:password@``, ``?password=…``,
+    ``odbc_connect=…PWD=…``): for logs and error messages."""
+    raw = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    userinfo = re.search(r"//[^:/@]*:(.+)@[^@]*$", raw)
+    if userinfo and "@" in userinfo.group(1):
+        # An unescaped "@" in the password: a parser would show part of it as the host.
+        return f"{raw.split('://', 1)[0]}://<hidden: the password holds an unescaped @>"
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+    return _hide_passwords(shown, raw)
+
+
+def _hide_passwords(text: str, url: str) -> str:
+    return SecretPolicy(
+        {f"RACE_DATABASE_URL#{i}": p for i, p in enumerate(database_passwords(url))}
+    ).redact(text)
 
 
 # SQLSTATEs / messages of a schema older than the code (a migration not applied yet).
@@ -129,7 +145,8 @@ class Database:
             self.engine = create_engine(parsed, **kwargs)
         except (ArgumentError, ImportError) as exc:
             raise DatabaseError(
-                f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: {exc}"
+                f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: "
+                f"{_hide_passwords(str(exc), url)}"
             ) from None
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine, sqlite_busy_timeout_ms)
