@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
@@ -133,6 +133,8 @@ MAX_CYCLE_ATTEMPTS = 3
 
 STORE_FAILURE = "could not store the answer"
 FINISHED = ("completed", "failed")
+_UNSTORABLE_ERRORS = (StatementError, ValueError, TypeError, OverflowError)
+"""Errors binding a value (before the database sees it): the step, not the database."""
 """Cycle statuses catch-up leaves alone."""
 
 
@@ -663,6 +665,8 @@ class RaceEngine:
             if connection_lost(exc):
                 raise self.db.failed(exc, what) from exc
             raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except _UNSTORABLE_ERRORS as exc:
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
         return "written"
 
     def _already_decided(self, agent_id: int, cycle_time: datetime) -> bool:
@@ -950,14 +954,42 @@ class RaceEngine:
                     break
 
             try:
-                states.update(
-                    self._db_call(
-                        lambda b=batches, c=cycles, s=stop: self._commit_chunk(
-                            job, b, c, times, s, all_ids
-                        ),
-                        "backfill chunk",
+                try:
+                    states.update(
+                        self._store_call(
+                            lambda b=batches, c=cycles, s=stop: self._commit_chunk(
+                                job, b, c, times, s, all_ids
+                            ),
+                            "backfill chunk",
+                        )
                     )
-                )
+                except _Unstorable as exc:
+                    # One agent's steps the database refuses: that agent alone gets recorded
+                    # HOLDs for the chunk's cycles; everyone else's steps are written.
+                    poisoned = self._poisoned_batches(batches, all_ids)
+                    if not poisoned:
+                        raise RuntimeError(
+                            f"backfill chunk cannot be stored: {exc.reason}"
+                        ) from None
+                    for agent_id, reason in poisoned.items():
+                        log.error(
+                            "backfill: agent %s steps could not be stored (%s): recorded as HOLDs",
+                            agent_id,
+                            reason,
+                            extra={"agent_id": agent_id},
+                        )
+                        batches[agent_id] = self._hold_batch(
+                            by_id[agent_id], batches[agent_id], tape, symbols, reason
+                        )
+                    cycles = _chunk_cycles(cycles, batches)
+                    states.update(
+                        self._store_call(
+                            lambda b=batches, c=cycles, s=stop: self._commit_chunk(
+                                job, b, c, times, s, all_ids
+                            ),
+                            "backfill chunk",
+                        )
+                    )
             except (repo.ConcurrentUpdate, IntegrityError) as exc:
                 report.retries += 1
                 if report.retries > 5:
@@ -1025,6 +1057,67 @@ class RaceEngine:
                 job_row.updated_at = self.clock.now()
         self._log_health(flips)
         return {written.state.agent_id: written.state for written in pending}
+
+    def _store_call(self, work: Callable[[], _T], what: str) -> _T:
+        """Like :meth:`_db_call`, but a statement the database refuses (a value, not the
+        connection) is :class:`_Unstorable`; ``IntegrityError`` passes through."""
+        try:
+            return with_db_retry(work, what=what)
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            if connection_lost(exc):
+                raise self.db.failed(exc, what) from exc
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except _UNSTORABLE_ERRORS as exc:
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+
+    def _poisoned_batches(
+        self, batches: dict[int, repo.AgentBatch], all_ids: dict[str, int]
+    ) -> dict[int, str]:
+        """The agents whose steps the database refuses, with why: each batch is tried in a
+        savepoint of one transaction that is then rolled back (nothing is written)."""
+        found: dict[int, str] = {}
+        with self.db.rolled_back() as session:
+            for agent_id, batch in batches.items():
+                nested = session.begin_nested()
+                try:
+                    repo.write_batches(
+                        session,
+                        [repo.AgentBatch(replace(batch.state), batch.steps)],
+                        all_ids,
+                        self.health,
+                    )
+                    session.flush()
+                    nested.rollback()
+                except DBAPIError as exc:
+                    if connection_lost(exc):
+                        raise self.db.failed(exc, "backfill chunk check") from exc
+                    nested.rollback()
+                    found[agent_id] = self.policy.redact(_short(exc))
+                except _UNSTORABLE_ERRORS as exc:
+                    nested.rollback()
+                    found[agent_id] = self.policy.redact(_short(exc))
+        return found
+
+    def _hold_batch(
+        self,
+        spec: AgentSpec,
+        batch: repo.AgentBatch,
+        tape: repo.CandleTape,
+        symbols: Sequence[str],
+        reason: str,
+    ) -> repo.AgentBatch:
+        """The batch's cycles as recorded HOLDs ("could not store the answer")."""
+        state = batch.state
+        steps: list[StepResult] = []
+        for original in batch.steps:
+            cycle_time = original.decision.cycle_time
+            view = tape.view(cycle_time)
+            context = self._context(spec, state, view, cycle_time, symbols)
+            summary = ViewSummary(view, symbols[0] if symbols else None)
+            steps.append(self._step(context, None, f"{STORE_FAILURE}: {reason}", summary))
+        return repo.AgentBatch(state, steps)
 
     def _log_health(self, flips: dict[int, bool]) -> None:
         """Log once when an agent becomes degraded (and once when it recovers)."""
@@ -1206,6 +1299,26 @@ class RaceEngine:
                     row.updated_at = self.clock.now()
 
         self._db_call(write, f"job {job} status")
+
+
+def _chunk_cycles(
+    cycles: list[tuple[datetime, int, int, int, int]], batches: dict[int, repo.AgentBatch]
+) -> list[tuple[datetime, int, int, int, int]]:
+    """The chunk's cycle counts again, from the batches as they will be written."""
+    by_time: dict[datetime, list[StepResult]] = {}
+    for batch in batches.values():
+        for step in batch.steps:
+            by_time.setdefault(step.decision.cycle_time, []).append(step)
+    return [
+        (
+            t,
+            total,
+            len(by_time.get(t, [])),
+            sum(s.decision.fallback for s in by_time.get(t, [])),
+            sum(len(s.fills) for s in by_time.get(t, [])),
+        )
+        for t, total, *_ in cycles
+    ]
 
 
 class _Unstorable(Exception):

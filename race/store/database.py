@@ -203,6 +203,19 @@ class Database:
             session.close()
 
     @contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """A write transaction that is always rolled back: to try statements (in
+        savepoints) without keeping any of them."""
+        session = self._sessions()
+        if self.is_sqlite:
+            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: commits on success, rolls back on any error."""
         session = self._sessions()
