@@ -446,7 +446,12 @@ class RaceEngine:
         # Pin the view on the cycle's row (the first run's wins); a run that lost that race
         # to another process takes the winner's view, so all agents of T see one market.
         winner = self._claim_cycle_row(
-            cycle_time, trigger, total, pin, "running" if agent_ids is None else "partial"
+            cycle_time,
+            trigger,
+            total,
+            pin,
+            "running" if agent_ids is None else "partial",
+            count_attempt=agent_ids is None,
         )
         if winner != pin:
             pin = winner
@@ -688,7 +693,14 @@ class RaceEngine:
             raise self.db.failed(exc, what) from exc
 
     def _claim_cycle_row(
-        self, cycle_time: datetime, trigger: str, total: int, pin: repo.ViewPin, status: str
+        self,
+        cycle_time: datetime,
+        trigger: str,
+        total: int,
+        pin: repo.ViewPin,
+        status: str,
+        *,
+        count_attempt: bool = True,
     ) -> repo.ViewPin:
         """Create the cycle's row, or pin the view on a row that has none (rows written
         before migration 0005, backfill rows); compare-and-set, so concurrent runs agree.
@@ -696,12 +708,13 @@ class RaceEngine:
 
         def claim() -> repo.ViewPin:
             with self.db.write() as session:
-                # One more run of this slot (its attempts bound the catch-up's retries).
-                session.execute(
-                    update(CycleRow)
-                    .where(CycleRow.cycle_time == cycle_time)
-                    .values(attempts=func.coalesce(CycleRow.attempts, 0) + 1)
-                )
+                if count_attempt:
+                    # One more run of the whole slot (bounds the catch-up's retries).
+                    session.execute(
+                        update(CycleRow)
+                        .where(CycleRow.cycle_time == cycle_time)
+                        .values(attempts=func.coalesce(CycleRow.attempts, 0) + 1)
+                    )
                 stored = session.scalar(
                     select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
                 )
@@ -721,7 +734,7 @@ class RaceEngine:
                             agents_total=total,
                             started_at=self.clock.now(),
                             market_view=pin.to_json(),
-                            attempts=1,
+                            attempts=int(count_attempt),
                         )
                     )
                     return pin

@@ -67,7 +67,7 @@ CASES: dict[str, tuple[Reply, str]] = {
         "clamped",
     ),
     "tokens-negative": (
-        Reply(body=completion_body(answer(BUY), prompt_tokens=-5, completion_tokens=-10**12)),
+        Reply(body=completion_body(answer(BUY), prompt_tokens=-5, completion_tokens=-(10**12))),
         "clamped",
     ),
     "key-everywhere": (
