@@ -276,9 +276,10 @@ class RaceEngine:
 
         Each is an ordinary :meth:`run_cycle`, so exactly-once holds as ever: two timers
         firing at once both catch up and still write one decision per agent and cycle, and
-        an agent already past a slot (it decided later) is skipped there. A database error
-        stops the run (the next tick catches up); any other failure of a catch-up cycle is
-        logged and the next one runs."""
+        an agent already past a slot (it decided later) is skipped there. A failure of a
+        catch-up cycle (a lost database included) is logged and never keeps ``slot`` from
+        running; a slot that failed ``MAX_CYCLE_ATTEMPTS`` runs is finished as ``failed``
+        with its failures recorded instead of being retried on every tick."""
         slot = ensure_utc(slot, field="slot")
         caught_up: list[CycleReport] = []
         behind = self._catch_up_slots(slot, trigger)

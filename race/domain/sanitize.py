@@ -61,32 +61,55 @@ def clamp_count(value: int | None) -> int | None:
     return min(max(int(value), 0), MAX_COUNT)
 
 
+def _clean_str(text: str, limit: int) -> str:
+    if len(text) <= limit and _CONTROL.search(text) is None:
+        return text  # the common case: nothing to change, no copy
+    return clean_text(text, limit)
+
+
 def clean_json(value: Any, *, depth: int = 0, text_limit: int = 2000) -> Any:
     """``value`` as JSON every backend stores: finite numbers, clean bounded strings,
-    bounded nesting and length. Anything else becomes its (clean, bounded) text."""
+    bounded nesting and length. Anything else becomes its (clean, bounded) text. Returns
+    ``value`` itself when nothing had to change."""
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _clean_str(value, text_limit)
     if isinstance(value, int):
         return value if -(2**63) < value < 2**63 else str(value)[:40]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Decimal):
         return str(value) if value.is_finite() else None
-    if isinstance(value, str):
-        return clean_text(value, text_limit)
     if depth >= MAX_JSON_DEPTH:
         return "[nested too deep]"
     if isinstance(value, dict):
-        items = list(value.items())[:MAX_JSON_ITEMS]
-        return {
-            clean_text(str(k), MAX_KEY_CHARS): clean_json(v, depth=depth + 1, text_limit=text_limit)
-            for k, v in items
-        }
+        changed = len(value) > MAX_JSON_ITEMS
+        out: dict[str, Any] = {}
+        for index, (k, v) in enumerate(value.items()):
+            if index >= MAX_JSON_ITEMS:
+                break
+            key = (
+                _clean_str(k, MAX_KEY_CHARS)
+                if isinstance(k, str)
+                else clean_text(str(k), MAX_KEY_CHARS)
+            )
+            item = clean_json(v, depth=depth + 1, text_limit=text_limit)
+            changed = changed or key is not k or item is not v
+            out[key] = item
+        return out if changed else value
     if isinstance(value, list | tuple):
-        return [
+        items = [
             clean_json(v, depth=depth + 1, text_limit=text_limit)
             for v in list(value)[:MAX_JSON_ITEMS]
         ]
+        if (
+            isinstance(value, list)
+            and len(items) == len(value)
+            and all(a is b for a, b in zip(items, value, strict=True))
+        ):
+            return value
+        return items
     return clean_text(repr(value), 200)
 
 
@@ -102,6 +125,8 @@ def sanitize_decision(decision: Any) -> Any:
         if not isinstance(value, str):
             changes.append(f"{name} was {type(value).__name__}, not text")
             value = repr(value)
+        if len(value) <= limit and _CONTROL.search(value) is None:
+            return value
         cleaned = clean_text(value, limit)
         if cleaned != value:
             stripped = strip_controls(value)
@@ -139,44 +164,64 @@ def sanitize_decision(decision: Any) -> Any:
     ):
         changes.append("confidence is not a finite number: dropped")
         confidence = None
-    notes = [
-        replace(
-            n,
-            asset=None if n.asset is None else clean_text(str(n.asset), 32),
-            code=clean_text(str(n.code), 64),
-            message=clean_text(str(n.message), 1000),
-            requested_quantity=(
-                None if n.requested_quantity is None else clean_text(str(n.requested_quantity), 64)
-            ),
-        )
-        for n in list(d.notes)[:MAX_JSON_ITEMS]
-    ]
-    cleaned_details = clean_json(d.details if isinstance(d.details, dict) else {})
-    proposed = clean_json(list(d.proposed_orders))
-    if proposed != d.proposed_orders:
-        changes.append("proposed_orders: non-finite numbers, control characters or size bounded")
-    result = replace(
-        d,
-        asset=None if d.asset is None else clean_text(d.asset, 16),
-        rationale=text("rationale", d.rationale, 8000) or "",
-        cited_rules=[clean_text(str(r), 64) for r in list(d.cited_rules)[:20]],
-        regime=clean_text(str(d.regime), 32),
-        fallback_reason=text("fallback_reason", d.fallback_reason, 1000),
-        raw_output=text("raw_output", d.raw_output, MAX_TEXT_CHARS),
-        prompt=text("prompt", d.prompt, MAX_TEXT_CHARS),
-        model=text("model", d.model, 200),
-        latency_ms=count("latency_ms", d.latency_ms),
-        prompt_tokens=count("prompt_tokens", d.prompt_tokens),
-        completion_tokens=count("completion_tokens", d.completion_tokens),
-        cost_usd=cost,
-        confidence=confidence,
-        notes=notes,
-        proposed_orders=proposed,
-        market_conditions=clean_json(d.market_conditions),
-        details=cleaned_details,
-    )
+    updates: dict[str, Any] = {}
+    if cost is not d.cost_usd:
+        updates["cost_usd"] = cost
+    if confidence is not d.confidence:
+        updates["confidence"] = confidence
+    if d.notes:
+        updates["notes"] = [
+            replace(
+                n,
+                asset=None if n.asset is None else clean_text(str(n.asset), 32),
+                code=clean_text(str(n.code), 64),
+                message=clean_text(str(n.message), 1000),
+                requested_quantity=(
+                    None
+                    if n.requested_quantity is None
+                    else clean_text(str(n.requested_quantity), 64)
+                ),
+            )
+            for n in list(d.notes)[:MAX_JSON_ITEMS]
+        ]
+    details = clean_json(d.details if isinstance(d.details, dict) else {})
+    if details is not d.details:
+        updates["details"] = details
+    proposed = clean_json(d.proposed_orders)
+    if proposed is not d.proposed_orders:
+        if proposed != d.proposed_orders:
+            changes.append(
+                "proposed_orders: non-finite numbers, control characters or size bounded"
+            )
+        updates["proposed_orders"] = proposed
+    cited = [_clean_str(str(r), 64) for r in list(d.cited_rules)[:20]]
+    if cited != d.cited_rules:
+        updates["cited_rules"] = cited
+    for name, limit in (
+        ("rationale", 8000),
+        ("fallback_reason", 1000),
+        ("raw_output", MAX_TEXT_CHARS),
+        ("prompt", MAX_TEXT_CHARS),
+        ("model", 200),
+    ):
+        value = getattr(d, name)
+        cleaned = text(name, value, limit)
+        if cleaned is not value:
+            updates[name] = cleaned if cleaned is not None or name != "rationale" else ""
+    if d.asset is not None:
+        asset = _clean_str(d.asset, 16)
+        if asset is not d.asset:
+            updates["asset"] = asset
+    regime = _clean_str(str(d.regime), 32)
+    if regime is not d.regime:
+        updates["regime"] = regime
+    for name in ("latency_ms", "prompt_tokens", "completion_tokens"):
+        value = getattr(d, name)
+        counted = count(name, value)
+        if counted is not value:
+            updates[name] = counted
     if changes:
-        details = dict(result.details)
-        details["sanitized"] = changes[:50]
-        result = replace(result, details=details)
-    return result
+        noted = dict(updates.get("details", d.details))
+        noted["sanitized"] = changes[:50]
+        updates["details"] = noted
+    return replace(d, **updates) if updates else d
