@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Stateme
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO
-from race.domain.sanitize import sanitize_decision
+from race.domain.sanitize import clean_text, sanitize_decision
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
@@ -535,9 +535,9 @@ class RaceEngine:
             elif isinstance(result, DBAPIError) and connection_lost(result):
                 database_down = self.db.failed(result, f"agent {spec.id} step")
             elif isinstance(result, BaseException):
-                report.errors[spec.id] = self.policy.redact(
-                    f"{result.__class__.__name__}: {result}"
-                )[:500]
+                report.errors[spec.id] = clean_text(
+                    self.policy.redact(f"{result.__class__.__name__}: {result}"), 500
+                )
                 log.error(
                     "agent %s step failed at %s", spec.name, cycle_time.isoformat(), exc_info=result
                 )
