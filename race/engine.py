@@ -605,13 +605,14 @@ class RaceEngine:
         a key back; it must never reach the database)."""
         d = sanitize_decision(step.decision)
         if not self.policy:
-            return replace(step, decision=d)
+            return step if d is step.decision else replace(step, decision=d)
         clean = self.policy.redact_value
 
         scrubbed = replace(
             d,
-            model=clean(d.model),
-            regime=clean(d.regime),
+            # Bounded columns: a marker may be longer than what it replaced.
+            model=None if d.model is None else clean(d.model)[:200],
+            regime=clean(d.regime)[:32],
             rationale=clean(d.rationale),
             cited_rules=clean(d.cited_rules),
             fallback_reason=clean(d.fallback_reason),

@@ -76,7 +76,8 @@ def _forms(value: str) -> list[str]:
         "".join(f"\\u{ord(c):04X}" for c in value),
         quote(value, safe=""),
         quote_plus(value, safe=""),
-        quote(value, safe="").lower(),
+        re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(value, safe="")),
+        re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote_plus(value, safe="")),
         repr(value)[1:-1],
     ]
     return [f for f in dict.fromkeys(forms) if len(f) >= MIN_SECRET_LENGTH]
@@ -95,12 +96,8 @@ class SecretPolicy:
                 pairs.extend((form, name) for form in _forms(value))
         pairs.sort(key=lambda p: len(p[0]), reverse=True)
         object.__setattr__(self, "_pairs", tuple(pairs))
-        pattern = (
-            re.compile("|".join(re.escape(form) for form, _ in pairs), re.IGNORECASE)
-            if pairs
-            else None
-        )
-        lookup = {form.lower(): name.split("#")[0] for form, name in reversed(pairs)}
+        pattern = re.compile("|".join(re.escape(form) for form, _ in pairs)) if pairs else None
+        lookup = {form: name.split("#")[0] for form, name in reversed(pairs)}
         object.__setattr__(self, "_pattern", pattern)
         object.__setattr__(self, "_lookup", lookup)
 
@@ -145,10 +142,9 @@ class SecretPolicy:
         if pattern is None or not text:
             return text
         lookup: dict[str, str] = self._lookup  # type: ignore[attr-defined]
-        lowered = text.lower()
-        if not any(form in lowered for form in lookup):
+        if not any(form in text for form in lookup):
             return text  # the common case, without a regular-expression scan
-        return pattern.sub(lambda m: marker(lookup.get(m.group(0).lower(), "secret")), text)
+        return pattern.sub(lambda m: marker(lookup.get(m.group(0), "secret")), text)
 
     def contains(self, text: str) -> bool:
         pattern: re.Pattern[str] | None = self._pattern  # type: ignore[attr-defined]
