@@ -170,3 +170,12 @@ def test_an_agents_own_key_and_any_served_secret_are_redacted(database_url, cloc
     for body in bodies:
         assert own_key not in body and ADMIN not in body
     assert "[redacted:RACE_ADMIN_KEY]" in bodies[1]
+
+
+def test_a_malformed_database_url_never_shows_its_password() -> None:
+    from race.store.database import Database, DatabaseError
+
+    with pytest.raises(DatabaseError) as caught:
+        Database(f"not a url {DB_PW}")
+    assert DB_PW not in str(caught.value)
+    assert "RACE_DATABASE_URL" in str(caught.value)

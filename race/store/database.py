@@ -48,6 +48,12 @@ def safe_url(url: str | URL) -> str:
     return _hide_passwords(shown, raw)
 
 
+def _scheme_of(url: str) -> str:
+    """What can be shown of a malformed URL: its scheme, if it has one (never the rest)."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+_.-]{0,29})://", url)
+    return f"it starts with {match.group(1)!r}" if match else "it has no scheme"
+
+
 def _hide_passwords(text: str, url: str) -> str:
     return SecretPolicy(
         {f"RACE_DATABASE_URL#{i}": p for i, p in enumerate(database_passwords(url))}
@@ -114,7 +120,8 @@ class Database:
             parsed = make_url(url)
         except ArgumentError:
             raise DatabaseError(
-                f"RACE_DATABASE_URL is not a valid SQLAlchemy URL: {url[:80]!r}"
+                "RACE_DATABASE_URL is not a valid SQLAlchemy URL "
+                f"(expected dialect+driver://user:password@host/database; {_scheme_of(url)})"
             ) from None
         self.url = parsed
         self.dialect = parsed.get_backend_name()
