@@ -23,7 +23,14 @@ from urllib.parse import unquote, urlsplit
 import azure.functions as func
 
 import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
-from race.api import ADMIN_PREFIX, ApiError, admin_backfill_spec, create_api, job_accepted
+from race.api import (
+    ADMIN_PREFIX,
+    ApiError,
+    admin_backfill_spec,
+    create_api,
+    job_accepted,
+    public_database_error,
+)
 from race.bootstrap import App, bootstrap
 from race.jobs import create_backfill_job, run_backfill_chunk
 from race.logging_setup import configure_logging
@@ -122,7 +129,8 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
     except ValueError as exc:  # e.g. no candles in the range
         return _json(400, {"message": str(exc)})
     except DatabaseError as exc:
-        return _json(503, {"message": str(exc)})
+        logging.getLogger("race.functions").warning("backfill request: %s", exc)
+        return _json(503, {"message": public_database_error(exc)})
     queue.set(json.dumps({"jobId": job_id}))
     return _json(202, job_accepted(job_id).model_dump())
 

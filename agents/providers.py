@@ -40,6 +40,7 @@ from race.resilience import (
     parse_retry_after,
     retry_async,
 )
+from race.secrets import SecretPolicy, policy_of
 from race.settings import Settings
 
 if TYPE_CHECKING:  # the SDK takes seconds to import: only when a provider is called
@@ -156,24 +157,13 @@ def endpoint(settings: Settings, key: str) -> Endpoint:
     raise AgentConfigError(f"unknown LLM endpoint {key!r}")
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value in the settings: reasons and logs are scrubbed of them."""
-    values = []
-    for name, value in settings:
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            values.append(value.get_secret_value())
-        elif name == "database_url" and isinstance(value, str) and "@" in value:
-            password = urlsplit(value).password
-            if password:
-                values.append(password)
-    return values
+def secrets_of(settings: Settings) -> SecretPolicy:
+    """The settings' secret policy (:mod:`race.secrets`): reasons and logs are scrubbed."""
+    return settings.secret_policy()
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+def scrub(text: str, secrets: Iterable[str] | SecretPolicy) -> str:
+    return policy_of(secrets).redact(text)
 
 
 # ---------------------------------------------------------------- shared runtime

@@ -353,7 +353,7 @@ class RemoteMLAgent:
             )
         if key is not None:
             headers["x-api-key"] = key
-            secrets = [*secrets, key]
+            secrets = secrets.with_secrets({self.key_setting or "agent api_key_setting": key})
         gate = BreakerGate(self.breaker)
         deadline = self.clock.monotonic() + max(
             0.5, self.settings.agent_timeout_seconds - TIME_MARGIN

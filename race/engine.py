@@ -19,6 +19,7 @@ import asyncio
 import gc
 import hashlib
 import logging
+import os
 import time as _time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,21 +29,23 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
 from race.clock import Clock, SystemClock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO
+from race.domain.sanitize import clean_text, sanitize_decision
 from race.domain.step import StepResult, ViewSummary, equity_point, judge
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
 from race.schedule import scheduled_time
+from race.secrets import SecretPolicy
 from race.settings import Settings
 from race.store import lease as leases
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
 from race.store.lease import BackfillRefused
-from race.store.retry import with_db_retry
+from race.store.retry import is_transient, with_db_retry
 from race.store.tables import CandleRow, CycleRow, DecisionRow, JobRow, TradeRow
 from race.telemetry import Telemetry
 
@@ -55,7 +58,7 @@ CATCH_UP = "catch-up"
 SCHEDULED_TRIGGERS = ("timer", "schedule", CATCH_UP)
 """Triggers of cycles run by a schedule: a slot after the first of them is "missed" when
 it has no cycle row."""
-FINISHED = ("completed", "skipped")
+FINISHED = ("completed", "skipped", "failed")
 """Cycle statuses a catch-up leaves alone (a skipped cycle had a stale market view)."""
 MIN_BACKFILL_INTERVAL = timedelta(minutes=1)
 """The shortest decision interval a backfill accepts."""
@@ -173,11 +176,36 @@ class BackfillReport:
         }
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+MAX_CYCLE_ATTEMPTS = 3
+"""Runs of one cycle slot before catch-up gives it up: the slot is finished (status
+``failed``) with its failures recorded, and later ticks no longer retry it."""
+
+STORE_FAILURE = "could not store the answer"
+_UNSTORABLE_ERRORS = (StatementError, ValueError, TypeError, OverflowError)
+"""Errors binding a value (before the database sees it): the step, not the database."""
+
+
+def redact(text: str, secrets: Iterable[str] | SecretPolicy) -> str:
+    policy = secrets if isinstance(secrets, SecretPolicy) else SecretPolicy.from_values(secrets)
+    return policy.redact(text)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """A real loss of the database (the connection dropped or could not be made), as
+    opposed to a statement the database refused (bad data, a constraint): only the first
+    is "database down"."""
+    if isinstance(exc, DatabaseError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    return bool(
+        exc.connection_invalidated or isinstance(exc, OperationalError) or is_transient(exc)
+    )
+
+
+def _short(exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {detail[0] if detail else ''}"[:300]
 
 
 class RaceEngine:
@@ -194,21 +222,30 @@ class RaceEngine:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.telemetry = telemetry or Telemetry()
-        self._secret_values = [v for v in settings.secret_values() if len(v) >= 4]
+        self.policy = settings.secret_policy()
         self.health = repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold)
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
 
     # ----------------------------------------------------------------- agents
 
-    def _secrets(self) -> list[str]:
-        return self.settings.secret_values()
+    def _secrets(self) -> SecretPolicy:
+        return self.policy
+
+    def _learn_agent_key(self, spec: AgentSpec) -> None:
+        """An agent's own key (named by its ``api_key_setting`` param) joins the policy."""
+        name = spec.params.get("api_key_setting") if isinstance(spec.params, dict) else None
+        if isinstance(name, str) and name not in self.policy.secrets:
+            value = os.environ.get(name)
+            if value:
+                self.policy = self.policy.with_secrets({name: value})
 
     def agent_for(self, spec: AgentSpec) -> Agent | str:
         """The built agent, or why it could not be built (cached per spec)."""
         cached = self._agents.get(spec.id)
         if cached is not None and cached[0] == spec:
             return cached[1]
+        self._learn_agent_key(spec)
         built: Agent | str
         try:
             if spec.problem is not None:
@@ -286,9 +323,10 @@ class RaceEngine:
 
         Each is an ordinary :meth:`run_cycle`, so exactly-once holds as ever: two timers
         firing at once both catch up and still write one decision per agent and cycle, and
-        an agent already past a slot (it decided later) is skipped there. A database error
-        stops the run (the next tick catches up); any other failure of a catch-up cycle is
-        logged and the next one runs."""
+        an agent already past a slot (it decided later) is skipped there. A failure of a
+        catch-up cycle (a lost database included) is logged and never keeps ``slot`` from
+        running; a slot that failed ``MAX_CYCLE_ATTEMPTS`` runs is finished as ``failed``
+        with its failures recorded instead of being retried on every tick."""
         slot = ensure_utc(slot, field="slot")
         caught_up: list[CycleReport] = []
         behind = self._catch_up_slots(slot, trigger)
@@ -303,14 +341,16 @@ class RaceEngine:
         for earlier in behind:
             try:
                 caught_up.append(await self.run_cycle(earlier, trigger=CATCH_UP))
-            except DatabaseError:
+            except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # Never keeps the current slot from running: a database that is really down
+                # fails that run too (and the next tick catches up); anything else was one
+                # slot's problem, counted against its attempts.
                 log.error(
                     "catch-up of cycle %s failed: %s",
                     earlier.isoformat(),
-                    exc,
-                    exc_info=exc,
+                    self.policy.redact(str(exc)),
                     extra={"cycle_id": earlier.isoformat()},
                 )
         cycle = await self.run_cycle(slot, trigger=trigger)
@@ -332,12 +372,12 @@ class RaceEngine:
         slots.reverse()
         triggers = sorted({*SCHEDULED_TRIGGERS, trigger})
 
-        def read() -> tuple[dict[datetime, str], datetime | None]:
+        def read() -> tuple[dict[datetime, tuple[str, int]], datetime | None]:
             with self.db.read() as session:
-                statuses: dict[datetime, str] = {
-                    cycle_time: status
-                    for cycle_time, status in session.execute(
-                        select(CycleRow.cycle_time, CycleRow.status).where(
+                statuses: dict[datetime, tuple[str, int]] = {
+                    cycle_time: (status, attempts or 0)
+                    for cycle_time, status, attempts in session.execute(
+                        select(CycleRow.cycle_time, CycleRow.status, CycleRow.attempts).where(
                             CycleRow.cycle_time.in_(slots)
                         )
                     )
@@ -348,12 +388,48 @@ class RaceEngine:
             return statuses, first
 
         statuses, first = self._db_call(read, "catch-up check")
+        exhausted = [
+            t
+            for t, (status, attempts) in statuses.items()
+            if status not in FINISHED and attempts >= MAX_CYCLE_ATTEMPTS
+        ]
+        for t in sorted(exhausted):
+            self._give_up_cycle(t)
         return [
             t
             for t in slots
-            if (t in statuses and statuses[t] not in FINISHED)
+            if (t in statuses and statuses[t][0] not in FINISHED and t not in exhausted)
             or (t not in statuses and first is not None and first < t)
         ]
+
+    def _give_up_cycle(self, cycle_time: datetime) -> None:
+        """Finish a slot that failed ``MAX_CYCLE_ATTEMPTS`` runs: status ``failed``, its
+        decisions counted, why in its error; catch-up no longer retries it."""
+
+        def finish() -> str | None:
+            with self.db.write() as session:
+                row = session.get(CycleRow, cycle_time)
+                if row is None or row.status in FINISHED:
+                    return None
+                _recount(session, row, row.agents_total)
+                reason = (
+                    f"given up after {row.attempts} attempts "
+                    f"({row.decisions} of {row.agents_total} agents decided)"
+                )
+                row.error = f"{reason}; last error: {row.error}" if row.error else reason
+                row.error = self.policy.redact(row.error)[:4000]
+                row.status = "failed"
+                row.finished_at = self.clock.now()
+                return reason
+
+        reason = self._db_call(finish, f"cycle {cycle_time.isoformat()} give-up")
+        if reason is not None:
+            log.error(
+                "cycle %s %s: it is finished as failed and no longer caught up",
+                cycle_time.isoformat(),
+                reason,
+                extra={"cycle_id": cycle_time.isoformat()},
+            )
 
     async def run_cycle(
         self,
@@ -425,7 +501,12 @@ class RaceEngine:
         # Pin the view on the cycle's row (the first run's wins); a run that lost that race
         # to another process takes the winner's view, so all agents of T see one market.
         winner = self._claim_cycle_row(
-            cycle_time, trigger, total, pin, "running" if agent_ids is None else "partial"
+            cycle_time,
+            trigger,
+            total,
+            pin,
+            "running" if agent_ids is None else "partial",
+            count_attempt=agent_ids is None,
         )
         if winner != pin:
             pin = winner
@@ -464,8 +545,24 @@ class RaceEngine:
             )
             async with semaphore:
                 answer, failure = await self._ask(self.agent_for(spec), context)
-            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
-            outcome = self._persist(state, step, all_ids)
+            step = self._step(context, answer, failure, summary)
+            try:
+                outcome = self._persist(state, step, all_ids)
+            except _Unstorable as exc:
+                # The answer itself cannot be written (the database refused a value): this
+                # agent alone gets a recorded HOLD, in a transaction of its own.
+                log.error(
+                    "agent %s answer at %s could not be stored: %s",
+                    spec.name,
+                    cycle_time.isoformat(),
+                    exc.reason,
+                    extra={"agent_id": spec.id, "cycle_id": cycle_time.isoformat()},
+                )
+                step = self._step(context, None, f"{STORE_FAILURE}: {exc.reason}", summary)
+                try:
+                    outcome = self._persist(state, step, all_ids)
+                except _Unstorable as again:
+                    raise RuntimeError(f"{STORE_FAILURE} nor its HOLD: {again.reason}") from None
             if outcome == "written":
                 self._record(spec, step)
                 report.decided += 1
@@ -489,10 +586,12 @@ class RaceEngine:
         for (spec, _), result in zip(due, results, strict=True):
             if isinstance(result, DatabaseError):
                 database_down = result
-            elif isinstance(result, DBAPIError):
+            elif isinstance(result, DBAPIError) and connection_lost(result):
                 database_down = self.db.failed(result, f"agent {spec.id} step")
             elif isinstance(result, BaseException):
-                report.errors[spec.id] = f"{result.__class__.__name__}: {result}"[:500]
+                report.errors[spec.id] = clean_text(
+                    self.policy.redact(f"{result.__class__.__name__}: {result}"), 500
+                )
                 log.error(
                     "agent %s step failed at %s", spec.name, cycle_time.isoformat(), exc_info=result
                 )
@@ -566,25 +665,57 @@ class RaceEngine:
         )
         return report
 
-    def _scrub(self, step: StepResult) -> StepResult:
-        """Remove every configured secret from the text a decision stores (an agent or a
-        provider may echo a key back; it must never reach the database)."""
-        secrets = self._secret_values
-        if not secrets:
-            return step
-        d = step.decision
+    def _step(
+        self,
+        context: AgentContext,
+        answer: AgentAnswer | None,
+        failure: str | None,
+        summary: ViewSummary,
+    ) -> StepResult:
+        """The step to store for an agent's answer: secrets redacted from the answer before
+        it is judged (so no bound cuts a key to a prefix), the record sanitised after."""
+        if failure is not None:
+            failure = self.policy.redact(failure)
+        if isinstance(answer, AgentAnswer) and self.policy:
+            answer = self._redact_answer(answer)
+        return self._scrub(judge(context, answer, failure=failure, summary=summary))
 
-        def clean(value: Any) -> Any:
-            if isinstance(value, str):
-                return redact(value, secrets)
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            if isinstance(value, dict):
-                return {clean(k): clean(v) for k, v in value.items()}
-            return value
+    def _redact_answer(self, answer: AgentAnswer) -> AgentAnswer:
+        p = self.policy
+
+        def text(value: Any) -> Any:
+            return p.redact(value) if isinstance(value, str) else value
+
+        def items(value: Any) -> Any:
+            return p.redact_value(value) if isinstance(value, list | tuple | dict) else value
+
+        return replace(
+            answer,
+            orders=items(answer.orders),
+            reasoning=text(answer.reasoning),
+            cited_rules=items(answer.cited_rules),
+            raw_output=text(answer.raw_output),
+            prompt=text(answer.prompt),
+            model=text(answer.model),
+            regime=text(answer.regime),
+            fallback_reason=text(answer.fallback_reason),
+            details=items(answer.details),
+        )
+
+    def _scrub(self, step: StepResult) -> StepResult:
+        """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`)
+        and every configured secret removed from its text (an agent or a provider may echo
+        a key back; it must never reach the database)."""
+        d = sanitize_decision(step.decision)
+        if not self.policy:
+            return step if d is step.decision else replace(step, decision=d)
+        clean = self.policy.redact_value
 
         scrubbed = replace(
             d,
+            # Bounded columns: a marker may be longer than what it replaced.
+            model=None if d.model is None else clean(d.model)[:200],
+            regime=clean(d.regime)[:32],
             rationale=clean(d.rationale),
             cited_rules=clean(d.cited_rules),
             fallback_reason=clean(d.fallback_reason),
@@ -592,7 +723,15 @@ class RaceEngine:
             prompt=clean(d.prompt),
             proposed_orders=clean(d.proposed_orders),
             details=clean(d.details),
-            notes=[replace(n, message=clean(n.message)) for n in d.notes],
+            notes=[
+                replace(
+                    n,
+                    message=clean(n.message),
+                    asset=clean(n.asset),
+                    requested_quantity=clean(n.requested_quantity),
+                )
+                for n in d.notes
+            ],
         )
         return replace(step, decision=scrubbed)
 
@@ -623,13 +762,29 @@ class RaceEngine:
             state.portfolio = step.portfolio
             self._log_health(flips)
 
+        what = f"agent {state.agent_id} step"
         try:
-            self._db_call(write, f"agent {state.agent_id} step")
+            with_db_retry(write, what=what)
         except repo.ConcurrentUpdate:
             return "another run already moved this portfolio (duplicate run)"
-        except IntegrityError:
-            return "already decided for this cycle (duplicate run)"
+        except IntegrityError as exc:
+            if self._already_decided(state.agent_id, step.decision.cycle_time):
+                return "already decided for this cycle (duplicate run)"
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except DBAPIError as exc:
+            if connection_lost(exc):
+                raise self.db.failed(exc, what) from exc
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except _UNSTORABLE_ERRORS as exc:
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
         return "written"
+
+    def _already_decided(self, agent_id: int, cycle_time: datetime) -> bool:
+        def read() -> bool:
+            with self.db.read() as session:
+                return agent_id in repo.decided_agents(session, cycle_time)
+
+        return self._db_call(read, f"agent {agent_id} decision check")
 
     def _db_call(self, work: Callable[[], _T], what: str) -> _T:
         """``work`` (one whole transaction) with transient errors retried a bounded number of
@@ -643,7 +798,14 @@ class RaceEngine:
             raise self.db.failed(exc, what) from exc
 
     def _claim_cycle_row(
-        self, cycle_time: datetime, trigger: str, total: int, pin: repo.ViewPin, status: str
+        self,
+        cycle_time: datetime,
+        trigger: str,
+        total: int,
+        pin: repo.ViewPin,
+        status: str,
+        *,
+        count_attempt: bool = True,
     ) -> repo.ViewPin:
         """Create the cycle's row, or pin the view on a row that has none (rows written
         before migration 0005, backfill rows); compare-and-set, so concurrent runs agree.
@@ -651,6 +813,13 @@ class RaceEngine:
 
         def claim() -> repo.ViewPin:
             with self.db.write() as session:
+                if count_attempt:
+                    # One more run of the whole slot (bounds the catch-up's retries).
+                    session.execute(
+                        update(CycleRow)
+                        .where(CycleRow.cycle_time == cycle_time)
+                        .values(attempts=func.coalesce(CycleRow.attempts, 0) + 1)
+                    )
                 stored = session.scalar(
                     select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time)
                 )
@@ -670,6 +839,7 @@ class RaceEngine:
                             agents_total=total,
                             started_at=self.clock.now(),
                             market_view=pin.to_json(),
+                            attempts=int(count_attempt),
                         )
                     )
                     return pin
@@ -1113,14 +1283,42 @@ class RaceEngine:
                     break
 
             try:
-                states.update(
-                    self._db_call(
-                        lambda b=batches, c=cycles, st=stale, s=stop: self._commit_chunk(
-                            job, b, c, times, s, all_ids, st, holder
-                        ),
-                        "backfill chunk",
+                try:
+                    states.update(
+                        self._store_call(
+                            lambda b=batches, c=cycles, st=stale, s=stop: self._commit_chunk(
+                                job, b, c, times, s, all_ids, st, holder
+                            ),
+                            "backfill chunk",
+                        )
                     )
-                )
+                except _Unstorable as exc:
+                    # One agent's steps the database refuses: that agent alone gets recorded
+                    # HOLDs for the chunk's cycles; everyone else's steps are written.
+                    poisoned = self._poisoned_batches(batches, all_ids)
+                    if not poisoned:
+                        raise RuntimeError(
+                            f"backfill chunk cannot be stored: {exc.reason}"
+                        ) from None
+                    for agent_id, reason in poisoned.items():
+                        log.error(
+                            "backfill: agent %s steps could not be stored (%s): recorded as HOLDs",
+                            agent_id,
+                            reason,
+                            extra={"agent_id": agent_id},
+                        )
+                        batches[agent_id] = self._hold_batch(
+                            by_id[agent_id], batches[agent_id], tape, symbols, reason
+                        )
+                    cycles = _chunk_cycles(cycles, batches)
+                    states.update(
+                        self._store_call(
+                            lambda b=batches, c=cycles, st=stale, s=stop: self._commit_chunk(
+                                job, b, c, times, s, all_ids, st, holder
+                            ),
+                            "backfill chunk",
+                        )
+                    )
             except leases.LeaseLost as exc:
                 raise BackfillRefused(
                     f"backfill job {job} stopped after {position}/{len(times)} cycles: {exc} "
@@ -1221,6 +1419,67 @@ class RaceEngine:
         self._log_health(flips)
         return {written.state.agent_id: written.state for written in pending}
 
+    def _store_call(self, work: Callable[[], _T], what: str) -> _T:
+        """Like :meth:`_db_call`, but a statement the database refuses (a value, not the
+        connection) is :class:`_Unstorable`; ``IntegrityError`` passes through."""
+        try:
+            return with_db_retry(work, what=what)
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            if connection_lost(exc):
+                raise self.db.failed(exc, what) from exc
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+        except _UNSTORABLE_ERRORS as exc:
+            raise _Unstorable(self.policy.redact(_short(exc))) from exc
+
+    def _poisoned_batches(
+        self, batches: dict[int, repo.AgentBatch], all_ids: dict[str, int]
+    ) -> dict[int, str]:
+        """The agents whose steps the database refuses, with why: each batch is tried in a
+        savepoint of one transaction that is then rolled back (nothing is written)."""
+        found: dict[int, str] = {}
+        with self.db.rolled_back() as session:
+            for agent_id, batch in batches.items():
+                nested = session.begin_nested()
+                try:
+                    repo.write_batches(
+                        session,
+                        [repo.AgentBatch(replace(batch.state), batch.steps)],
+                        all_ids,
+                        self.health,
+                    )
+                    session.flush()
+                    nested.rollback()
+                except DBAPIError as exc:
+                    if connection_lost(exc):
+                        raise self.db.failed(exc, "backfill chunk check") from exc
+                    nested.rollback()
+                    found[agent_id] = self.policy.redact(_short(exc))
+                except _UNSTORABLE_ERRORS as exc:
+                    nested.rollback()
+                    found[agent_id] = self.policy.redact(_short(exc))
+        return found
+
+    def _hold_batch(
+        self,
+        spec: AgentSpec,
+        batch: repo.AgentBatch,
+        tape: repo.CandleTape,
+        symbols: Sequence[str],
+        reason: str,
+    ) -> repo.AgentBatch:
+        """The batch's cycles as recorded HOLDs ("could not store the answer")."""
+        state = batch.state
+        steps: list[StepResult] = []
+        for original in batch.steps:
+            cycle_time = original.decision.cycle_time
+            view = tape.view(cycle_time)
+            context = self._context(spec, state, view, cycle_time, symbols)
+            summary = ViewSummary(view, symbols[0] if symbols else None)
+            steps.append(self._step(context, None, f"{STORE_FAILURE}: {reason}", summary))
+        return repo.AgentBatch(state, steps)
+
     def _log_health(self, flips: dict[int, bool]) -> None:
         """Log once when an agent becomes degraded (and once when it recovers)."""
         for agent_id, degraded in flips.items():
@@ -1302,7 +1561,7 @@ class RaceEngine:
             )
         steps = []
         for spec, context, (answer, failure) in zip(due, contexts, answers, strict=True):
-            step = self._scrub(judge(context, answer, failure=failure, summary=summary))
+            step = self._step(context, answer, failure, summary)
             batches[spec.id].steps.append(step)
             spend.add(spec.id, cycle_time, step.decision.cost_usd)
             steps.append(step)
@@ -1432,6 +1691,34 @@ class RaceEngine:
                     row.updated_at = self.clock.now()
 
         self._db_call(write, f"job {job} status")
+
+
+def _chunk_cycles(
+    cycles: list[tuple[datetime, int, int, int, int]], batches: dict[int, repo.AgentBatch]
+) -> list[tuple[datetime, int, int, int, int]]:
+    """The chunk's cycle counts again, from the batches as they will be written."""
+    by_time: dict[datetime, list[StepResult]] = {}
+    for batch in batches.values():
+        for step in batch.steps:
+            by_time.setdefault(step.decision.cycle_time, []).append(step)
+    return [
+        (
+            t,
+            total,
+            len(by_time.get(t, [])),
+            sum(s.decision.fallback for s in by_time.get(t, [])),
+            sum(len(s.fills) for s in by_time.get(t, [])),
+        )
+        for t, total, *_ in cycles
+    ]
+
+
+class _Unstorable(Exception):
+    """The database refused an agent's step (a value, not the connection)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @contextmanager

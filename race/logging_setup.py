@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from race.secrets import SecretPolicy, policy_of
+
 CONTEXT_KEYS = (
     "correlation_id",
     "cycle_id",
@@ -59,19 +61,19 @@ class ContextFilter(logging.Filter):
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces any configured secret value in a record's message and arguments with ***."""
+    """Replaces any configured secret (the one policy of :mod:`race.secrets`: escaped forms
+    too) in a record's message, arguments and traceback with ``[redacted:SETTING]``."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] | SecretPolicy) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.policy = policy_of(secrets)
+        self.secrets = self.policy.values
 
     def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.policy.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.policy:
             return True
         message = record.getMessage()
         scrubbed = self._scrub(message)
@@ -116,19 +118,19 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{' '.join(extras)}]" if extras else text
 
 
-def _configured_secrets() -> list[str]:
+def _configured_secrets() -> SecretPolicy:
     try:
         from race.settings import load_settings
 
-        return load_settings().secret_values()
+        return load_settings().secret_policy()
     except Exception:
-        return []
+        return SecretPolicy()
 
 
 def configure_logging(
     level: int | None = None,
     fmt: str | None = None,
-    secrets: Iterable[str] | None = None,
+    secrets: Iterable[str] | SecretPolicy | None = None,
     stream: TextIO | None = None,
 ) -> None:
     fmt = (

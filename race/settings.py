@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from race.domain.model import Costs, RiskLimits
 from race.domain.timeutil import parse_interval
+from race.secrets import SecretPolicy
 from race.settings_files import SettingsSources, read_sources
 
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
@@ -298,13 +299,13 @@ class Settings(BaseSettings):
         return value
 
     def secret_values(self) -> list[str]:
-        """Every configured secret's value, to scrub from logs and stored text."""
-        values = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr) and value.get_secret_value():
-                values.append(value.get_secret_value())
-        return values
+        """Every configured secret's value (the database URL's password included), to
+        scrub from logs and stored text."""
+        return self.secret_policy().values
+
+    def secret_policy(self) -> SecretPolicy:
+        """The one secret policy (:mod:`race.secrets`) of these settings."""
+        return SecretPolicy.from_settings(self)
 
     @property
     def limits(self) -> RiskLimits:

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from race.secrets import SecretPolicy, policy_of
+
 log = logging.getLogger("race.telemetry")
 
 
@@ -99,7 +101,7 @@ class AppInsightsTelemetry(Telemetry):
     def __init__(
         self,
         connection_string: str,
-        secrets: list[str],
+        secrets: list[str] | SecretPolicy,
         *,
         export_interval_ms: int = 60_000,
         attach_logs: bool = True,
@@ -120,7 +122,7 @@ class AppInsightsTelemetry(Telemetry):
 
         from race.logging_setup import ContextFilter, RedactingFilter
 
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._policy = policy_of(secrets)
         options: dict[str, Any] = {
             "connection_string": connection_string,
             "disable_offline_storage": True,
@@ -142,7 +144,7 @@ class AppInsightsTelemetry(Telemetry):
         if attach_logs:
             handler = LoggingHandler(level=logging.INFO, logger_provider=self.logger_provider)
             handler.addFilter(ContextFilter())
-            handler.addFilter(RedactingFilter(self._secrets))
+            handler.addFilter(RedactingFilter(self._policy))
             logging.getLogger().addHandler(handler)
             self.log_handler = handler
         self.tracer = self.tracer_provider.get_tracer("race")
@@ -173,9 +175,7 @@ class AppInsightsTelemetry(Telemetry):
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, "***")
-            return value[:1000]
+            return self._policy.redact(value)[:1000]
         if isinstance(value, int | float | bool):
             return value
         return self._clean(str(value))
@@ -295,7 +295,7 @@ def telemetry_from_settings(settings: Any) -> Telemetry:
         if existing is not None:
             return existing
         try:
-            telemetry = AppInsightsTelemetry(connection, settings.secret_values())
+            telemetry = AppInsightsTelemetry(connection, settings.secret_policy())
         except Exception as exc:
             log.warning("Application Insights telemetry disabled: %s", exc.__class__.__name__)
             return Telemetry()

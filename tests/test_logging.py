@@ -59,7 +59,7 @@ def test_cycle_logs_carry_cycle_agent_provider_and_correlation(json_logs, databa
     assert summary["correlation_id"] == fallback["correlation_id"]
     assert "agent_id" not in summary
     assert SECRET not in json_logs.getvalue()
-    assert "***" in fallback["message"]
+    assert "[redacted:" in fallback["message"]
 
 
 def test_redaction_covers_arguments_and_tracebacks(json_logs):
@@ -71,7 +71,7 @@ def test_redaction_covers_arguments_and_tracebacks(json_logs):
         log.exception("failed")
     text = json_logs.getvalue()
     assert SECRET not in text
-    assert text.count("***") >= 2
+    assert text.count("[redacted:") >= 2
 
 
 def test_context_nests_and_unwinds():

@@ -46,7 +46,8 @@ from race.jobs import (
     parse_backfill_request,
 )
 from race.schedule import scheduled_time
-from race.store.database import DatabaseError
+from race.secrets import SecretPolicy
+from race.store.database import DatabaseError, schema_outdated
 
 log = logging.getLogger("race.api")
 
@@ -141,6 +142,61 @@ class ReadGate:
             self._gate = asyncio.Semaphore(self.limit)
         async with self._gate:
             await self.app(scope, receive, send)
+
+
+class RedactBodies:
+    """The secret policy (:mod:`race.secrets`) on every response body: a configured secret
+    (or an escaped form of it) that reached an answer by any path is replaced by
+    ``[redacted:SETTING]`` before the body leaves (the length is set again)."""
+
+    def __init__(self, app: ASGIApp, policy: SecretPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") == "HEAD" or not self.policy:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def buffered(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            text = body.decode("utf-8", errors="surrogateescape")
+            clean = self.policy.redact(text)
+            if clean != text:
+                body = clean.encode("utf-8", errors="surrogateescape")
+                headers = [
+                    (name, value)
+                    for name, value in start["headers"]
+                    if name.lower() != b"content-length"
+                ]
+                headers.append((b"content-length", str(len(body)).encode()))
+                start = {**start, "headers": headers}
+            await send(start)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, buffered)
+
+
+def public_database_error(exc: BaseException) -> str:
+    """What an anonymous caller learns of a database failure: the setting to check, never
+    its host, user, database name or password (those go to the server log)."""
+    if schema_outdated(exc) or "outdated schema" in str(exc):
+        return (
+            "the database schema is outdated: run `python -m race db upgrade` (RACE_DATABASE_URL)"
+        )
+    return "database unreachable: check RACE_DATABASE_URL (details in the server log)"
 
 
 def _is_admin(scope: Scope, prefix: str = ADMIN_PREFIX) -> bool:
@@ -445,9 +501,11 @@ def create_api(
             with app.db.read() as session:
                 yield session
         except OperationalError as exc:
-            raise ApiError(503, str(app.db.unavailable(exc))) from None
+            log.warning("read failed: %s", app.db.unavailable(exc))
+            raise ApiError(503, public_database_error(exc)) from None
         except DatabaseError as exc:
-            raise ApiError(503, str(exc)) from None
+            log.warning("read failed: %s", exc)
+            raise ApiError(503, public_database_error(exc)) from None
 
     # ------------------------------------------------------------ errors
 
@@ -467,11 +525,13 @@ def create_api(
 
     @api.exception_handler(DatabaseError)
     async def _database(_: Request, exc: DatabaseError) -> JSONResponse:
-        return _error(503, str(exc))
+        log.warning("database failure: %s", exc)
+        return _error(503, public_database_error(exc))
 
     @api.exception_handler(OperationalError)
     async def _unreachable(_: Request, exc: OperationalError) -> JSONResponse:
-        return _error(503, str(app.db.unavailable(exc)))
+        log.warning("database failure: %s", app.db.unavailable(exc))
+        return _error(503, public_database_error(exc))
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -815,7 +875,8 @@ def create_api(
 
     # ------------------------------------------------------------ middleware
 
-    # Outermost last: CORS, the read gate, the admin key, the body cap, the body's JSON.
+    # Outermost last: the secret policy on every body, CORS, then the read gate, then the
+    # admin key, then the body cap, then the body's JSON.
     api.add_middleware(JsonBody)
     api.add_middleware(BodyLimit, limit=app.settings.admin_max_body_bytes)
     api.add_middleware(AdminGate, settings=app.settings)
@@ -828,6 +889,7 @@ def create_api(
         allow_credentials=False,
         max_age=600,
     )
+    api.add_middleware(RedactBodies, policy=app.settings.secret_policy())
     api.openapi = functools.partial(_openapi_without_422, api)  # type: ignore[method-assign]
     return api
 

@@ -115,8 +115,16 @@ def parse_model_output(text: str | None) -> ParsedAnswer:
         raise AnswerRejected("empty answer from the model")
     match = _FENCE.match(text)
     body = match.group(1) if match else text.strip()
+    non_finite: list[str] = []
+
+    def constant(token: str) -> float:
+        # Python's json reads (and writes) NaN/Infinity, which are not JSON: the value is
+        # kept as a non-finite float so the order carrying it is refused with its reason.
+        non_finite.append(token)
+        return float(token)
+
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=constant)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise AnswerRejected(
             f"answer is not valid JSON ({exc.__class__.__name__}: {exc})"
@@ -127,6 +135,11 @@ def parse_model_output(text: str | None) -> ParsedAnswer:
         raise AnswerRejected(f"'orders' must be a list, got {type(data['orders']).__name__}")
     fields = dict(data)
     cited, notes = cited_rules_of(fields.pop("cited_rules", None))
+    if non_finite:
+        notes.append(
+            f"answer holds non-JSON numbers ({', '.join(sorted(set(non_finite)))}): the values "
+            "are not finite and refused where they matter"
+        )
     try:
         parsed = _ModelAnswer.model_validate(fields, strict=True)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from race.domain.money import ZERO, quantize
 from race.domain.parsing import parse_orders
 from race.domain.regime import UNKNOWN, detect_regime
 from race.domain.risk import apply_risk_rules
+from race.domain.sanitize import truncate_text
 
 MAX_TEXT = 8000
 """Longest rationale stored (characters); raw output and prompts have their own bounds."""
@@ -241,7 +242,7 @@ def judge(
         action=action,
         asset=asset,
         quantity=quantity,
-        rationale=rationale[:MAX_TEXT],
+        rationale=truncate_text(rationale, MAX_TEXT),
         cited_rules=[str(r)[:64] for r in answer.cited_rules][:20],
         regime=(answer.regime or summary.regime)[:32],
         market_conditions=summary.conditions,
@@ -252,8 +253,8 @@ def judge(
         proposed_orders=_proposed(answer.orders),
         fallback=fallback,
         fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
-        raw_output=None if answer.raw_output is None else answer.raw_output[:MAX_RAW],
-        prompt=None if answer.prompt is None else answer.prompt[:MAX_RAW],
+        raw_output=None if answer.raw_output is None else truncate_text(answer.raw_output, MAX_RAW),
+        prompt=None if answer.prompt is None else truncate_text(answer.prompt, MAX_RAW),
         model=answer.model,
         latency_ms=answer.latency_ms,
         prompt_tokens=answer.prompt_tokens,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from race.secrets import SecretPolicy, database_passwords
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,30 @@ class DatabaseError(RuntimeError):
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL with any password hidden: for logs and error messages."""
+    """The URL with any password hidden (``user:password@``, ``?password=…``,
+    ``odbc_connect=…PWD=…``): for logs and error messages."""
+    raw = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    userinfo = re.search(r"//[^:/@]*:(.+)@[^@]*$", raw)
+    if userinfo and "@" in userinfo.group(1):
+        # An unescaped "@" in the password: a parser would show part of it as the host.
+        return f"{raw.split('://', 1)[0]}://<hidden: the password holds an unescaped @>"
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+    return _hide_passwords(shown, raw)
+
+
+def _scheme_of(url: str) -> str:
+    """What can be shown of a malformed URL: its scheme, if it has one (never the rest)."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+_.-]{0,29})://", url)
+    return f"it starts with {match.group(1)!r}" if match else "it has no scheme"
+
+
+def _hide_passwords(text: str, url: str) -> str:
+    return SecretPolicy(
+        {f"RACE_DATABASE_URL#{i}": p for i, p in enumerate(database_passwords(url))}
+    ).redact(text)
 
 
 # SQLSTATEs / messages of a schema older than the code (a migration not applied yet).
@@ -99,7 +121,8 @@ class Database:
             parsed = make_url(url)
         except ArgumentError:
             raise DatabaseError(
-                f"RACE_DATABASE_URL is not a valid SQLAlchemy URL: {url[:80]!r}"
+                "RACE_DATABASE_URL is not a valid SQLAlchemy URL "
+                f"(expected dialect+driver://user:password@host/database; {_scheme_of(url)})"
             ) from None
         self.url = parsed
         self.dialect = parsed.get_backend_name()
@@ -130,7 +153,8 @@ class Database:
             self.engine = create_engine(parsed, **kwargs)
         except (ArgumentError, ImportError) as exc:
             raise DatabaseError(
-                f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: {exc}"
+                f"RACE_DATABASE_URL={safe_url(parsed)} cannot be used: "
+                f"{_hide_passwords(str(exc), url)}"
             ) from None
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine, sqlite_busy_timeout_ms)
@@ -212,6 +236,19 @@ class Database:
             raise
         finally:
             # close() ends the transaction without committing; loaded objects stay readable.
+            session.close()
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """A write transaction that is always rolled back: to try statements (in
+        savepoints) without keeping any of them."""
+        session = self._sessions()
+        if self.is_sqlite:
+            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        try:
+            yield session
+        finally:
+            session.rollback()
             session.close()
 
     @contextmanager

@@ -41,6 +41,8 @@ NAMING = {
 }
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigCount = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit count (SQLite's INTEGER already is one; migration 0007)."""
 
 
 class Base(DeclarativeBase):
@@ -143,6 +145,9 @@ class CycleRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Runs of this cycle (migration 0007): catch-up gives up a slot after
+    ``engine.MAX_CYCLE_ATTEMPTS`` of them."""
     market_view: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )
@@ -181,8 +186,8 @@ class DecisionRow(Base):
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(BigCount, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(BigCount, nullable=True)
     cost_usd: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -253,8 +258,8 @@ class AgentStatsRow(Base):
     fees_paid: Mapped[Decimal] = mapped_column(Fixed)
     decisions: Mapped[int] = mapped_column(Integer, default=0)
     fallbacks: Mapped[int] = mapped_column(Integer, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigCount, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigCount, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Fixed)
     recent_fallbacks: Mapped[str] = mapped_column(String(100), default="")
     """The last (up to 100) decisions, oldest first: ``1`` a fallback HOLD, ``0`` not."""

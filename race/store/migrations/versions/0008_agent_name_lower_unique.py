@@ -6,7 +6,7 @@ later one is renamed ``<name> (id N)`` (a warning names every rename), so the up
 fails on existing data and no history is lost.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
