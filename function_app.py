@@ -21,6 +21,7 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
+from sqlalchemy.exc import OperationalError
 
 import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
 from race.api import ADMIN_PREFIX, ApiError, admin_backfill_spec, create_api, job_accepted
@@ -115,8 +116,11 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
         job_id = create_backfill_job(race, spec)
     except ApiError as exc:
         return _json(exc.status, {"message": exc.message})
-    except DatabaseError as exc:
-        return _json(503, {"message": str(exc)})
+    except (DatabaseError, OperationalError) as exc:
+        # The body names the setting only; host, user, database and password stay in the log.
+        error = race.db.unavailable(exc)
+        log.warning("backfill not started: %s", error)
+        return _json(503, {"message": error.public})
     queue.set(json.dumps({"jobId": job_id}))
     return _json(202, job_accepted(job_id).model_dump())
 

@@ -40,7 +40,11 @@ def bootstrap(
 ) -> App:
     settings = settings or load_settings(overrides)
     clock = clock or SystemClock()
-    db = db or Database(settings.database_url)
+    db = db or Database(
+        settings.database_url,
+        connect_timeout_seconds=settings.db_connect_timeout_seconds,
+        statement_timeout_seconds=settings.db_statement_timeout_seconds,
+    )
     services = AgentServices(settings=settings, clock=clock)
 
     def default_builder(spec: AgentSpec) -> Agent:

@@ -7,6 +7,7 @@ Secrets are :class:`~pydantic.SecretStr`: they never show in ``repr``, logs or e
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -25,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from race.domain.model import Costs, RiskLimits
 from race.domain.timeutil import parse_interval
+from race.store.urls import url_secrets
 
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
 INGEST_SCHEDULE = "0 */5 * * * *"
@@ -72,6 +74,18 @@ class Settings(BaseSettings):
 
     # Storage and API
     database_url: str = _env("RACE_DATABASE_URL", default="sqlite:///race.db")
+    db_connect_timeout_seconds: float = _env("RACE_DB_CONNECT_TIMEOUT_SECONDS", default=3.0)
+    """Longest wait for a new database connection (PostgreSQL: at least 2 s)."""
+    db_statement_timeout_seconds: float = _env("RACE_DB_STATEMENT_TIMEOUT_SECONDS", default=30.0)
+    """PostgreSQL ``statement_timeout`` of every connection (0 = none)."""
+    db_read_timeout_seconds: float = _env("RACE_DB_READ_TIMEOUT_SECONDS", default=3.0)
+    """Deadline of one API read's database work (connection wait, connect, statements): a
+    database that hangs answers 503 after this long (0 = none)."""
+    http_header_timeout_seconds: float = _env("RACE_HTTP_HEADER_TIMEOUT_SECONDS", default=10.0)
+    """``serve``: a connection whose request headers have not all arrived after this long is
+    closed (slow-header clients cannot keep connections open)."""
+    http_keep_alive_seconds: float = _env("RACE_HTTP_KEEP_ALIVE_SECONDS", default=5.0)
+    """``serve``: an idle keep-alive connection is closed after this long."""
     admin_key: SecretStr | None = _env("RACE_ADMIN_KEY", default=None)
     cors_origins: CsvList = _env("RACE_CORS_ORIGINS", default=list(DEFAULT_CORS))
     admin_max_body_bytes: int = _env("RACE_ADMIN_MAX_BODY_BYTES", default=16_384)
@@ -252,6 +266,19 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0 and 10000 basis points")
         return value
 
+    @field_validator(
+        "db_connect_timeout_seconds",
+        "db_statement_timeout_seconds",
+        "db_read_timeout_seconds",
+        "http_header_timeout_seconds",
+        "http_keep_alive_seconds",
+    )
+    @classmethod
+    def _seconds(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a finite number of seconds ≥ 0, not {value}")
+        return value
+
     @field_validator("degraded_window")
     @classmethod
     def _degraded_window(cls, value: int) -> int:
@@ -283,6 +310,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
+        values.extend(url_secrets(self.database_url))  # the database password, any form
         return values
 
     @property

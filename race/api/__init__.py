@@ -334,15 +334,21 @@ def create_api(
     curves = VersionedCache(int(app.settings.api_curve_cache_mb * 1024 * 1024))
     api.state.curves = curves
 
+    read_timeout = app.settings.db_read_timeout_seconds
+
+    def unavailable(exc: BaseException) -> ApiError:
+        """503 naming the setting only (the body is anonymous); the details are logged."""
+        error = app.db.unavailable(exc)
+        log.warning("database unavailable: %s", error)
+        return ApiError(503, error.public)
+
     @contextmanager
     def reading() -> Iterator[Session]:
         try:
-            with app.db.read() as session:
+            with app.db.bounded(read_timeout), app.db.read() as session:
                 yield session
-        except OperationalError as exc:
-            raise ApiError(503, str(app.db.unavailable(exc))) from None
-        except DatabaseError as exc:
-            raise ApiError(503, str(exc)) from None
+        except (OperationalError, DatabaseError) as exc:
+            raise unavailable(exc) from None
 
     # ------------------------------------------------------------ errors
 
@@ -362,11 +368,13 @@ def create_api(
 
     @api.exception_handler(DatabaseError)
     async def _database(_: Request, exc: DatabaseError) -> JSONResponse:
-        return _error(503, str(exc))
+        error = unavailable(exc)
+        return _error(error.status, error.message)
 
     @api.exception_handler(OperationalError)
     async def _unreachable(_: Request, exc: OperationalError) -> JSONResponse:
-        return _error(503, str(app.db.unavailable(exc)))
+        error = unavailable(exc)
+        return _error(error.status, error.message)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -552,11 +560,12 @@ def create_api(
             "lastCycle": None,
         }
         try:
-            app.db.ping()
-            with app.db.read() as session:
-                active, latest, cycle = q.health_facts(session)
+            with app.db.bounded(read_timeout):
+                app.db.ping()
+                with app.db.read() as session:
+                    active, latest, cycle = q.health_facts(session)
         except (DatabaseError, OperationalError) as exc:
-            log.warning("health: database unreachable: %s", exc)
+            log.warning("health: database unreachable: %s", app.db.unavailable(exc))
             return JSONResponse(m.Health(**body).model_dump(), status_code=503)
         body.update(
             status="Healthy",
