@@ -9,7 +9,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from race.store.database import DatabaseError
+from race.store.urls import mask_text
 
 COMMAND_MODULES = (
     "race.cli.core",
@@ -34,17 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from race.logging_setup import configure_logging
-
-    configure_logging(level=logging.DEBUG if args.verbose else None)
+    """Run one command. Expected failures (database, bad input, files, Ctrl-C) end as one
+    line on stderr, never a traceback: exit 2 (130 for Ctrl-C)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        from race.logging_setup import configure_logging
+
+        configure_logging(level=logging.DEBUG if args.verbose else None)
         return int(args.handler(args) or 0)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, LookupError) as exc:
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        line = mask_text(detail[0]) if detail else exc.__class__.__name__
+        print(
+            f"error: database error ({exc.__class__.__name__}): {line[:300]}; "
+            "check RACE_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -251,7 +251,7 @@ class Database:
     ) -> None:
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise DatabaseError(
                 "RACE_DATABASE_URL is not a valid SQLAlchemy URL "
                 f"(scheme {_scheme(url)!r}; expected dialect+driver://user:password@host/db)",

@@ -70,11 +70,18 @@ def _parse(url: str | URL) -> URL | None:
         return None
 
 
+def _misparsed(parsed: URL) -> bool:
+    """A URL whose user or host holds ``=``, ``;`` or braces: a raw connection string that
+    an ``@`` in it split at the wrong place; shown as masked text, not by its parts."""
+    parts = (parsed.username or "", parsed.host or "")
+    return any(mark in part for part in parts for mark in "=;{}")
+
+
 def safe_url(url: str | URL) -> str:
     """The URL for logs and messages, with the password hidden in any position (userinfo,
     ``?password=``, ``odbc_connect=…PWD=…``); a URL that does not parse is masked as text."""
     parsed = _parse(url)
-    if parsed is None:
+    if parsed is None or _misparsed(parsed):
         return mask_text(str(url))
     query: dict[str, str | tuple[str, ...]] = {}
     for key, value in parsed.query.items():
