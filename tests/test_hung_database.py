@@ -124,6 +124,10 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
     db = Database(url, connect_timeout_seconds=2, statement_timeout_seconds=1)
     with db.engine.connect() as connection:
         assert connection.execute(text("SHOW statement_timeout")).scalar() == "1s"
+        # TCP keepalives and a user timeout: a vanished peer is noticed in about a minute.
+        dsn = connection.connection.driver_connection.info.dsn  # type: ignore[union-attr]
+        assert "keepalives_idle=30" in dsn and "tcp_user_timeout=60000" in dsn, dsn
+        assert "connect_timeout=2" in dsn, dsn
         # The URL's own options (the test schema's search_path) are kept.
         assert "race_test" in str(connection.execute(text("SHOW search_path")).scalar())
         started = time.perf_counter()

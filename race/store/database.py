@@ -36,6 +36,13 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 3.0
 STATEMENT_TIMEOUT_SECONDS = 30.0
 LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq treats anything lower as 2 s
+TCP_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
 
 
 PUBLIC_MESSAGES = {
@@ -194,6 +201,10 @@ def _server_setup(engine: Engine, connect_timeout: float, statement_timeout: flo
                 )
             limit = min(limit, left)
         cparams["connect_timeout"] = max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(limit))
+        # A peer that vanishes (packets dropped, not refused) is noticed in about a minute,
+        # not after the kernel's 15-minute retransmission limit; the URL may override these.
+        for key, value in TCP_KEEPALIVE.items():
+            cparams.setdefault(key, value)
         if statement_timeout > 0:
             option = f"-c statement_timeout={int(statement_timeout * 1000)}"
             cparams["options"] = f"{cparams.get('options', '')} {option}".strip()
