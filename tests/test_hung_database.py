@@ -163,4 +163,12 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
         proxy.recover()
     with db.bounded(3), db.read() as session:  # the pool heals: the cut connection is gone
         assert session.execute(text("SELECT 1")).scalar() == 1
+    # A connection back in the pool before the deadline passes is never cut by it: another
+    # read may be using it by then.
+    with db.bounded(0.3):
+        with db.read() as session:
+            session.execute(text("SELECT 1"))
+            raw = session.connection().connection.driver_connection
+        time.sleep(0.6)
+    assert raw is not None and raw.execute("SELECT 1").fetchone() == (1,)
     db.dispose()

@@ -131,12 +131,16 @@ class _Deadline:
         if expired:
             _shut_down(dbapi_connection)
 
-    def expire(self) -> None:
+    def forget(self, dbapi_connection: Any) -> None:
+        """The connection went back to the pool: another thread may take it next."""
         with self._lock:
+            self._connections = [c for c in self._connections if c is not dbapi_connection]
+
+    def expire(self) -> None:
+        with self._lock:  # under the lock: a connection is never cut after its check-in
             self.expired = True
-            connections = list(self._connections)
-        for connection in connections:
-            _shut_down(connection)
+            for connection in self._connections:
+                _shut_down(connection)
 
 
 _active = threading.local()
@@ -214,6 +218,12 @@ def _server_setup(engine: Engine, connect_timeout: float, statement_timeout: flo
         deadline = _current_deadline()
         if deadline is not None:
             deadline.watch(dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        deadline = _current_deadline()
+        if deadline is not None and dbapi_connection is not None:
+            deadline.forget(dbapi_connection)
 
     ping = engine.dialect.do_ping
 
