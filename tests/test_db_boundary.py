@@ -127,3 +127,28 @@ def test_start_backfill_503_names_only_the_setting(
         function_app.runtime().close()
         function_app.runtime.cache_clear()
         function_app.asgi.cache_clear()
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_the_log_scrubs_the_database_password(form: str) -> None:
+    """Whatever logs a driver error or a URL: the configured log handler scrubs every form
+    of the password (it counts as a secret)."""
+    import io
+
+    from race.logging_setup import configure_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    secrets = load_settings({"RACE_DATABASE_URL": FORMS[form]}).secret_values()
+    configure_logging(level=logging.INFO, fmt="text", secrets=secrets, stream=stream)
+    try:
+        logging.getLogger("race.test").warning("connect failed: %s", FORMS[form])
+        logging.getLogger("race.test").warning("password is %s", SECRET)
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before[0]:
+                root.removeHandler(handler)
+        root.setLevel(before[1])
+    assert "connect failed" in stream.getvalue()
+    assert leaks(stream.getvalue()) == [], stream.getvalue()
