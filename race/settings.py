@@ -276,7 +276,7 @@ class Settings(BaseSettings):
     @classmethod
     def _seconds(cls, value: float) -> float:
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"must be a finite number of seconds ≥ 0, not {value}")
+            raise ValueError("must be a finite number of seconds ≥ 0")
         return value
 
     @field_validator("degraded_window")

@@ -127,3 +127,17 @@ def test_serve_closes_slow_header_and_idle_connections(served: tuple[int, Any]) 
     client.sendall(b"Host: x\r\n\r\n")
     assert client.recv(65536).startswith(b"HTTP/1.1 200")
     client.close()
+
+
+def test_an_invalid_setting_is_one_line_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from race.cli import main
+
+    monkeypatch.setenv("RACE_DB_READ_TIMEOUT_SECONDS", "-1")
+    monkeypatch.setenv("RACE_DB_STATEMENT_TIMEOUT_SECONDS", "secret-looking-value")
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "RACE_DB_READ_TIMEOUT_SECONDS" in err and "RACE_DB_STATEMENT_TIMEOUT_SECONDS" in err
+    assert "secret-looking-value" not in err and "-1" not in err, err

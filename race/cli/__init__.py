@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from race.store.database import DatabaseError
@@ -48,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a setting: one line, never its value (it may be a secret)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"error: invalid settings: {mask_text(problems)}", file=sys.stderr)
         return 2
     except (ValueError, LookupError) as exc:
         print(f"error: {mask_text(str(exc))}", file=sys.stderr)
