@@ -25,7 +25,7 @@ from race.cli.serve import server_config
 from tests.test_crash_safety import ROOT
 
 
-@pytest.mark.parametrize("delay", [0.25, 0.6])
+@pytest.mark.parametrize("delay", [0.15, 0.35])
 def test_ctrl_c_while_the_cli_starts_is_one_line(sqlite_url: str, delay: float) -> None:
     """SIGINT a fraction of a second after start: the CLI is still importing (it takes
     seconds), yet the answer is one line and exit 130."""

@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
             for error in exc.errors()
         )
-        print(f"error: invalid settings: {mask_text(problems)}", file=sys.stderr)
+        what = "settings" if exc.title == "Settings" else exc.title
+        print(f"error: invalid {what}: {mask_text(problems)}", file=sys.stderr)
         return 2
     except (ValueError, LookupError) as exc:
         print(f"error: {mask_text(str(exc))}", file=sys.stderr)
