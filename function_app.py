@@ -21,6 +21,7 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
+from sqlalchemy.exc import OperationalError
 
 import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
 from race.api import (
@@ -29,7 +30,6 @@ from race.api import (
     admin_backfill_spec,
     create_api,
     job_accepted,
-    public_database_error,
 )
 from race.bootstrap import App, bootstrap
 from race.jobs import create_backfill_job, run_backfill_chunk
@@ -128,9 +128,11 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
         return _json(exc.status, {"message": exc.message})
     except ValueError as exc:  # e.g. no candles in the range
         return _json(400, {"message": str(exc)})
-    except DatabaseError as exc:
-        logging.getLogger("race.functions").warning("backfill request: %s", exc)
-        return _json(503, {"message": public_database_error(exc)})
+    except (DatabaseError, OperationalError) as exc:
+        # The body names the setting only; host, user, database and password stay in the log.
+        error = race.db.unavailable(exc)
+        log.warning("backfill not started: %s", error)
+        return _json(503, {"message": error.public})
     queue.set(json.dumps({"jobId": job_id}))
     return _json(202, job_accepted(job_id).model_dump())
 

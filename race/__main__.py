@@ -1,5 +1,10 @@
 import sys
 
-from race.cli import main
+try:
+    from race.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C while the CLI still imports: one line, no traceback
+    print("interrupted", file=sys.stderr)
+    code = 130
+sys.exit(code)

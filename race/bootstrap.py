@@ -44,7 +44,11 @@ def bootstrap(
     sources = read_sources()
     settings = settings or load_settings(overrides, sources=sources)
     clock = clock or SystemClock()
-    db = db or Database(settings.database_url)
+    db = db or Database(
+        settings.database_url,
+        connect_timeout_seconds=settings.db_connect_timeout_seconds,
+        statement_timeout_seconds=settings.db_statement_timeout_seconds,
+    )
     # Settings named by agent params (a remote model's key) are found in the files too.
     environ = ChainMap(os.environ, sources.file_values())  # type: ignore[arg-type]
     services = AgentServices(settings=settings, clock=clock, environ=environ)

@@ -286,7 +286,7 @@ class LocalJobRunner:
         try:
             jobs = unfinished_jobs(self.app)
         except (DatabaseError, OperationalError) as exc:
-            log.warning("unfinished backfill jobs not resumed: %s", exc)
+            log.warning("unfinished backfill jobs not resumed: %s", self.app.db.unavailable(exc))
             return []
         for job_id in jobs:
             if self.submit(job_id):

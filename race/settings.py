@@ -7,6 +7,7 @@ Secrets are :class:`~pydantic.SecretStr`: they never show in ``repr``, logs or e
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -75,6 +76,18 @@ class Settings(BaseSettings):
 
     # Storage and API
     database_url: str = _env("RACE_DATABASE_URL", default="sqlite:///race.db")
+    db_connect_timeout_seconds: float = _env("RACE_DB_CONNECT_TIMEOUT_SECONDS", default=3.0)
+    """Longest wait for a new database connection (PostgreSQL: at least 2 s)."""
+    db_statement_timeout_seconds: float = _env("RACE_DB_STATEMENT_TIMEOUT_SECONDS", default=30.0)
+    """PostgreSQL ``statement_timeout`` of every connection (0 = none)."""
+    db_read_timeout_seconds: float = _env("RACE_DB_READ_TIMEOUT_SECONDS", default=3.0)
+    """Deadline of one API read's database work (connection wait, connect, statements): a
+    database that hangs answers 503 after this long (0 = none)."""
+    http_header_timeout_seconds: float = _env("RACE_HTTP_HEADER_TIMEOUT_SECONDS", default=10.0)
+    """``serve``: a connection whose request headers have not all arrived after this long is
+    closed (slow-header clients cannot keep connections open)."""
+    http_keep_alive_seconds: float = _env("RACE_HTTP_KEEP_ALIVE_SECONDS", default=5.0)
+    """``serve``: an idle keep-alive connection is closed after this long."""
     admin_key: SecretStr | None = _env("RACE_ADMIN_KEY", default=None)
     cors_origins: CsvList = _env("RACE_CORS_ORIGINS", default=list(DEFAULT_CORS))
     admin_max_body_bytes: int = _env("RACE_ADMIN_MAX_BODY_BYTES", default=16_384)
@@ -272,6 +285,19 @@ class Settings(BaseSettings):
     def _bps(cls, value: Decimal) -> Decimal:
         if not value.is_finite() or not (0 <= value < 10_000):
             raise ValueError("must be between 0 and 10000 basis points")
+        return value
+
+    @field_validator(
+        "db_connect_timeout_seconds",
+        "db_statement_timeout_seconds",
+        "db_read_timeout_seconds",
+        "http_header_timeout_seconds",
+        "http_keep_alive_seconds",
+    )
+    @classmethod
+    def _seconds(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be a finite number of seconds ≥ 0")
         return value
 
     @field_validator("degraded_window")

@@ -1,9 +1,11 @@
-"""A TCP proxy on loopback that a test can cut and restore: "the database went away"."""
+"""A TCP proxy on loopback that a test can cut and restore ("the database went away"), or
+stall and recover ("the database hangs": connections are accepted, nothing is forwarded)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -18,6 +20,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._stop = False
+        self._stalled = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -29,6 +32,10 @@ class TcpProxy:
                 return
             if not self._open.is_set():
                 client.close()
+                continue
+            if self._stalled.is_set():  # accepted, never answered
+                with self._lock:
+                    self._sockets.add(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -46,6 +53,8 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                while self._stalled.is_set() and source.fileno() != -1:
+                    time.sleep(0.02)  # hold the data: the other side waits forever
                 sink.sendall(data)
         except OSError:
             pass
@@ -66,6 +75,17 @@ class TcpProxy:
             s.close()
 
     def restore(self) -> None:
+        self._open.set()
+
+    def stall(self) -> None:
+        """Keep every connection open but forward nothing; accept new ones and never
+        answer them."""
+        self._stalled.set()
+
+    def recover(self) -> None:
+        """End a stall: the stalled connections are dropped, new ones work again."""
+        self.cut()
+        self._stalled.clear()
         self._open.set()
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ from race.jobs import (
 )
 from race.schedule import scheduled_time
 from race.secrets import SecretPolicy
-from race.store.database import DatabaseError, schema_outdated
+from race.store.database import DatabaseError
 
 log = logging.getLogger("race.api")
 
@@ -187,16 +187,6 @@ class RedactBodies:
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
         await self.app(scope, receive, buffered)
-
-
-def public_database_error(exc: BaseException) -> str:
-    """What an anonymous caller learns of a database failure: the setting to check, never
-    its host, user, database name or password (those go to the server log)."""
-    if schema_outdated(exc) or "outdated schema" in str(exc):
-        return (
-            "the database schema is outdated: run `python -m race db upgrade` (RACE_DATABASE_URL)"
-        )
-    return "database unreachable: check RACE_DATABASE_URL (details in the server log)"
 
 
 def _is_admin(scope: Scope, prefix: str = ADMIN_PREFIX) -> bool:
@@ -495,17 +485,21 @@ def create_api(
     curves = VersionedCache(int(app.settings.api_curve_cache_mb * 1024 * 1024))
     api.state.curves = curves
 
+    read_timeout = app.settings.db_read_timeout_seconds
+
+    def unavailable(exc: BaseException) -> ApiError:
+        """503 naming the setting only (the body is anonymous); the details are logged."""
+        error = app.db.unavailable(exc)
+        log.warning("database unavailable: %s", error)
+        return ApiError(503, error.public)
+
     @contextmanager
     def reading() -> Iterator[Session]:
         try:
-            with app.db.read() as session:
+            with app.db.bounded(read_timeout), app.db.read() as session:
                 yield session
-        except OperationalError as exc:
-            log.warning("read failed: %s", app.db.unavailable(exc))
-            raise ApiError(503, public_database_error(exc)) from None
-        except DatabaseError as exc:
-            log.warning("read failed: %s", exc)
-            raise ApiError(503, public_database_error(exc)) from None
+        except (OperationalError, DatabaseError) as exc:
+            raise unavailable(exc) from None
 
     # ------------------------------------------------------------ errors
 
@@ -525,13 +519,13 @@ def create_api(
 
     @api.exception_handler(DatabaseError)
     async def _database(_: Request, exc: DatabaseError) -> JSONResponse:
-        log.warning("database failure: %s", exc)
-        return _error(503, public_database_error(exc))
+        error = unavailable(exc)
+        return _error(error.status, error.message)
 
     @api.exception_handler(OperationalError)
     async def _unreachable(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database failure: %s", app.db.unavailable(exc))
-        return _error(503, public_database_error(exc))
+        error = unavailable(exc)
+        return _error(error.status, error.message)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -719,12 +713,13 @@ def create_api(
             "lastCycle": None,
         }
         try:
-            app.db.ping()
-            with app.db.read() as session:
-                active, latest, cycle = q.health_facts(session)
-                completed = q.last_completed_cycle(session)
+            with app.db.bounded(read_timeout):
+                app.db.ping()
+                with app.db.read() as session:
+                    active, latest, cycle = q.health_facts(session)
+                    completed = q.last_completed_cycle(session)
         except (DatabaseError, OperationalError) as exc:
-            log.warning("health: database unreachable: %s", exc)
+            log.warning("health: database unreachable: %s", app.db.unavailable(exc))
             return JSONResponse(m.Health(**body).model_dump(), status_code=503)
         reasons = _health_reasons(app.settings, now, latest, completed)
         if reasons:

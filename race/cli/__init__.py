@@ -9,11 +9,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import OperationalError
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from race.settings_files import SettingsSources, read_sources, settings_dir
 from race.store.database import DatabaseError
 from race.store.lease import BackfillRefused
+from race.store.urls import mask_text
 
 COMMAND_MODULES = (
     "race.cli.core",
@@ -62,12 +64,14 @@ def report_origins(sources: SettingsSources) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from race.logging_setup import configure_logging
-
-    configure_logging(level=logging.DEBUG if args.verbose else None)
+    """Run one command. Expected failures (database, bad input, files, Ctrl-C) end as one
+    line on stderr, never a traceback: exit 2 (130 for Ctrl-C)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        from race.logging_setup import configure_logging
+
+        configure_logging(level=logging.DEBUG if args.verbose else None)
         sources = read_sources()  # a malformed settings file: one error, exit 2
         if args.verbose:
             report_origins(sources)
@@ -81,7 +85,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackfillRefused as exc:  # another backfill runs (demo, backfill)
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except ValidationError as exc:  # a setting: one line, never its value (it may be a secret)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        what = "settings" if exc.title == "Settings" else exc.title
+        print(f"error: invalid {what}: {mask_text(problems)}", file=sys.stderr)
+        return 2
     except (ValueError, LookupError) as exc:
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        line = mask_text(detail[0]) if detail else exc.__class__.__name__
+        print(
+            f"error: database error ({exc.__class__.__name__}): {line[:300]}; "
+            "check RACE_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

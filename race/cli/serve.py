@@ -72,6 +72,63 @@ def _server_class() -> Any:
     return Server
 
 
+def header_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing a connection whose request headers have not all
+    arrived ``seconds`` after it opened (or after its previous response): slow-header
+    clients cannot keep connections open for ever. 0 = no limit."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base: Any = AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(base):  # type: ignore[misc,valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            if seconds <= 0:
+                return
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            waiting_for = self.cycle  # a new request replaces it once its headers are in
+            self._header_timer = self.loop.call_later(seconds, self._headers_late, waiting_for)
+
+        def _headers_late(self, waiting_for: object) -> None:
+            self._header_timer = None
+            if self.cycle is waiting_for and not self.transport.is_closing():
+                log.debug("closing a connection whose request headers did not arrive in time")
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def server_config(app: App, api: Any, host: str, port: int) -> Any:
+    """The uvicorn configuration of ``serve``: bounded header and keep-alive waits."""
+    import uvicorn
+
+    return uvicorn.Config(
+        api,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=header_timeout_protocol(app.settings.http_header_timeout_seconds),
+        timeout_keep_alive=max(1, round(app.settings.http_keep_alive_seconds)),
+    )
+
+
 def database_ready(app: App) -> bool:
     """Whether the database answers (with the race schema). Unreachable: logged once, False.
     Reachable without the schema, or a SQLite file that does not exist (connecting would
@@ -143,8 +200,6 @@ def _clear_errors(app: App, jobs: list[ScheduledJob]) -> list[ScheduledJob]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     _Server = _server_class()
 
     from race.api import create_api
@@ -157,9 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ready = database_ready(app)
     runner = LocalJobRunner(app)
     api = create_api(app, jobs=runner)
-    config = uvicorn.Config(
-        api, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="off"
-    )
+    config = server_config(app, api, args.host, args.port)
     server = _Server(config)
     scheduler = None if args.no_schedule else Scheduler(app, _clear_errors(app, race_jobs(app)))
 
