@@ -19,15 +19,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
+from race.store.urls import url_secrets
+
 MIN_SECRET_LENGTH = 4
 """Shorter values are not treated as secrets (replacing "ab" everywhere would garble text)."""
-
-_ODBC_PASSWORD = re.compile(r"(?:^|;)\s*(?:PWD|PASSWORD)\s*=\s*(\{[^}]*\}|[^;]*)", re.IGNORECASE)
-_QUERY_PASSWORD_KEYS = ("password", "pwd", "pass", "passwd")
 
 
 def marker(name: str) -> str:
@@ -35,35 +34,9 @@ def marker(name: str) -> str:
 
 
 def database_passwords(url: str) -> list[str]:
-    """Every password a database URL carries, in any position."""
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is not None:
-        try:
-            password = parts.password
-        except ValueError:
-            password = None
-        if password:
-            found.append(password)
-            found.append(unquote(password))
-        for key, value in parse_qsl(parts.query, keep_blank_values=False):
-            if key.lower() in _QUERY_PASSWORD_KEYS and value:
-                found.append(value)
-            if key.lower() == "odbc_connect":
-                for match in _ODBC_PASSWORD.finditer(value):
-                    found.append(match.group(1).strip("{}"))
-    # A malformed URL (urlsplit refused it, or the password holds an unescaped "@"/"/"):
-    # everything between the scheme's "//user:" and the last "@" is the password.
-    raw = re.search(r"//[^:/@]*:(.+)@[^@]*$", url)
-    if raw:
-        found.append(raw.group(1))
-    for match in re.finditer(r"(?:password|pwd)=([^&;\s]+)", url, re.IGNORECASE):
-        found.append(match.group(1))
-        found.append(unquote(match.group(1)))
-    return [p for p in dict.fromkeys(found) if len(p) >= MIN_SECRET_LENGTH]
+    """Every password a database URL carries, in any position and form
+    (:func:`race.store.urls.url_secrets`)."""
+    return [p for p in url_secrets(url) if len(p) >= MIN_SECRET_LENGTH]
 
 
 def _forms(value: str) -> list[str]:
