@@ -41,6 +41,7 @@ from race.logging_setup import log_context, new_correlation_id
 from race.schedule import scheduled_time
 from race.secrets import SecretPolicy
 from race.settings import Settings
+from race.settings_files import read_sources
 from race.store import lease as leases
 from race.store import repository as repo
 from race.store.database import Database, DatabaseError
@@ -237,6 +238,11 @@ class RaceEngine:
         name = spec.params.get("api_key_setting") if isinstance(spec.params, dict) else None
         if isinstance(name, str) and name not in self.policy.secrets:
             value = os.environ.get(name)
+            if not value:  # set in .env or local.settings.json (race.settings_files)
+                try:
+                    value = read_sources().file_values().get(name)
+                except ValueError:  # a malformed file: the CLI and serve already said so
+                    value = None
             if value:
                 self.policy = self.policy.with_secrets({name: value})
 

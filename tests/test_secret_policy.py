@@ -127,11 +127,22 @@ def test_anonymous_503_bodies_name_the_setting_only() -> None:
             assert private not in body, (private, body)
 
 
-def test_an_agents_own_key_and_any_served_secret_are_redacted(database_url, clock, monkeypatch):
-    """An agent's key (named by its ``api_key_setting``) echoed in its answer is redacted in
-    storage; a secret stored by another path (an agent's name) is redacted in API bodies."""
+@pytest.mark.parametrize("where", ["environment", "local.settings.json"])
+def test_an_agents_own_key_and_any_served_secret_are_redacted(
+    database_url, clock, monkeypatch, tmp_path, where
+):
+    """An agent's key (named by its ``api_key_setting``, in the environment or only in a
+    settings file) echoed in its answer is redacted in storage; a secret stored by another
+    path (an agent's name) is redacted in API bodies."""
     own_key = "own-model-key-POLICY-55aa"
-    monkeypatch.setenv("MY_MODEL_API_KEY", own_key)
+    if where == "environment":
+        monkeypatch.setenv("MY_MODEL_API_KEY", own_key)
+    else:
+        monkeypatch.delenv("MY_MODEL_API_KEY", raising=False)
+        monkeypatch.setenv("RACE_SETTINGS_DIR", str(tmp_path))
+        (tmp_path / "local.settings.json").write_text(
+            json.dumps({"IsEncrypted": False, "Values": {"MY_MODEL_API_KEY": own_key}})
+        )
     echo = Scripted(
         lambda c: AgentAnswer(
             orders=[{"asset": own_key, "side": "BUY", "quantity": 1}],
