@@ -301,8 +301,9 @@ def test_a_forced_remove_is_one_transaction(cli, capsys):
                 )
             )
     try:
-        with pytest.raises(sa.exc.DBAPIError, match="refused by test"):
-            main(["agents", "remove", "Holder", "--force"])
+        assert main(["agents", "remove", "Holder", "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "refused by test" in err and "Traceback" not in err
         assert counts(cli, 1) == before
     finally:
         with cli.db.engine.begin() as connection:

@@ -131,6 +131,18 @@ def _breaks_only_the_key(case) -> bool:
     return str(getattr(data, "parameter", "")).lower() == "x-api-key"
 
 
+def _reversed_range(case) -> bool:
+    from datetime import datetime
+
+    query = case.query or {}
+    try:
+        start = datetime.fromisoformat(str(query["from"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(query["to"]).replace("Z", "+00:00"))
+        return end < start
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
 def _mode(kind):
     from schemathesis.generation import GenerationMode
 
@@ -149,6 +161,15 @@ def test_every_operation_conforms(fuzz_target, kind):
         response = case.call()
         if "/api/admin/" in case.path:
             assert response.status_code == 401, response.text
+        if (
+            response.status_code == 400
+            and _reversed_range(case)
+            and "is before from" in response.json().get("message", "")
+        ):
+            # Two valid dates in the wrong order: the schema cannot say ``from <= to``; the
+            # answer is a JSON 400 naming both, like the CLI's refusal.
+            check(case, response, excluded=[positive_data_acceptance])
+            return
         check(case, response)
 
     for operation in ops:

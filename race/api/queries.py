@@ -503,15 +503,15 @@ MAX_NOTE_CHARS = 240
 
 def _note_text(note: dict[str, Any]) -> str:
     """One short human-readable line, e.g. ``BTC clipped to the maximum order notional…``."""
-    asset = note.get("asset")
-    subject = str(asset) if asset else f"order {note.get('order', '?')}"
+    asset, order = note.get("asset"), note.get("order")
+    subject = str(asset) if asset else "" if order is None else f"order {order}"
     message = str(note.get("message") or note.get("code") or "note").strip()
     outcome = str(note.get("outcome") or "").strip()
     if not outcome or message.lower().startswith(outcome.lower()):
         text = f"{subject} {message}"
     else:
         text = f"{subject} {outcome}: {message}"
-    return text[:MAX_NOTE_CHARS]
+    return text.strip()[:MAX_NOTE_CHARS]
 
 
 def validation_fields(stored: Any) -> tuple[str | None, list[m.ValidationNote]]:
