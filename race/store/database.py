@@ -186,6 +186,11 @@ class _DeadlinePool(QueuePool):
         self.__dict__["_base_timeout"] = value
 
 
+# SQLAlchemy names a pool's logger after its class: keep this one as quiet as its own
+# (``sqlalchemy.pool`` logs "Pool recreating", "Invalidate connection" at INFO).
+logging.getLogger(f"{__name__}.{_DeadlinePool.__name__}").setLevel(logging.WARNING)
+
+
 def _server_setup(engine: Engine, connect_timeout: float, statement_timeout: float) -> None:
     """Connect and statement timeouts (PostgreSQL), and the hooks of :meth:`Database.bounded`."""
     postgres = engine.dialect.name == "postgresql"
