@@ -1,10 +1,10 @@
 """Replay benchmark: the bundled year, hourly, five baselines, BTC and ETH, on SQLite.
 
-    python bench/replay.py [--days 365] [--repeat 3]
+    python bench/replay.py [--days 365] [--repeat 5]
 
-Prints persisted decisions per second (best of --repeat runs, each on a fresh database)
-and the peak resident memory of the process. Targets (issue 2, on the 2-core machine):
-≥ 6,000 decisions/s and ≤ 300 MB.
+Prints persisted decisions per second (the median of --repeat runs, each on a fresh
+database, and the best) and the peak resident memory of the process. Targets (issue 2, on
+the 2-core machine): ≥ 6,000 decisions/s and ≤ 300 MB.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -86,7 +87,7 @@ def run_once(template: Path, workdir: Path, start: object, end: object) -> tuple
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -106,13 +107,14 @@ def main() -> int:
                 f"= {stored / elapsed:,.0f} decisions/s"
             )
         best, stored = min(results)
+        median = statistics.median(elapsed for elapsed, _ in results)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"best: {stored / best:,.0f} persisted decisions/s ({stored} in {best:.2f} s); "
-            f"peak RSS {peak_mb:.0f} MB"
+            f"median: {stored / median:,.0f} persisted decisions/s ({stored} in {median:.2f} s), "
+            f"best {stored / best:,.0f}/s; peak RSS {peak_mb:.0f} MB"
         )
         print(
-            f"targets: >= 6,000 decisions/s {'OK' if stored / best >= 6000 else 'MISSED'}; "
+            f"targets: >= 6,000 decisions/s {'OK' if stored / median >= 6000 else 'MISSED'}; "
             f"<= 300 MB {'OK' if peak_mb <= 300 else 'MISSED'}"
         )
     return 0
