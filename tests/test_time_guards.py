@@ -127,12 +127,17 @@ def test_admin_runs_answer_skipped_with_the_reason(
 
 
 def test_health_is_degraded_with_reasons_when_candles_or_cycles_are_old(
-    race: tuple[App, ManualClock, dict[str, int]],
+    race: tuple[App, ManualClock, dict[str, int]], caplog: pytest.LogCaptureFixture
 ) -> None:
     app, clock, _ = race
     client = TestClient(create_api(app), raise_server_exceptions=False)
     asyncio.run(app.engine.run_cycle(LAST))  # completed, 7 h ago; the candle too
-    old = client.get("/api/health")
+    with caplog.at_level(logging.INFO, logger="race.api"):
+        old = client.get("/api/health")
+        for _ in range(3):  # a probe every few seconds: the state change is logged once
+            assert client.get("/api/health").json()["status"] == "Degraded"
+    said = [r.getMessage() for r in caplog.records if "health: degraded" in r.getMessage()]
+    assert len(said) == 1, said
     assert old.status_code == 200  # degraded, not down
     body = old.json()
     assert body["status"] == "Degraded" and body["database"] == "Connected"

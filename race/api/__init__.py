@@ -695,6 +695,8 @@ def create_api(
             raise ApiError(404, f"no prices for {clean.upper()}")
         return price
 
+    degraded_since: list[bool] = [False]  # health logs the change, not every probe
+
     @api.get(
         "/api/health",
         response_model=m.Health,
@@ -722,8 +724,11 @@ def create_api(
             log.warning("health: database unreachable: %s", app.db.unavailable(exc))
             return JSONResponse(m.Health(**body).model_dump(), status_code=503)
         reasons = _health_reasons(app.settings, now, latest, completed)
-        if reasons:
+        if reasons and not degraded_since[0]:
             log.warning("health: degraded: %s", "; ".join(reasons))
+        elif degraded_since[0] and not reasons:
+            log.info("health: healthy again")
+        degraded_since[0] = bool(reasons)
         body.update(
             status="Degraded" if reasons else "Healthy",
             reasons=reasons,
