@@ -53,6 +53,32 @@ def _worker() -> str:
     return f"{run}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
+@pytest.fixture(params=BACKENDS)
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database with no schema at all, on each backend (a private PostgreSQL schema): for
+    migration tests that start from an early revision."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'race.db'}")
+        yield db
+        db.dispose()
+        return
+    assert PG_URL is not None
+    schema = f"race_empty_{_worker()}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    db = Database(f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}")
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str | None]:
     if not PG_URL:

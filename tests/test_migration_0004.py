@@ -7,12 +7,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from decimal import Decimal as D
-from pathlib import Path
-from urllib.parse import quote
 
-import pytest
 import sqlalchemy as sa
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from race.store.database import Database
 
@@ -154,28 +151,5 @@ def _check_upgrade_and_downgrade(db: Database) -> None:
     assert _read(db, "volume, quote_volume_24h")[7] == (_raw(D("12.5"), 8, sqlite), None)
 
 
-def test_0004_moves_range_volumes_on_sqlite(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'race.db'}")
-    try:
-        _check_upgrade_and_downgrade(db)
-    finally:
-        db.dispose()
-
-
-@pytest.mark.skipif(not PG_URL, reason="RACE_TEST_POSTGRES_URL not set")
-def test_0004_moves_range_volumes_on_postgresql() -> None:
-    assert PG_URL is not None
-    schema = f"race_mig_{os.getpid()}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in PG_URL else "?"
-    db = Database(f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}")
-    try:
-        _check_upgrade_and_downgrade(db)
-    finally:
-        db.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+def test_0004_moves_range_volumes(empty_db: Database) -> None:
+    _check_upgrade_and_downgrade(empty_db)

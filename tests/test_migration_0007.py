@@ -4,45 +4,17 @@ upgraded from 0006 with rows in place and downgraded again, on SQLite and Postgr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import quote
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from race.store.database import Database, alembic_config
 
 PG_URL = os.environ.get("RACE_TEST_POSTGRES_URL")
 T0 = datetime(2024, 1, 1)
 BIG = 5 * 10**9  # beyond 32 bits
-
-
-@pytest.fixture(params=["sqlite", *(["postgresql"] if PG_URL else [])])
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'race.db'}")
-        yield db
-        db.dispose()
-        return
-    assert PG_URL is not None
-    schema = f"race_mig7_{os.getpid()}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in PG_URL else "?"
-    db = Database(f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _seed(db: Database) -> None:

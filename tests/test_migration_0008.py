@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from race.store.database import Database, alembic_config
 
@@ -72,32 +69,8 @@ def _names(db: Database) -> dict[int, str]:
         return dict(connection.execute(text("SELECT id, name FROM agents ORDER BY id")).all())
 
 
-@pytest.fixture(params=["sqlite", *(["postgresql"] if PG_URL else [])])
-def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'race.db'}")
-        yield db
-        db.dispose()
-        return
-    assert PG_URL is not None
-    schema = f"race_mig8_{os.getpid()}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in PG_URL else "?"
-    db = Database(f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def test_0008_resolves_existing_duplicates_then_refuses_new_ones(fresh_db, caplog):
-    db = fresh_db
+def test_0008_resolves_existing_duplicates_then_refuses_new_ones(empty_db, caplog):
+    db = empty_db
     db.upgrade("0006")
     _insert(db, NAMES)
     with caplog.at_level(logging.WARNING, logger="race.migrations"):
