@@ -48,7 +48,6 @@ if TYPE_CHECKING:  # the SDK takes seconds to import: only when a provider is ca
 
 T = TypeVar("T")
 
-ENDPOINTS = ("llama", "together", "openai", "azure")
 _ALIASES = {
     "llama": "llama",
     "groq": "llama",

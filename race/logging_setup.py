@@ -31,10 +31,6 @@ CONTEXT_KEYS = (
 _context: ContextVar[dict[str, Any] | None] = ContextVar("race_log_context", default=None)
 
 
-def current_context() -> dict[str, Any]:
-    return dict(_context.get() or {})
-
-
 @contextmanager
 def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
     """Add fields to every log record made inside the block (and in tasks it starts)."""

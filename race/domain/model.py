@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -136,9 +136,6 @@ class Portfolio:
     def unrealized_pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
         cost = sum((p.cost_basis for p in self.positions.values()), ZERO)
         return quantize(self.positions_value(marks) - cost)
-
-    def with_cash(self, cash: Decimal) -> Portfolio:
-        return replace(self, cash=cash)
 
 
 @dataclass(frozen=True)
