@@ -299,3 +299,41 @@ def test_changed_is_false_for_untouched_orders_and_true_for_any_note() -> None:
     assert run([]).changed is False
     assert run([buy("DOGE", "1")]).changed is True
     assert run([buy("BTC", "1")]).changed is True
+
+
+def test_clipped_position_cap_note_and_a_buy_the_size_of_the_holding_is_no_closing_sell() -> None:
+    held = Position("ETH", D("0.004"), D("2000"), D("8"))
+    # Equity 23.6 + 0.004 × 2,100 = 32: cap 16 USD, held 8 USD at T, room 0.004 ETH — the
+    # same quantity as held, yet 8 USD is below the minimum for a BUY.
+    start = Portfolio(cash=D("23.6"), positions={"ETH": held})
+    out = run([buy("ETH", "1")], start, limits=RiskLimits(min_cash_reserve=D("0")), costs=FREE)
+    assert notes(out) == [
+        clipped(
+            10,
+            "ETH",
+            "clipped_cash_reserve",
+            "1",
+            "0.01180000",
+            "clipped to cash 23.60000000 USD less the reserve of 0 USD and the fee",
+        ),
+        clipped(
+            10,
+            "ETH",
+            "clipped_position_cap",
+            "1",
+            "0.00400000",
+            "clipped so the ETH position stays within 50.0 % of equity (16.00000000 USD)",
+        ),
+        {
+            **refused(
+                10,
+                "ETH",
+                "below_min_after_clip",
+                "1",
+                "after clipping, the order (0.00400000 ETH) is below the minimum notional "
+                "of 10 USD",
+            ),
+            "final": "0",
+        },
+    ]
+    assert out.portfolio == start
