@@ -24,8 +24,12 @@ orders = st.builds(
     side=st.sampled_from(Side),
     quantity=quantities,
 )
+# Each cycle: the tradable prices at T, the marks (latest closes, which value the portfolio
+# and may differ from the prices or be missing) and the orders.
+price_maps = st.fixed_dictionaries({"BTC": prices, "ETH": prices})
+mark_maps = st.fixed_dictionaries({}, optional={"BTC": prices, "ETH": prices})
 cycles = st.lists(
-    st.tuples(st.fixed_dictionaries({"BTC": prices, "ETH": prices}), st.lists(orders, max_size=7)),
+    st.tuples(price_maps, mark_maps, st.lists(orders, max_size=7)),
     min_size=1,
     max_size=12,
 )
@@ -52,18 +56,25 @@ cost_sets = st.builds(
 )
 def test_portfolio_invariants_hold_for_any_orders_and_prices(cycles, limits, costs, cash):
     portfolio = Portfolio(cash=cash)
-    for marks, batch in cycles:
-        outcome = apply_risk_rules(batch, portfolio, marks, marks, limits, costs, ASSETS)
+    for at_t, marks, batch in cycles:
+        outcome = apply_risk_rules(batch, portfolio, at_t, marks, limits, costs, ASSETS)
         portfolio = outcome.portfolio
         # No leverage, no shorting.
         assert portfolio.cash >= 0
         assert all(p.quantity > 0 for p in portfolio.positions.values())
         # Equity is exactly cash plus the marked positions (their value rounded once).
         expected = portfolio.cash + quantize(
-            sum((p.quantity * marks[s] for s, p in portfolio.positions.items()), D(0))
+            sum(
+                (
+                    p.quantity * marks[s] if s in marks else p.cost_basis
+                    for s, p in portfolio.positions.items()
+                ),
+                D(0),
+            )
         )
         assert portfolio.equity(marks) == expected
         for fill in outcome.fills:
+            assert fill.reference_price == at_t[fill.asset]  # trades at T, never at a mark
             assert fill.quantity > 0
             assert fill.fee >= 0
             assert fill.fee == quantize(fill.notional * costs.fee_rate)
@@ -78,8 +89,8 @@ def test_portfolio_invariants_hold_for_any_orders_and_prices(cycles, limits, cos
 def test_cash_moves_exactly_by_fills(cycles, costs):
     """Cash after = cash before − Σ(buy notional + fee) + Σ(sell notional − fee)."""
     portfolio = Portfolio(cash=D("100000"))
-    for marks, batch in cycles:
-        outcome = apply_risk_rules(batch, portfolio, marks, marks, RiskLimits(), costs, ASSETS)
+    for at_t, marks, batch in cycles:
+        outcome = apply_risk_rules(batch, portfolio, at_t, marks, RiskLimits(), costs, ASSETS)
         delta = sum(
             (
                 (-f.notional - f.fee) if f.side is Side.BUY else (f.notional - f.fee)
@@ -95,8 +106,8 @@ def test_cash_moves_exactly_by_fills(cycles, costs):
 @given(cycles=cycles)
 def test_quantities_move_exactly_by_fills(cycles):
     portfolio = Portfolio(cash=D("250000"))
-    for marks, batch in cycles:
-        outcome = apply_risk_rules(batch, portfolio, marks, marks, RiskLimits(), Costs(), ASSETS)
+    for at_t, marks, batch in cycles:
+        outcome = apply_risk_rules(batch, portfolio, at_t, marks, RiskLimits(), Costs(), ASSETS)
         for symbol in ASSETS:
             moved = sum(
                 (

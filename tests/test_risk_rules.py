@@ -14,11 +14,14 @@ LIMITS = RiskLimits()
 COSTS = Costs()
 ASSETS = ("BTC", "ETH")
 PRICES = {"BTC": D("40000"), "ETH": D("2000")}
+# Marks are the latest closes (any age) and value the portfolio for the position cap; they
+# differ from the tradable prices at T so a rule that reads the wrong one is caught.
+MARKS = {"BTC": D("41000"), "ETH": D("2100")}
 
 
-def run(orders, portfolio=None, prices=PRICES, limits=LIMITS, costs=COSTS):
+def run(orders, portfolio=None, prices=PRICES, limits=LIMITS, costs=COSTS, marks=MARKS):
     portfolio = portfolio or Portfolio(cash=D("100000"))
-    return apply_risk_rules(orders, portfolio, prices, prices, limits, costs, ASSETS)
+    return apply_risk_rules(orders, portfolio, prices, marks, limits, costs, ASSETS)
 
 
 def buy(asset, qty):
@@ -112,20 +115,37 @@ def test_buy_refused_when_cash_is_at_reserve():
 
 def test_buy_clipped_to_position_cap():
     held = Position("ETH", D("20"), D("2000"), D("40000"))
-    start = Portfolio(cash=D("60000"), positions={"ETH": held})  # equity 100k, ETH 40k
+    # Equity at the marks: 60,000 + 20 × 2,100 = 102,000, so the cap is 51,000 USD; the
+    # ETH held counts at the price at T (20 × 2,000), leaving 11,000 USD = 5.5 ETH of room.
+    start = Portfolio(cash=D("60000"), positions={"ETH": held})
     out = run([buy("ETH", 10)], portfolio=start)
     assert codes(out) == ["clipped_position_cap"]
     (fill,) = out.fills
-    assert (held.quantity + fill.quantity) * D("2000") <= D("50000")
-    assert fill.quantity == D("5")
+    assert fill.quantity == D("5.5")
+    assert out.notes[0].final_quantity == "5.50000000"
+    assert out.notes[0].message == (
+        "clipped so the ETH position stays within 50.0 % of equity (51000.00000000 USD)"
+    )
 
 
 def test_buy_refused_at_position_cap():
     held = Position("ETH", D("25"), D("2000"), D("50000"))
-    start = Portfolio(cash=D("50000"), positions={"ETH": held})
+    # Equity 47,500 + 25 × 2,100 = 100,000: cap 50,000, held 25 × 2,000 = 50,000, room 0.
+    start = Portfolio(cash=D("47500"), positions={"ETH": held})
     out = run([buy("ETH", 1)], portfolio=start)
     assert codes(out) == ["clipped_position_cap", "below_min_after_clip"]
+    assert [n.final_quantity for n in out.notes] == ["0", "0"]
     assert out.fills == ()
+
+
+def test_buy_refused_above_position_cap_clips_to_zero_not_below():
+    held = Position("ETH", D("30"), D("2000"), D("60000"))
+    # Equity 40,000 + 30 × 2,100 = 103,000: cap 51,500 < 60,000 held, negative room.
+    start = Portfolio(cash=D("40000"), positions={"ETH": held})
+    out = run([buy("ETH", 1)], portfolio=start)
+    assert codes(out) == ["clipped_position_cap", "below_min_after_clip"]
+    assert [n.final_quantity for n in out.notes] == ["0", "0"]
+    assert out.portfolio == start
 
 
 def test_sell_without_position_refused():
@@ -175,9 +195,13 @@ def test_sell_then_buy_in_same_cycle_uses_proceeds():
     start = Portfolio(
         cash=D("200"), positions={"ETH": Position("ETH", D("5"), D("2000"), D("10000"))}
     )
-    out = run([sell("ETH", 5), buy("BTC", "0.2")], portfolio=start)
-    assert [f.side for f in out.fills] == [Side.SELL, Side.BUY]
-    assert out.portfolio.cash >= D("100")
+    out = run([sell("ETH", 5), buy("BTC", "0.1")], portfolio=start)
+    # 200 USD alone would clip the BUY to the cash reserve: only the SELL's proceeds
+    # (5 × 1,999 − 9.995 fee = 9,985.005) pay for the whole 0.1 BTC (4,002 + 4.002 fee).
+    assert out.notes == ()
+    assert [(f.side, f.quantity) for f in out.fills] == [(Side.SELL, D("5")), (Side.BUY, D("0.1"))]
+    assert out.portfolio.cash == D("200") + D("9985.005") - D("4006.002")
+    assert out.portfolio.positions == {"BTC": Position("BTC", D("0.1"), D("40020"), D("4006.002"))}
 
 
 def test_max_orders_per_cycle():
@@ -192,7 +216,7 @@ def test_note_indices_follow_the_answer():
         [buy("DOGE", 1)],
         Portfolio(cash=D("1000")),
         PRICES,
-        PRICES,
+        MARKS,
         LIMITS,
         COSTS,
         ASSETS,
