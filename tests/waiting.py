@@ -25,35 +25,35 @@ def _describe(what: str | Callable[[], str]) -> str:
 def wait_until(
     predicate: Callable[[], T],
     what: str | Callable[[], str],
-    timeout: float = WAIT_TIMEOUT_S,
+    limit_s: float = WAIT_TIMEOUT_S,
     interval: float = POLL_INTERVAL_S,
 ) -> T:
     """Return the first truthy value of ``predicate()``, polled every ``interval`` s. Fails
-    with ``timed out after … waiting for <what>`` when ``timeout`` s pass first. An
+    with ``timed out after … waiting for <what>`` when ``limit_s`` seconds pass first. An
     exception from ``predicate`` (e.g. an assertion that a process is still alive) ends the
     wait at once. ``what`` may be a callable, to describe the state at the time of failure."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {_describe(what)}")
+            raise AssertionError(f"timed out after {limit_s:g} s waiting for {_describe(what)}")
         time.sleep(interval)
 
 
 async def wait_until_async(
     predicate: Callable[[], T],
     what: str | Callable[[], str],
-    timeout: float = WAIT_TIMEOUT_S,
+    limit_s: float = WAIT_TIMEOUT_S,
     interval: float = POLL_INTERVAL_S,
 ) -> T:
     """:func:`wait_until` inside an event loop: polls without blocking the loop."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {_describe(what)}")
+            raise AssertionError(f"timed out after {limit_s:g} s waiting for {_describe(what)}")
         await asyncio.sleep(interval)
