@@ -36,6 +36,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tests.waiting import wait_until
+
 MODEL_VERSION = "momentum-1.2.0"
 
 
@@ -286,11 +288,14 @@ class MLService:
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
+        server, thread = self._server, self._thread
+
+        def started() -> bool:
+            if not thread.is_alive():
                 raise RuntimeError("the ML service did not start")
-            time.sleep(0.01)
+            return server.started
+
+        wait_until(started, "the ML service to start")
         self._socket = sock
         return self
 
