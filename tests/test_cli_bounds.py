@@ -151,7 +151,7 @@ def test_serve_closes_slow_header_and_idle_connections(served: tuple[int, Any]) 
     # A client that sends its headers slowly but in time is answered.
     client = socket.create_connection(("127.0.0.1", port), timeout=5)
     client.sendall(b"GET /api/health HTTP/1.1\r\n")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a slow client: its headers come in two parts, in time
     client.sendall(b"Host: x\r\n\r\n")
     assert client.recv(65536).startswith(b"HTTP/1.1 200")
     client.close()
