@@ -39,6 +39,7 @@ from pydantic.alias_generators import to_camel
 from tests.waiting import wait_until
 
 MODEL_VERSION = "momentum-1.2.0"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- the contract, restated
@@ -144,7 +145,8 @@ def momentum_model(request: PredictRequest) -> PredictResponse:
     return PredictResponse(
         request_id=request.request_id,
         agent_id=request.agent_id,
-        created_at=datetime.now(UTC),
+        # the newest candle it saw, not the wall clock: the same request, the same answer
+        created_at=max((c.timestamp for c in request.candles), default=EPOCH),
         orders=orders,
         signals=signals,
         reasoning="momentum: " + ", ".join(f"{o.asset_symbol} {o.side}" for o in orders),
