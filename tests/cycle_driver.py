@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from race.bootstrap import bootstrap  # noqa: E402
 from race.store import repository as repo  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 BARRIER_TIMEOUT_S = 120.0
 
@@ -45,12 +45,11 @@ def main() -> int:
                 app.engine.agent_for(spec)
         (args.barrier_dir / f"ready-{os.getpid()}").touch()
         go = args.barrier_dir / "go"
-        deadline = time.monotonic() + BARRIER_TIMEOUT_S
-        while not go.exists():
-            if time.monotonic() > deadline:
-                print("barrier never opened", file=sys.stderr)
-                return 3
-            time.sleep(0.001)
+        try:
+            wait_until(go.exists, "the barrier to open", BARRIER_TIMEOUT_S, interval=0.001)
+        except AssertionError as exc:
+            print(exc, file=sys.stderr)
+            return 3
         if args.scheduled:
             run = asyncio.run(app.engine.run_scheduled(args.cycle_time, trigger="timer"))
             print(json.dumps(run.as_dict()))

@@ -36,7 +36,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tests.waiting import wait_until
+
 MODEL_VERSION = "momentum-1.2.0"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- the contract, restated
@@ -142,7 +145,8 @@ def momentum_model(request: PredictRequest) -> PredictResponse:
     return PredictResponse(
         request_id=request.request_id,
         agent_id=request.agent_id,
-        created_at=datetime.now(UTC),
+        # the newest candle it saw, not the wall clock: the same request, the same answer
+        created_at=max((c.timestamp for c in request.candles), default=EPOCH),
         orders=orders,
         signals=signals,
         reasoning="momentum: " + ", ".join(f"{o.asset_symbol} {o.side}" for o in orders),
@@ -286,11 +290,14 @@ class MLService:
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
+        server, thread = self._server, self._thread
+
+        def started() -> bool:
+            if not thread.is_alive():
                 raise RuntimeError("the ML service did not start")
-            time.sleep(0.01)
+            return server.started
+
+        wait_until(started, "the ML service to start")
         self._socket = sock
         return self
 

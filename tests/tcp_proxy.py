@@ -21,6 +21,9 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._stop = False
         self._stalled = threading.Event()
+        self.held = 0
+        """How many times a stall held something back (a new connection, or data): a test
+        waits for it to grow to know a client is caught in the stall."""
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -36,6 +39,7 @@ class TcpProxy:
             if self._stalled.is_set():  # accepted, never answered
                 with self._lock:
                     self._sockets.add(client)
+                    self.held += 1
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -53,6 +57,9 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                if self._stalled.is_set():
+                    with self._lock:
+                        self.held += 1
                 while self._stalled.is_set() and source.fileno() != -1:
                     time.sleep(0.02)  # hold the data: the other side waits forever
                 sink.sendall(data)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,12 +24,34 @@ from race.api import create_api
 from race.bootstrap import bootstrap
 from race.cli.serve import server_config
 from tests.test_crash_safety import ROOT
+from tests.waiting import wait_until
+
+CLOSE_WITHIN_S = 10.0
+"""How long a client waits for the server (header timeout 1 s) to close its connection: a
+generous safety net, not a measurement — a server that never closes fails the test."""
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.35])
-def test_ctrl_c_while_the_cli_starts_is_one_line(sqlite_url: str, delay: float) -> None:
-    """SIGINT a fraction of a second after start: the CLI is still importing (it takes
-    seconds), yet the answer is one line and exit 130."""
+def loaded(pid: int, library: str) -> bool:
+    """Whether process ``pid`` has mapped a shared library whose file name has ``library``
+    in it: a point of its imports reached, seen from outside."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+    return any(library in line.rsplit("/", 1)[-1] for line in maps.splitlines())
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    "library",
+    [
+        "_cache_key_cy",  # early: SQLAlchemy's SQL layer is being imported
+        "_row_cy",  # later: its engine (the store) is being imported
+    ],
+)
+def test_ctrl_c_while_the_cli_starts_is_one_line(sqlite_url: str, library: str) -> None:
+    """SIGINT while the CLI still imports (it takes seconds, and the library marks how far it
+    got): the answer is one line and exit 130."""
     env = {**os.environ, "RACE_DATABASE_URL": sqlite_url, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "race", "leaderboard"],
@@ -38,10 +61,19 @@ def test_ctrl_c_while_the_cli_starts_is_one_line(sqlite_url: str, delay: float) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(delay)
-    assert process.poll() is None, "the command finished before the signal"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
+    try:
+
+        def reached() -> bool:
+            assert process.poll() is None, "the command finished before the signal"
+            return loaded(process.pid, library)
+
+        wait_until(reached, f"the CLI to load {library}", interval=0.001)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
@@ -87,10 +119,7 @@ def served(sqlite_url: str, clock: Any) -> Iterator[tuple[int, Any]]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: server.started, "the server to start")
     yield port, application
     server.should_exit = True
     thread.join(timeout=10)
@@ -105,9 +134,8 @@ def test_serve_closes_slow_header_and_idle_connections(served: tuple[int, Any]) 
     try:
         # Served meanwhile: slow clients hold no one up.
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
-        started = time.monotonic()
-        assert all(closed_by_server(client, 5) for client in slow)
-        assert time.monotonic() - started < 5
+        # Closed by the server (end of stream or reset), not given up on by the client.
+        assert all(closed_by_server(client, CLOSE_WITHIN_S) for client in slow)
     finally:
         for client in slow:
             client.close()
@@ -117,13 +145,13 @@ def test_serve_closes_slow_header_and_idle_connections(served: tuple[int, Any]) 
     client.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert client.recv(65536).startswith(b"HTTP/1.1 200")
     client.sendall(b"GET /api/health HTTP/1.1\r\n")
-    assert closed_by_server(client, 5)
+    assert closed_by_server(client, CLOSE_WITHIN_S)
     client.close()
 
     # A client that sends its headers slowly but in time is answered.
     client = socket.create_connection(("127.0.0.1", port), timeout=5)
     client.sendall(b"GET /api/health HTTP/1.1\r\n")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a slow client: its headers come in two parts, in time
     client.sendall(b"Host: x\r\n\r\n")
     assert client.recv(65536).startswith(b"HTTP/1.1 200")
     client.close()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -88,11 +87,8 @@ def test_the_setting_wins_and_is_checked() -> None:
 def test_a_retry_after_of_999999_gives_up_at_once_on_every_backend(make_app, server, clock):
     app = make_app(COINGECKO_MAX_RETRY_AFTER_SECONDS="5")
     server.queue(Reply.rate_limited(retry_after="999999"))
-    started = time.monotonic()
     report = asyncio.run(ingest_coingecko(app))
-    elapsed = time.monotonic() - started
-    assert elapsed < 5  # no real wait, and…
-    assert clock.sleeps == []  # …no wait on the clock either (not even the 5 s cap)
+    assert clock.sleeps == []  # no wait on the clock (not even the 5 s cap): gave up at once
     assert len(server.requests) == 1  # not retried
     assert not report.ok
     btc, eth = report.asset("BTC"), report.asset("ETH")

@@ -28,6 +28,7 @@ from tests.factories import (
     seed_baselines,
     wave_prices,
 )
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2023, 1, 1, tzinfo=UTC)
@@ -67,11 +68,13 @@ def kill_at_progress(
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 60
-        while process.poll() is None and progress_of() < target:
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(poll)
-        time.sleep(rng.uniform(0.0, max_delay))
+        wait_until(
+            lambda p=process, t=target: p.poll() is not None or progress_of() >= t,
+            lambda t=target: f"the run to pass progress {t} (at {progress_of()})",
+            limit_s=60,
+            interval=poll,
+        )
+        time.sleep(rng.uniform(0.0, max_delay))  # the kill point: inside or between commits
         assert process.poll() is None, "the run finished before its kill point"
         process.send_signal(signal.SIGKILL)
         process.wait()

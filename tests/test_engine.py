@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.factories import (
     seed_baselines,
     wave_prices,
 )
+from tests.waiting import wait_until, wait_until_async
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,11 +157,12 @@ def run_processes_at_once(database_url, cycle_time, barrier_dir, n=8, scheduled=
         for _ in range(n)
     ]
     try:
-        deadline = time.monotonic() + 120
-        while len(list(barrier_dir.glob("ready-*"))) < n:
+
+        def ready() -> bool:
             assert all(p.poll() is None for p in processes), "a driver died before the barrier"
-            assert time.monotonic() < deadline, "drivers never got ready"
-            time.sleep(0.01)
+            return len(list(barrier_dir.glob("ready-*"))) >= n
+
+        wait_until(ready, "the drivers to get ready", limit_s=120)
         (barrier_dir / "go").touch()
         outputs = [p.communicate(timeout=180) for p in processes]
     finally:
@@ -582,8 +583,17 @@ def test_backfill_range_validation(app):
 
 
 def test_backfill_with_io_agents_runs_them_concurrently(database_url, clock):
+    """Each agent of a cycle answers only once all six are asking at the same time: run one
+    after the other, the first would wait in vain and its step would be a fallback HOLD."""
+    asking: dict[datetime, int] = {}
+
     async def think(context):
-        await asyncio.sleep(0.05)
+        asking[context.cycle_time] = asking.get(context.cycle_time, 0) + 1
+        await wait_until_async(
+            lambda: asking[context.cycle_time] == 6,
+            lambda: f"six agents asking at once (only {asking[context.cycle_time]})",
+            limit_s=10,
+        )
         return AgentAnswer.hold("thought")
 
     scripted = {f"llm-{i}": Scripted(think) for i in range(6)}
@@ -591,17 +601,13 @@ def test_backfill_with_io_agents_runs_them_concurrently(database_url, clock):
     seed_market(application, n=100)
     for name in scripted:
         seed_agent(application, name, Provider.LLAMA, "m")
-    started = asyncio.get_event_loop_policy().new_event_loop()
-    try:
-        t0 = time.perf_counter()
-        report = started.run_until_complete(
-            application.engine.backfill(START + 60 * HOUR, START + 63 * HOUR, HOUR)
-        )
-        elapsed = time.perf_counter() - t0
-    finally:
-        started.close()
+    report = asyncio.run(application.engine.backfill(START + 60 * HOUR, START + 63 * HOUR, HOUR))
     assert report.decisions == 4 * 6
-    assert elapsed < 4 * 6 * 0.05  # the six agents of a cycle ran side by side
+    assert set(asking.values()) == {6}
+    with application.db.read() as session:
+        decisions = session.scalars(select(DecisionRow)).all()
+    assert len(decisions) == 4 * 6
+    assert not [d.fallback_reason for d in decisions if d.fallback]
     application.close()
 
 

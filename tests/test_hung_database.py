@@ -16,15 +16,21 @@ from sqlalchemy import func, select, text
 
 from race.api import create_api
 from race.domain.model import Provider
-from race.store.database import Database, DatabaseError, DatabaseTimeout
+from race.store.database import Database, DatabaseError, DatabaseTimeout, _current_deadline
 from race.store.tables import CycleRow, DecisionRow, EquitySnapshotRow
 from tests.conftest import PG_URL
 from tests.factories import seed_agent
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 from tests.test_engine import app_with
 from tests.test_hardening import HOUR, SLOT, T, proxied_url, seed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs RACE_TEST_POSTGRES_URL")
+
+ANSWER_WITHIN_S = 5.0
+"""Issue 10's own bound: "reads answer 503 within 5 s" while the database hangs
+(RACE_DB_READ_TIMEOUT_SECONDS, 3 s by default, lies below it). The only wall-clock bound
+of these tests."""
 
 
 @pytest.fixture
@@ -67,7 +73,7 @@ def test_reads_answer_503_within_5_s_while_the_database_hangs_and_runs_catch_up(
         for path in ("/api/health", "/api/leaderboard"):
             response, took = timed_get(client, path)
             assert response.status_code == 503, (path, response.text)
-            assert took < 5, (path, took)
+            assert took < ANSWER_WITHIN_S, (path, took)
             if path != "/api/health":
                 message = response.json()["message"]
                 assert "RACE_DATABASE_URL" in message
@@ -83,9 +89,10 @@ def test_reads_answer_503_within_5_s_while_the_database_hangs_and_runs_catch_up(
             except DatabaseError as exc:
                 outcome["error"] = exc
 
+        held = proxy.held
         worker = threading.Thread(target=tick)
         worker.start()
-        time.sleep(1.0)
+        wait_until(lambda: proxy.held > held, "the scheduled run to be caught in the stall")
     finally:
         proxy.recover()
     worker.join(timeout=60)
@@ -93,7 +100,7 @@ def test_reads_answer_503_within_5_s_while_the_database_hangs_and_runs_catch_up(
     assert "run" in outcome or "RACE_DATABASE_URL" in str(outcome["error"])
 
     health, took = timed_get(client, "/api/health")
-    assert health.status_code == 200 and took < 5
+    assert health.status_code == 200 and took < ANSWER_WITHIN_S
     asyncio.run(application.engine.run_scheduled(T + 2 * SLOT))
 
     slots = [T, T + SLOT, T + 2 * SLOT]
@@ -130,10 +137,8 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
         assert "connect_timeout=2" in dsn, dsn
         # The URL's own options (the test schema's search_path) are kept.
         assert "race_test" in str(connection.execute(text("SHOW search_path")).scalar())
-        started = time.perf_counter()
-        with pytest.raises(Exception, match="statement timeout"):
+        with pytest.raises(Exception, match="statement timeout"):  # cancelled by the server
             connection.execute(text("SELECT pg_sleep(5)"))
-        assert time.perf_counter() - started < 3
     db.dispose()
 
     proxy.stall()
@@ -142,7 +147,7 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
         started = time.perf_counter()
         with pytest.raises(DatabaseError, match="RACE_DATABASE_URL"):
             fresh.ping()
-        assert time.perf_counter() - started < 4.5
+        assert time.perf_counter() - started < ANSWER_WITHIN_S
         # A bounded block turns a stalled pooled connection into DatabaseTimeout.
         fresh.dispose()
     finally:
@@ -156,7 +161,7 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
         started = time.perf_counter()
         with pytest.raises(DatabaseTimeout) as raised, db.bounded(1.5), db.read() as session:
             session.execute(text("SELECT 1"))
-        assert time.perf_counter() - started < 4
+        assert time.perf_counter() - started < ANSWER_WITHIN_S
         assert raised.value.kind == "timeout"
         assert "RACE_DATABASE_URL" in raised.value.public
     finally:
@@ -169,6 +174,8 @@ def test_connect_and_statement_timeouts_are_bounded(stalling: tuple[TcpProxy, st
         with db.read() as session:
             session.execute(text("SELECT 1"))
             raw = session.connection().connection.driver_connection
-        time.sleep(0.6)
+        deadline = _current_deadline()
+        assert deadline is not None
+        wait_until(lambda: deadline.expired, "the 0.3 s deadline to pass")
     assert raw is not None and raw.execute("SELECT 1").fetchone() == (1,)
     db.dispose()

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from race.clock import SystemClock
 from race.scheduler import ScheduledJob, Scheduler
 from tests.api_data import REPLAY_END, build_race
 from tests.factories import HOUR
+from tests.waiting import wait_until, wait_until_async
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,15 +49,15 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(sqlite_url, clock):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answered() -> httpx.Response | None:
             try:
-                health = httpx.get(f"{base}/api/health", timeout=2)
-                break
+                return httpx.get(f"{base}/api/health", timeout=2)
             except httpx.TransportError:
                 assert process.poll() is None, process.stderr.read()
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.1)
+                return None
+
+        health = wait_until(answered, "serve to come up", interval=0.1)
         assert health.status_code == 200
         # The race's candles are from 2024: up and answering, but degraded (stale data).
         assert health.json()["status"] == "Degraded" and health.json()["reasons"]
@@ -98,6 +99,16 @@ def test_serve_refuses_a_database_without_schema(tmp_path):
     assert "has no race schema yet" in result.stderr
 
 
+async def run_until(scheduler: Scheduler, done: Callable[[], bool], what: str) -> None:
+    """Run ``scheduler`` (on the real clock) until ``done()``, then stop it."""
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await wait_until_async(done, what)
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(task, 30)
+
+
 def test_scheduler_runs_each_slot_once_in_order(sqlite_url):
     application = bootstrap(overrides={"RACE_DATABASE_URL": sqlite_url}, clock=SystemClock())
     slots: list[datetime] = []
@@ -106,14 +117,7 @@ def test_scheduler_runs_each_slot_once_in_order(sqlite_url):
         slots.append(slot)
 
     scheduler = Scheduler(application, [ScheduledJob("every second", "* * * * * *", record)])
-
-    async def run_for(seconds: float) -> None:
-        task = asyncio.create_task(scheduler.run())
-        await asyncio.sleep(seconds)
-        scheduler.stop()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(run_for(2.6))
+    asyncio.run(run_until(scheduler, lambda: len(scheduler.runs) >= 2, "two runs"))
     application.close()
     assert len(slots) >= 2
     assert all(s.microsecond == 0 and s.tzinfo == UTC for s in slots)
@@ -129,14 +133,7 @@ def test_a_failing_run_does_not_stop_the_schedule(sqlite_url):
         raise RuntimeError("provider down")
 
     scheduler = Scheduler(application, [ScheduledJob("boom", "* * * * * *", boom)])
-
-    async def run_for(seconds: float) -> None:
-        task = asyncio.create_task(scheduler.run())
-        await asyncio.sleep(seconds)
-        scheduler.stop()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(run_for(2.4))
+    asyncio.run(run_until(scheduler, lambda: len(scheduler.runs) >= 2, "two failed runs"))
     application.close()
     assert len(scheduler.runs) >= 2
     assert all(outcome == "failed: provider down" for *_, outcome in scheduler.runs)
@@ -175,17 +172,15 @@ class Serve:
         return "\n".join(self.lines)
 
     def wait_for(self, what: str, test, timeout: float = 30.0):
-        deadline = time.monotonic() + timeout
-        while True:
+        def found():
             try:
-                found = test()
+                value = test()
             except httpx.TransportError:
-                found = None
-            if found:
-                return found
-            assert self.process.poll() is None, f"serve exited: {self.log}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log}"
-            time.sleep(0.1)
+                value = None
+            assert value or self.process.poll() is None, f"serve exited: {self.log}"
+            return value
+
+        return wait_until(found, lambda: f"{what}:\n{self.log}", timeout, interval=0.1)
 
     def get(self, path: str, **kwargs) -> httpx.Response:
         return httpx.get(f"{self.base}{path}", timeout=5, **kwargs)

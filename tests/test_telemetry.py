@@ -90,7 +90,7 @@ def test_without_a_connection_string_nothing_is_built():
     assert type(telemetry) is Telemetry
     assert telemetry.enabled is False
     telemetry.record_cycle(
-        cycle_time=datetime.now(UTC),
+        cycle_time=datetime(2024, 1, 1, tzinfo=UTC),
         trigger="t",
         duration_s=1.0,
         decided=1,

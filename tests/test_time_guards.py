@@ -32,6 +32,7 @@ from tests.factories import (
     seed_baselines,
     wave_prices,
 )
+from tests.test_serve import run_until
 
 START = datetime(2023, 12, 28, tzinfo=UTC)
 CANDLES = 48
@@ -260,14 +261,8 @@ def test_serve_schedule_records_and_logs_a_stale_cycle_as_skipped(
     jobs = [job for job in race_jobs(app) if job.name == "run_cycle"]
     scheduler = Scheduler(app, jobs)
 
-    async def run_for(seconds: float) -> None:
-        task = asyncio.create_task(scheduler.run())
-        await asyncio.sleep(seconds)
-        scheduler.stop()
-        await asyncio.wait_for(task, 10)
-
     with caplog.at_level(logging.WARNING, logger="race.engine"):
-        asyncio.run(run_for(1.6))
+        asyncio.run(run_until(scheduler, lambda: bool(scheduler.runs), "a scheduled run"))
     assert scheduler.runs
     assert all(o.startswith("skipped: market view stale") for *_, o in scheduler.runs)
     assert any("skipped: market view stale" in r.getMessage() for r in caplog.records)
