@@ -47,6 +47,7 @@ def loaded(pid: int, library: str) -> bool:
     [
         "_cache_key_cy",  # early: SQLAlchemy's SQL layer is being imported
         "_row_cy",  # later: its engine (the store) is being imported
+        "_pydantic_core",  # a Rust extension: an interrupt there is a pyo3 PanicException
     ],
 )
 def test_ctrl_c_while_the_cli_starts_is_one_line(sqlite_url: str, library: str) -> None:
