@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from market import validation as v
@@ -398,31 +399,99 @@ def test_a_24h_quote_volume_is_checked_and_kept_apart_from_volume():
 
 # ---------------------------------------------------------------- properties
 
-prices = st.one_of(
-    st.decimals(min_value=Decimal("-5"), max_value=Decimal("200"), places=2),
-    st.sampled_from([Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal(0)]),
-)
-rows_strategy = st.lists(
-    st.builds(
-        lambda i, minute, o, h, lo, c, vol, rank: RawCandle(
-            T0 + i * HOUR + timedelta(minutes=minute), o, h, lo, c, vol, rank
-        ),
-        st.integers(0, 120),
-        st.sampled_from([0, 0, 0, 0, 30]),
-        prices,
-        prices,
-        prices,
-        prices,
-        st.one_of(st.none(), st.decimals(min_value=-1, max_value=100, places=3)),
-        st.integers(0, 1),
-    ),
-    max_size=60,
+
+def cents(n: int) -> Decimal:
+    return Decimal(n).scaleb(-2)
+
+
+CORRUPTIONS = (
+    "nan",
+    "infinite",
+    "zero",
+    "negative",
+    "too_large",
+    "high_below_body",
+    "low_above_body",
+    "bad_volume",
+    "bad_quote",
+    "wide_range",
+    "jump",
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows_strategy)
-def test_accepted_candles_are_always_clean(rows):
+@st.composite
+def candle_rows(draw: st.DrawFn) -> RawCandle:
+    """A plausible candle most of the time (prices 80–120, so no two of them are more than
+    50 % apart and no range exceeds 100 %); one in ten has one thing wrong with it."""
+    i = draw(st.integers(0, 105))
+    minute = draw(st.sampled_from([0] * 9 + [30]))
+    o, c = cents(draw(st.integers(8000, 12000))), cents(draw(st.integers(8000, 12000)))
+    h = max(o, c) + cents(draw(st.integers(0, 1000)))
+    lo = min(o, c) - cents(draw(st.integers(0, 1000)))
+    vol = draw(st.one_of(st.none(), st.integers(0, 10**5).map(lambda n: Decimal(n).scaleb(-3))))
+    quote = draw(st.one_of(st.none(), st.integers(0, 10**11).map(cents)))
+    if draw(st.integers(0, 9)) == 9:
+        kind = draw(st.sampled_from(CORRUPTIONS))
+        event(f"corrupted: {kind}")
+        bad = {
+            "nan": Decimal("NaN"),
+            "infinite": draw(st.sampled_from([Decimal("Infinity"), Decimal("-Infinity")])),
+            "zero": Decimal(0),
+            "negative": Decimal("-1.5"),
+        }
+        if kind in bad:
+            field = draw(st.sampled_from(["o", "h", "lo", "c"]))
+            o, h, lo, c = (
+                bad[kind] if name == field else x
+                for name, x in (("o", o), ("h", h), ("lo", lo), ("c", c))
+            )
+        elif kind == "too_large":
+            o = h = lo = c = Decimal("2e10")
+        elif kind == "high_below_body":
+            h = max(o, c) - Decimal("0.01")
+        elif kind == "low_above_body":
+            lo = min(o, c) + Decimal("0.01")
+        elif kind == "bad_volume":
+            vol = draw(st.sampled_from([Decimal(-1), Decimal("NaN"), Decimal("1e11")]))
+        elif kind == "bad_quote":
+            quote = draw(st.sampled_from([Decimal(-1), Decimal("Infinity"), Decimal("1e17")]))
+        elif kind == "wide_range":
+            lo = lo / 3
+        else:  # a jump of at least 2.5× against any neighbour
+            o, h, lo, c = (x * 3 for x in (o, h, lo, c))
+    rank = draw(st.integers(0, 1))
+    return RawCandle(T0 + i * HOUR + timedelta(minutes=minute), o, h, lo, c, vol, rank, "", quote)
+
+
+rows_strategy = st.lists(candle_rows(), max_size=30)
+
+
+def test_accepted_candles_are_always_clean():
+    """The property runs on real accepted candles: across the examples most rows are
+    accepted (and, still, several rejection reasons are met)."""
+    rows_seen = accepted = examples_with_rows = examples_accepting = 0
+    reasons: Counter[str] = Counter()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(rows_strategy)
+    def clean(rows: list[RawCandle]) -> None:
+        nonlocal rows_seen, accepted, examples_with_rows, examples_accepting
+        batch = assert_clean(rows)
+        event("accepted some" if batch.candles else "accepted none")
+        rows_seen += len(rows)
+        accepted += len(batch.candles)
+        examples_with_rows += bool(rows)
+        examples_accepting += bool(batch.candles)
+        reasons.update(batch.rejected)
+
+    clean()
+    assert accepted >= rows_seen * 0.5, (accepted, rows_seen)
+    assert examples_accepting >= examples_with_rows * 0.8, (examples_accepting, examples_with_rows)
+    # the rejections are exercised too: the grid, the clock and several price rules
+    assert {v.OFF_GRID, v.FUTURE} <= set(reasons) and len(reasons) >= 5, reasons
+
+
+def assert_clean(rows: list[RawCandle]) -> v.CandleBatch:
     limits = ValidationLimits(max_move=Decimal("0.5"), max_range=Decimal("1"))
     batch = check(rows, limits=limits)
     times = [c.close_time for c in batch.candles]
@@ -436,9 +505,11 @@ def test_accepted_candles_are_always_clean(rows):
         assert candle.low <= min(candle.open, candle.close)
         assert candle.high >= max(candle.open, candle.close)
         assert candle.high - candle.low <= limits.max_range * candle.low
-        assert candle.volume is None or candle.volume >= 0
+        assert candle.volume is None or 0 <= candle.volume <= v.MAX_VOLUME
+        assert candle.quote_volume_24h is None or candle.quote_volume_24h >= 0
         if previous is not None and previous.close_time == candle.close_time - HOUR:
-            assert abs(candle.close - previous.close) <= limits.max_move * previous.close
+            for price in (candle.open, candle.close):
+                assert abs(price - previous.close) <= limits.max_move * previous.close
         previous = candle
     # every row is accounted for exactly once
     accounted = len(batch.candles) + batch.duplicates + batch.open + len(batch.rejections)
@@ -447,6 +518,7 @@ def test_accepted_candles_are_always_clean(rows):
     received = {(r.close_time, r.open, r.high, r.low, r.close) for r in rows}
     for candle in batch.candles:
         assert (candle.close_time, candle.open, candle.high, candle.low, candle.close) in received
+    return batch
 
 
 @settings(max_examples=100, deadline=None)
@@ -463,7 +535,18 @@ def test_validation_ignores_arrival_order_when_timestamps_are_unique(rows, rnd: 
 def test_validating_accepted_candles_again_changes_nothing(rows):
     first = check(rows)
     again = check(
-        [RawCandle(c.close_time, c.open, c.high, c.low, c.close, c.volume) for c in first.candles]
+        [
+            RawCandle(
+                c.close_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                quote_volume_24h=c.quote_volume_24h,
+            )
+            for c in first.candles
+        ]
     )
     assert again.candles == first.candles
     assert not again.rejections and again.duplicates == 0 and again.open == 0
