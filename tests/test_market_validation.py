@@ -886,3 +886,57 @@ def test_validation_logs_open_candles_and_differing_duplicates(caplog):
     with caplog.at_level(logging.INFO, logger="market.validation"):
         check([raw(5)], now=now - 10 * MINUTE, settle=15 * MINUTE)
     assert "closed less than 15m before" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        raw(1, o="1e10", h="1e10", lo="1e10", c="1e10"),
+        raw(1, o="100", h="100", lo="100", c="100"),  # doji: high == low == open == close
+        raw(1, vol="0"),
+        raw(1, vol="0.5"),
+        raw(1, vol="9e10"),
+        raw(1, quote_volume_24h=Decimal(0)),
+        raw(1, quote_volume_24h=Decimal("0.5")),
+        raw(1, quote_volume_24h=Decimal("9e16")),
+    ],
+)
+def test_a_value_on_its_limit_does_not_hide_a_later_rule(row):
+    shifted = RawCandle(
+        row.close_time + MINUTE,
+        row.open,
+        row.high,
+        row.low,
+        row.close,
+        row.volume,
+        quote_volume_24h=row.quote_volume_24h,
+    )
+    assert v.check_row(shifted, HOUR, ValidationLimits())[0] == v.OFF_GRID
+
+
+def test_rejections_and_candles_carry_where_and_what():
+    now = T0 + 3 * HOUR
+    batch = validate_candles(
+        [raw(1, o="NaN", where="line 5"), raw(9), raw(2)], symbol="ETH", interval=HOUR, now=now
+    )
+    assert batch.interval == HOUR and batch.symbol == "ETH"
+    assert [r.where for r in batch.rejections] == ["line 5", ""]
+    assert batch.rejections[1].detail == "closes after now (2024-01-01T03:00:00+00:00)"
+    assert [c.symbol for c in batch.candles] == ["ETH"]
+
+
+def test_differing_duplicates_are_logged_with_the_row_kept(caplog):
+    with caplog.at_level(logging.DEBUG, logger="market.validation"):
+        check([raw(2), raw(2, c="100.3")])
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(
+        "BTC: duplicate close time 2024-01-01T02:00:00+00:00 with other values (row) dropped; "
+        "kept (Decimal('100.00000000'), "
+    )
+
+
+def test_epoch_seconds_names_its_field():
+    with pytest.raises(v.RowError, match=r"^timestamp Decimal\('NaN'\) is not a usable unix time$"):
+        v.epoch_seconds(Decimal("NaN"))
+    with pytest.raises(v.RowError, match=r"^when .* is outside 2009-2100$"):
+        epoch_ms(-1, field="when")

@@ -135,3 +135,8 @@ def test_agrees_with_an_exact_model(ints, threshold):
     expected = reference(closes, threshold)
     assume(expected is not None)
     assert detect_regime(closes, volatile_threshold=threshold) == expected
+
+
+def test_twenty_closes_have_equal_means_so_never_stack():
+    assert detect_regime([100.0] * 19 + [99.0], volatile_threshold=1.0) == SIDEWAYS
+    assert detect_regime([100.0] * 19 + [101.0], volatile_threshold=1.0) == SIDEWAYS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
@@ -185,3 +186,20 @@ def test_floor_is_the_last_grid_time_at_or_before(when, interval):
     assert (floored - EPOCH) % interval == timedelta(0)
     assert is_on_grid(floored, interval)
     assert grid(when, when + interval, interval)[0] - when < interval
+
+
+def test_naive_iso_is_utc_whatever_the_local_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_iso("2024-01-01T00:00:00") == T0
+        assert parse_iso("2024-01-01") == T0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_floor_time_is_exact_far_from_the_epoch():
+    last = datetime.max.replace(tzinfo=UTC)
+    assert floor_time(last, timedelta(microseconds=1)) == last
+    assert floor_time(last, timedelta(microseconds=2)) == last - timedelta(microseconds=1)
