@@ -66,6 +66,9 @@ mutate: $(STAMP)
 	  || $(PY) -m pip install --quiet --disable-pip-version-check 'mutmut==$(MUTMUT_VERSION)'
 	rm -rf mutants
 	$(PY) -m mutmut run --max-children $(or $(MUTATE_JOBS),1)
+	@$(PY) -m mutmut results --all true | awk '{ m = $$1; sub(/\.x(_|ǁ).*/, "", m); n[m]++; \
+	  if ($$2 == "killed") k[m]++ } END { for (m in n) \
+	  printf "%-24s %4d/%-4d killed (%.1f %%)\n", m, k[m], n[m], 100 * k[m] / n[m] }'
 	$(PY) -m mutmut results
 
 clean:
