@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 UV     ?= $(shell command -v uv 2>/dev/null)
 COMPILE = --universal --python-version 3.11 --no-header --quiet
 
-.PHONY: demo test lint fmt bench serve clean lock
+.PHONY: demo test lint fmt bench serve clean lock mutate
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +56,20 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/replay.py
 
+# Mutation testing of the pure core (race/domain/, market/validation.py) against its fast unit
+# tests; configured in pyproject's [tool.mutmut]. Not part of `make test` or CI: it takes
+# minutes. mutmut is installed on first use only (not in the lock files).
+MUTMUT_VERSION := 3.8.1
+mutate: $(STAMP)
+	@$(PY) -c "import importlib.metadata as m, sys; \
+	  sys.exit(m.version('mutmut') != '$(MUTMUT_VERSION)')" 2>/dev/null \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check 'mutmut==$(MUTMUT_VERSION)'
+	rm -rf mutants
+	$(PY) -m mutmut run --max-children $(or $(MUTATE_JOBS),1)
+	@$(PY) -m mutmut results --all true | awk '{ m = $$1; sub(/\.x(_|ǁ).*/, "", m); n[m]++; \
+	  if ($$2 == "killed") k[m]++ } END { for (m in n) \
+	  printf "%-24s %4d/%-4d killed (%.1f %%)\n", m, k[m], n[m], 100 * k[m] / n[m] }'
+	$(PY) -m mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis mutants
