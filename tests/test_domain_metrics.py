@@ -268,3 +268,8 @@ def test_performance() -> None:
     assert loss.percent_return == pytest.approx(-25.0)
     assert Performance(initial_value=Decimal(0), current_value=Decimal(5)).percent_return == 0.0
     assert p.equity == EquityStats() and p.trades == TradeStats()
+
+
+def test_drawdown_below_a_peak_of_one() -> None:
+    assert equity_stats(curve("0.5", "0.25")).max_drawdown == pytest.approx(0.5)
+    assert equity_stats(curve(1, "0.75")).max_drawdown == pytest.approx(0.25)
