@@ -332,3 +332,33 @@ def test_answer_end_to_end() -> None:
     kept, notes = parse_orders(parsed.orders, ASSETS, LIMITS)
     assert kept == [(1, Order(asset="ETH", side=Side.BUY, quantity=Decimal("1.25")))]
     assert [(n.code, n.message) for n in notes] == [("bad_quantity", "quantity must be finite, got nan")]
+
+
+def test_every_kind_of_drop_is_followed_by_the_next_order() -> None:
+    good = {"asset": "ETH", "side": "BUY", "quantity": 1}
+    bad = [
+        "junk",
+        {"asset": "", "side": "BUY", "quantity": 1},
+        {"asset": "DOGE", "side": "BUY", "quantity": 1},
+        {"asset": "BTC", "side": "HOLD", "quantity": 1},
+        {"asset": "BTC", "side": "BUY", "quantity": "1"},
+        {"asset": "BTC", "side": "BUY", "quantity": float("inf")},
+        {"asset": "BTC", "side": "BUY", "quantity": 0},
+        {"asset": "BTC", "side": "BUY", "quantity": 10_000},
+    ]
+    items: list[object] = []
+    for item in bad:
+        items += [item, good]
+    kept, notes = parse(*items)
+    assert kept == [(i, Order(asset="ETH", side=Side.BUY, quantity=Decimal(1))) for i in range(1, 16, 2)]
+    assert [(n.order_index, n.asset, n.code, n.requested_quantity) for n in notes] == [
+        (0, None, "bad_order_shape", None),
+        (2, None, "bad_asset", "1"),
+        (4, "DOGE", "unknown_asset", "1"),
+        (6, "BTC", "bad_side", "1"),
+        (8, "BTC", "bad_quantity", "1"),
+        (10, "BTC", "bad_quantity", "inf"),
+        (12, "BTC", "non_positive_quantity", "0"),
+        (14, "BTC", "absurd_quantity", "10000"),
+    ]
+    assert all(n.outcome == "dropped" for n in notes)
