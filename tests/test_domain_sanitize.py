@@ -346,3 +346,29 @@ def test_sanitized_notes_are_capped() -> None:
     out = sanitize_decision(d)
     assert len(out.details["sanitized"]) == 5
     assert out.rationale == "7"
+
+
+def test_non_string_keys_are_bounded() -> None:
+    key = 10**300
+    assert clean_json({key: 1}) == {truncate_text(str(key), 200): 1}
+
+
+def test_depth_boundary_of_objects() -> None:
+    def nest(depth: int) -> Any:
+        value: Any = "leaf"
+        for _ in range(depth):
+            value = {"k": value}
+        return value
+
+    deep_ok = nest(MAX_JSON_DEPTH)
+    assert clean_json(deep_ok) is deep_ok
+    inner = clean_json(nest(MAX_JSON_DEPTH + 1))
+    for _ in range(MAX_JSON_DEPTH):
+        inner = inner["k"]
+    assert inner == "[nested too deep]"
+
+
+def test_controls_removed_to_exactly_the_limit_is_not_a_cut() -> None:
+    out = sanitize_decision(record(model="m\x00" + "x" * 199))
+    assert out.model == "m" + "x" * 199
+    assert out.details["sanitized"] == ["model: control characters removed"]
