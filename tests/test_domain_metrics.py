@@ -29,7 +29,7 @@ def curve(*values: str | float, step: timedelta = HOUR) -> list[tuple[datetime, 
 
 
 def test_year_is_365_days() -> None:
-    assert YEAR == timedelta(days=365)
+    assert timedelta(days=365) == YEAR
 
 
 def test_empty_curve() -> None:
@@ -43,7 +43,13 @@ def test_empty_curve() -> None:
 
 def test_one_point_without_origin_has_no_return() -> None:
     s = equity_stats(curve(100))
-    assert (s.count, s.n_returns, s.first_value, s.last_value, s.peak) == (1, 0, 100.0, 100.0, 100.0)
+    assert (s.count, s.n_returns, s.first_value, s.last_value, s.peak) == (
+        1,
+        0,
+        100.0,
+        100.0,
+        100.0,
+    )
     assert s.first_time == T0 and s.last_time == T0
     assert s.periods_per_year is None and s.sharpe is None
 
@@ -98,14 +104,20 @@ def test_welford_matches_the_textbook_statistics() -> None:
     assert s.downside_sq == pytest.approx(sum(r * r for r in returns if r < 0))
     periods = 365 * 24
     assert s.periods_per_year == pytest.approx(periods)
-    assert s.sharpe == pytest.approx(statistics.fmean(returns) / statistics.stdev(returns) * math.sqrt(periods))
+    assert s.sharpe == pytest.approx(
+        statistics.fmean(returns) / statistics.stdev(returns) * math.sqrt(periods)
+    )
     downside = math.sqrt(sum(min(r, 0) ** 2 for r in returns) / len(returns))
     assert s.sortino == pytest.approx(statistics.fmean(returns) / downside * math.sqrt(periods))
     assert s.volatility_pct == pytest.approx(statistics.stdev(returns) * math.sqrt(periods) * 100)
 
 
 def test_periods_per_year_uses_the_mean_spacing_of_real_snapshots() -> None:
-    points = [(T0, Decimal(1)), (T0 + timedelta(days=1), Decimal(2)), (T0 + timedelta(days=3), Decimal(3))]
+    points = [
+        (T0, Decimal(1)),
+        (T0 + timedelta(days=1), Decimal(2)),
+        (T0 + timedelta(days=3), Decimal(3)),
+    ]
     assert equity_stats(points, origin=1).periods_per_year == pytest.approx(365 / 1.5)
     two = equity_stats(curve(1, 2, step=timedelta(days=5)))
     assert two.periods_per_year == pytest.approx(73.0)
@@ -116,7 +128,9 @@ def test_periods_per_year_of_a_degenerate_state() -> None:
     assert EquityStats(count=2, first_time=T0 + HOUR, last_time=T0).periods_per_year is None
     assert EquityStats(count=2, first_time=None, last_time=T0).periods_per_year is None
     assert EquityStats(count=2, first_time=T0, last_time=None).periods_per_year is None
-    assert EquityStats(count=2, first_time=T0, last_time=T0 + HOUR).periods_per_year == pytest.approx(8760)
+    assert EquityStats(
+        count=2, first_time=T0, last_time=T0 + HOUR
+    ).periods_per_year == pytest.approx(8760)
 
 
 def test_snapshots_must_move_forward() -> None:
@@ -182,7 +196,14 @@ def test_tiny_deviation_boundaries() -> None:
 
 
 def test_ratios_scale_with_the_square_root_of_periods() -> None:
-    base = {"count": 2, "first_time": T0, "n_returns": 2, "mean": 0.5, "m2": 1.0, "downside_sq": 2.0}
+    base = {
+        "count": 2,
+        "first_time": T0,
+        "n_returns": 2,
+        "mean": 0.5,
+        "m2": 1.0,
+        "downside_sq": 2.0,
+    }
     yearly = EquityStats(**base, last_time=T0 + YEAR)
     quarterly = EquityStats(**base, last_time=T0 + YEAR / 4)
     assert yearly.sharpe == pytest.approx(0.5)

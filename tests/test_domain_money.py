@@ -12,7 +12,7 @@ from race.domain.money import fmt_usd, quantize, quantize_down, to_decimal
 
 def test_constants() -> None:
     assert money.SCALE == 8
-    assert money.QUANTUM == Decimal("0.00000001")
+    assert Decimal("0.00000001") == money.QUANTUM
     assert (money.ZERO, money.ONE, money.HUNDRED, money.BPS) == (0, 1, 100, 10_000)
 
 

@@ -26,7 +26,9 @@ def answer(**fields: object) -> str:
     return json.dumps({"reasoning": "why", "orders": [], **fields})
 
 
-def parse(*orders: object, assets: list[str] | None = None) -> tuple[list[tuple[int, Order]], list[RiskNote]]:
+def parse(
+    *orders: object, assets: list[str] | None = None
+) -> tuple[list[tuple[int, Order]], list[RiskNote]]:
     return parse_orders(list(orders), ASSETS if assets is None else assets, LIMITS)
 
 
@@ -48,7 +50,9 @@ def test_empty_answer(text: str | None) -> None:
 
 def test_minimal_answer() -> None:
     parsed = parse_model_output('{"reasoning": "  hold on  ", "orders": []}')
-    assert parsed == ParsedAnswer(reasoning="hold on", orders=[], cited_rules=[], extra={}, notes=[])
+    assert parsed == ParsedAnswer(
+        reasoning="hold on", orders=[], cited_rules=[], extra={}, notes=[]
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,18 +76,24 @@ def test_text_around_a_fence_is_not_json() -> None:
 
 
 def test_deep_nesting_is_not_json() -> None:
-    with pytest.raises(AnswerRejected, match=r"^answer is not valid JSON \(RecursionError: ") as info:
+    with pytest.raises(
+        AnswerRejected, match=r"^answer is not valid JSON \(RecursionError: "
+    ) as info:
         parse_model_output("[" * 100_000 + "]" * 100_000)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-@pytest.mark.parametrize(("text", "kind"), [("[1]", "list"), ('"x"', "str"), ("3", "int"), ("null", "NoneType")])
+@pytest.mark.parametrize(
+    ("text", "kind"), [("[1]", "list"), ('"x"', "str"), ("3", "int"), ("null", "NoneType")]
+)
 def test_answer_must_be_an_object(text: str, kind: str) -> None:
     with pytest.raises(AnswerRejected, match=rf"^answer must be a JSON object, got {kind}$"):
         parse_model_output(text)
 
 
-@pytest.mark.parametrize(("orders", "kind"), [({"asset": "BTC"}, "dict"), ("BUY", "str"), (None, "NoneType")])
+@pytest.mark.parametrize(
+    ("orders", "kind"), [({"asset": "BTC"}, "dict"), ("BUY", "str"), (None, "NoneType")]
+)
 def test_orders_must_be_a_list(orders: object, kind: str) -> None:
     with pytest.raises(AnswerRejected, match=rf"^'orders' must be a list, got {kind}$"):
         parse_model_output(answer(orders=orders))
@@ -100,7 +110,10 @@ def test_schema_errors_are_described() -> None:
         "answer does not match the schema: reasoning: Value error, reasoning is blank; "
         "orders: Field required"
     )
-    with pytest.raises(AnswerRejected, match=r"^answer does not match the schema: reasoning: Input should be a valid string$"):
+    with pytest.raises(
+        AnswerRejected,
+        match=r"^answer does not match the schema: reasoning: Input should be a valid string$",
+    ):
         parse_model_output('{"reasoning": 5, "orders": []}')
 
 
@@ -141,7 +154,10 @@ def test_cited_rules_none_and_absent() -> None:
 
 
 def test_cited_rules_string() -> None:
-    assert cited_rules_of("  R1 ") == (["R1"], ["cited_rules was a string, not a list: read as one rule"])
+    assert cited_rules_of("  R1 ") == (
+        ["R1"],
+        ["cited_rules was a string, not a list: read as one rule"],
+    )
     assert cited_rules_of(" ") == (
         [],
         [
@@ -153,13 +169,19 @@ def test_cited_rules_string() -> None:
 
 @pytest.mark.parametrize(("value", "kind"), [({"a": 1}, "dict"), (3, "int"), (True, "bool")])
 def test_cited_rules_wrong_type(value: object, kind: str) -> None:
-    assert cited_rules_of(value) == ([], [f"cited_rules must be a list of strings, got {kind}: ignored"])
+    assert cited_rules_of(value) == (
+        [],
+        [f"cited_rules must be a list of strings, got {kind}: ignored"],
+    )
 
 
 def test_cited_rules_items() -> None:
     rules, notes = cited_rules_of(["a", None, " b ", "", 7, ["x"]])
     assert rules == ["a", "b"]
-    assert notes == ["cited_rules items that are not rule names were ignored: 1 (null), 3 (blank), 4 (int), 5 (list)"]
+    assert notes == [
+        "cited_rules items that are not rule names were ignored: "
+        "1 (null), 3 (blank), 4 (int), 5 (list)"
+    ]
     assert cited_rules_of([]) == ([], [])
 
 
@@ -201,11 +223,15 @@ def test_valid_orders_keep_their_index_and_canonical_symbol() -> None:
 
 
 def test_first_field_name_wins() -> None:
-    kept, _ = parse({"asset": "ETH", "symbol": "BTC", "side": "BUY", "action": "SELL", "quantity": 2, "qty": 3})
+    kept, _ = parse(
+        {"asset": "ETH", "symbol": "BTC", "side": "BUY", "action": "SELL", "quantity": 2, "qty": 3}
+    )
     assert kept == [(0, Order(asset="ETH", side=Side.BUY, quantity=Decimal(2)))]
 
 
-@pytest.mark.parametrize(("item", "kind"), [("BUY BTC", "str"), ([1], "list"), (None, "NoneType"), (3, "int")])
+@pytest.mark.parametrize(
+    ("item", "kind"), [("BUY BTC", "str"), ([1], "list"), (None, "NoneType"), (3, "int")]
+)
 def test_bad_shape(item: object, kind: str) -> None:
     assert only_note(item) == RiskNote(
         order_index=0,
@@ -247,7 +273,10 @@ def test_unknown_asset() -> None:
     )
 
 
-@pytest.mark.parametrize(("side", "shown"), [("HOLD", "'HOLD'"), (None, "None"), (1, "1"), ("", "''"), ("B" * 50, "'" + "B" * 39)])
+@pytest.mark.parametrize(
+    ("side", "shown"),
+    [("HOLD", "'HOLD'"), (None, "None"), (1, "1"), ("", "''"), ("B" * 50, "'" + "B" * 39)],
+)
 def test_bad_side(side: object, shown: str) -> None:
     assert only_note({"asset": "eth", "side": side, "quantity": 1}) == RiskNote(
         order_index=0,
@@ -271,17 +300,27 @@ def test_bad_side(side: object, shown: str) -> None:
 )
 def test_quantity_type(quantity: object, message: str) -> None:
     note = only_note({"asset": "BTC", "side": "BUY", "quantity": quantity})
-    assert (note.asset, note.code, note.message, note.outcome) == ("BTC", "bad_quantity", message, "dropped")
+    assert (note.asset, note.code, note.message, note.outcome) == (
+        "BTC",
+        "bad_quantity",
+        message,
+        "dropped",
+    )
 
 
-@pytest.mark.parametrize(("quantity", "shown"), [(float("nan"), "nan"), (float("inf"), "inf"), (Decimal("NaN"), "Decimal('NaN')")])
+@pytest.mark.parametrize(
+    ("quantity", "shown"),
+    [(float("nan"), "nan"), (float("inf"), "inf"), (Decimal("NaN"), "Decimal('NaN')")],
+)
 def test_non_finite_quantity(quantity: object, shown: str) -> None:
     note = only_note({"asset": "BTC", "side": "SELL", "quantity": quantity})
     assert (note.code, note.message) == ("bad_quantity", f"quantity must be finite, got {shown}")
     assert note.requested_quantity == str(quantity)
 
 
-@pytest.mark.parametrize(("quantity", "shown"), [(0, "0"), (-1, "-1"), (-0.5, "-0.5"), (0.0, "0.0")])
+@pytest.mark.parametrize(
+    ("quantity", "shown"), [(0, "0"), (-1, "-1"), (-0.5, "-0.5"), (0.0, "0.0")]
+)
 def test_non_positive_quantity(quantity: float, shown: str) -> None:
     note = only_note({"asset": "BTC", "side": "BUY", "quantity": quantity})
     assert note == RiskNote(
@@ -309,7 +348,9 @@ def test_absurd_quantity_boundary() -> None:
 
 
 def test_default_bound_is_a_billion() -> None:
-    kept, notes = parse_orders([{"asset": "BTC", "side": "BUY", "quantity": 10**9 + 1}], ASSETS, RiskLimits())
+    kept, notes = parse_orders(
+        [{"asset": "BTC", "side": "BUY", "quantity": 10**9 + 1}], ASSETS, RiskLimits()
+    )
     assert kept == []
     assert notes[0].message == "quantity 1.00000e+9 exceeds the sanity bound 1000000000"
 
@@ -321,7 +362,10 @@ def test_one_bad_order_does_not_cost_the_others() -> None:
         {"asset": "DOGE", "side": "BUY", "quantity": 1},
     )
     assert kept == [(1, Order(asset="ETH", side=Side.SELL, quantity=Decimal(2)))]
-    assert [(n.order_index, n.code) for n in notes] == [(0, "non_positive_quantity"), (2, "unknown_asset")]
+    assert [(n.order_index, n.code) for n in notes] == [
+        (0, "non_positive_quantity"),
+        (2, "unknown_asset"),
+    ]
 
 
 def test_answer_end_to_end() -> None:
@@ -331,7 +375,9 @@ def test_answer_end_to_end() -> None:
     )
     kept, notes = parse_orders(parsed.orders, ASSETS, LIMITS)
     assert kept == [(1, Order(asset="ETH", side=Side.BUY, quantity=Decimal("1.25")))]
-    assert [(n.code, n.message) for n in notes] == [("bad_quantity", "quantity must be finite, got nan")]
+    assert [(n.code, n.message) for n in notes] == [
+        ("bad_quantity", "quantity must be finite, got nan")
+    ]
 
 
 def test_every_kind_of_drop_is_followed_by_the_next_order() -> None:
@@ -350,7 +396,9 @@ def test_every_kind_of_drop_is_followed_by_the_next_order() -> None:
     for item in bad:
         items += [item, good]
     kept, notes = parse(*items)
-    assert kept == [(i, Order(asset="ETH", side=Side.BUY, quantity=Decimal(1))) for i in range(1, 16, 2)]
+    assert kept == [
+        (i, Order(asset="ETH", side=Side.BUY, quantity=Decimal(1))) for i in range(1, 16, 2)
+    ]
     assert [(n.order_index, n.asset, n.code, n.requested_quantity) for n in notes] == [
         (0, None, "bad_order_shape", None),
         (2, None, "bad_asset", "1"),

@@ -13,8 +13,8 @@ import pytest
 from race.domain import sanitize as s
 from race.domain.model import Action, RiskNote
 from race.domain.sanitize import (
-    MAX_COUNT,
     MAX_COST_USD,
+    MAX_COUNT,
     MAX_JSON_DEPTH,
     MAX_JSON_ITEMS,
     clamp_count,
@@ -58,16 +58,37 @@ def record(**changes: Any) -> DecisionRecord:
 
 
 def test_bounds() -> None:
-    assert (MAX_COUNT, MAX_COST_USD) == (10**9, Decimal(10**6))
-    assert (s.MAX_TEXT_CHARS, s.MAX_KEY_CHARS, MAX_JSON_DEPTH, MAX_JSON_ITEMS) == (64_000, 200, 8, 200)
+    assert (10**9, Decimal(10**6)) == (MAX_COUNT, MAX_COST_USD)
+    assert (s.MAX_TEXT_CHARS, s.MAX_KEY_CHARS, MAX_JSON_DEPTH, MAX_JSON_ITEMS) == (
+        64_000,
+        200,
+        8,
+        200,
+    )
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x0e", "\x1b", "\x1f", "\x7f", "\ud800", "\udbff", "\udc00", "\udfff"])
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\x00",
+        "\x01",
+        "\x08",
+        "\x0b",
+        "\x0c",
+        "\x0e",
+        "\x1b",
+        "\x1f",
+        "\x7f",
+        *(chr(code) for code in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)),
+    ],
+)
 def test_removed_characters(char: str) -> None:
     assert strip_controls(f"a{char}b{char}") == "ab"
 
 
-@pytest.mark.parametrize("char", ["\t", "\n", "\r", " ", "~", "\x80", "é", "\ud7ff", "\ue000", "€", "😀"])
+@pytest.mark.parametrize(
+    "char", ["\t", "\n", "\r", " ", "~", "\x80", "é", "\ud7ff", "\ue000", "€", "😀"]
+)
 def test_kept_characters(char: str) -> None:
     assert strip_controls(f"a{char}b") == f"a{char}b"
 
@@ -84,7 +105,10 @@ def test_truncate_boundaries() -> None:
 
 def test_clean_text() -> None:
     assert clean_text("a\x00b") == "ab"
-    assert clean_text("a\x00" + "b" * 70_000) == "a" + "b" * (64_000 - 30) + " …[truncated 6001 characters]"
+    assert (
+        clean_text("a\x00" + "b" * 70_000)
+        == "a" + "b" * (64_000 - 30) + " …[truncated 6001 characters]"
+    )
     assert len(clean_text("z" * 70_000)) == 64_000
     assert clean_text("\x00" * 10 + "abc", 3) == "abc"
 
@@ -106,12 +130,17 @@ def test_scalars_unchanged(value: object) -> None:
     assert clean_json(value) is value
 
 
-@pytest.mark.parametrize(("value", "expected"), [(2**63, str(2**63)), (-(2**63), str(-(2**63))), (10**50, "1" + "0" * 39)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(2**63, str(2**63)), (-(2**63), str(-(2**63))), (10**50, "1" + "0" * 39)],
+)
 def test_big_ints_become_text(value: int, expected: str) -> None:
     assert clean_json(value) == expected
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), Decimal("NaN"), Decimal("-Infinity")])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), Decimal("NaN"), Decimal("-Infinity")]
+)
 def test_non_finite_numbers_become_null(value: object) -> None:
     assert clean_json(value) is None
 
@@ -207,7 +236,17 @@ def test_other_objects_become_their_bounded_repr() -> None:
 def test_a_clean_record_is_returned_as_is() -> None:
     d = record()
     assert sanitize_decision(d) is d
-    none = record(asset=None, cost_usd=None, confidence=None, latency_ms=None, prompt_tokens=None, completion_tokens=None, raw_output=None, prompt=None, model=None)
+    none = record(
+        asset=None,
+        cost_usd=None,
+        confidence=None,
+        latency_ms=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        raw_output=None,
+        prompt=None,
+        model=None,
+    )
     assert sanitize_decision(none) is none
 
 
@@ -228,12 +267,16 @@ def test_text_fields_are_cleaned_and_noted() -> None:
 
 
 def test_text_limits_per_field() -> None:
-    out = sanitize_decision(record(rationale="r" * 8000, raw_output="o" * 64_000, prompt="p" * 64_001))
+    out = sanitize_decision(
+        record(rationale="r" * 8000, raw_output="o" * 64_000, prompt="p" * 64_001)
+    )
     assert out.rationale == "r" * 8000
     assert out.raw_output == "o" * 64_000
     assert len(out.prompt) == 64_000 and out.prompt.endswith(" …[truncated 1 characters]")
     assert out.details["sanitized"] == ["prompt: cut to 64000 characters"]
-    assert sanitize_decision(record(rationale="r" * 8001)).rationale.endswith("[truncated 1 characters]")
+    assert sanitize_decision(record(rationale="r" * 8001)).rationale.endswith(
+        "[truncated 1 characters]"
+    )
 
 
 def test_non_text_fields() -> None:
@@ -250,7 +293,9 @@ def test_control_only_change_in_limit() -> None:
 
 
 def test_counts() -> None:
-    out = sanitize_decision(record(latency_ms=-5, prompt_tokens=MAX_COUNT + 1, completion_tokens=MAX_COUNT))
+    out = sanitize_decision(
+        record(latency_ms=-5, prompt_tokens=MAX_COUNT + 1, completion_tokens=MAX_COUNT)
+    )
     assert (out.latency_ms, out.prompt_tokens, out.completion_tokens) == (0, MAX_COUNT, MAX_COUNT)
     assert out.details["sanitized"] == [
         "latency_ms -5 out of range [0, 1000000000]: clamped to 0",
@@ -293,7 +338,14 @@ def test_confidence() -> None:
 
 
 def test_notes_are_cleaned_and_bounded() -> None:
-    note = RiskNote(0, "B\x00TC" + "x" * 40, "co\x01de" + "c" * 80, "m\x00" + "m" * 1200, "dropped", "1\x002" + "9" * 80)
+    note = RiskNote(
+        0,
+        "B\x00TC" + "x" * 40,
+        "co\x01de" + "c" * 80,
+        "m\x00" + "m" * 1200,
+        "dropped",
+        "1\x002" + "9" * 80,
+    )
     out = sanitize_decision(record(notes=[note] * 201))
     assert len(out.notes) == 200
     first = out.notes[0]
@@ -307,7 +359,9 @@ def test_notes_are_cleaned_and_bounded() -> None:
 
 
 def test_details_and_proposed_orders() -> None:
-    out = sanitize_decision(record(details={"x": float("nan")}, proposed_orders=[{"quantity": float("inf")}]))
+    out = sanitize_decision(
+        record(details={"x": float("nan")}, proposed_orders=[{"quantity": float("inf")}])
+    )
     assert out.details == {
         "x": None,
         "sanitized": ["proposed_orders: non-finite numbers, control characters or size bounded"],
@@ -329,7 +383,11 @@ def test_details_and_proposed_orders() -> None:
 
 def test_cited_rules_asset_and_regime() -> None:
     out = sanitize_decision(
-        record(cited_rules=[f"R{i}\x00" for i in range(25)], asset="B\x00" + "T" * 20, regime="tr\x00end" + "d" * 40)
+        record(
+            cited_rules=[f"R{i}\x00" for i in range(25)],
+            asset="B\x00" + "T" * 20,
+            regime="tr\x00end" + "d" * 40,
+        )
     )
     assert out.cited_rules == [f"R{i}" for i in range(20)]
     assert out.asset == truncate_text("B" + "T" * 20, 16)
