@@ -15,6 +15,7 @@ from sqlalchemy import func as sqlfunc
 from sqlalchemy import select, update
 
 import function_app
+from race.bootstrap import bootstrap
 from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE
 from race.store.database import Database
 from race.store.tables import (
@@ -97,10 +98,18 @@ def hosted(database_url, monkeypatch, clock):
     monkeypatch.setenv("RACE_ADMIN_KEY", ADMIN_KEY)
     monkeypatch.setenv("RACE_BACKFILL_CHUNK_CYCLES", "10")
     monkeypatch.setenv("RACE_BACKFILL_CHUNK_BUDGET_SECONDS", "0.000001")
+    # The rows are built by a plain app on the test clock (so a worker builds them once and
+    # restores them after: tests/api_data.py), then served by the Functions runtime.
+    builder = bootstrap(
+        overrides={"RACE_DATABASE_URL": database_url, "RACE_ADMIN_KEY": ADMIN_KEY}, clock=clock
+    )
+    try:
+        build_race(builder)
+    finally:
+        builder.close()
     function_app.runtime.cache_clear()
     function_app.asgi.cache_clear()
     race = function_app.runtime()
-    build_race(race)
     yield race
     race.close()
     function_app.runtime.cache_clear()
