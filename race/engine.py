@@ -1576,66 +1576,45 @@ class RaceEngine:
     def _write_cycles(
         self, session: Any, cycles: list[tuple[datetime, int, int, int, int]]
     ) -> None:
-        if not cycles:
-            return
-        times = [c[0] for c in cycles]
-        existing = set(
-            session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(times)))
-        )
-        now = self.clock.now()
-        new_rows = [
-            {
-                "cycle_time": t,
-                "status": "completed",
-                "trigger": "backfill",
-                "agents_total": total,
-                "decisions": decided,
-                "fallbacks": fallbacks,
-                "skipped": total - decided,
-                "trades": trades,
-                "started_at": now,
-                "finished_at": now,
-                "error": None,
-            }
+        """A replay's completed cycles: new rows, or a recount of rows already there."""
+        rows = {
+            t: {"agents_total": total, "decisions": decided, "fallbacks": fallbacks,
+                "skipped": total - decided, "trades": trades, "status": "completed"}
             for t, total, decided, fallbacks, trades in cycles
-            if t not in existing
-        ]
-        if new_rows:
-            session.execute(CycleRow.__table__.insert(), new_rows)
-        for t in existing:
+        }  # fmt: skip
+        for t in self._insert_new_cycles(session, rows):
             row = session.get(CycleRow, t)
             _recount(session, row, row.agents_total)
 
     def _write_stale_cycles(self, session: Any, stale: Sequence[tuple[datetime, int, str]]) -> None:
         """Cycles of a replay skipped for a stale market view: a ``skipped`` row with the
         reason (a row that already exists is left as it is)."""
-        if not stale:
-            return
-        times = [t for t, _, _ in stale]
+        rows = {
+            t: {"agents_total": total, "decisions": 0, "fallbacks": 0, "skipped": total,
+                "trades": 0, "status": "skipped", "reason": reason}
+            for t, total, reason in stale
+        }  # fmt: skip
+        self._insert_new_cycles(session, rows)
+
+    def _insert_new_cycles(
+        self, session: Any, rows: dict[datetime, dict[str, Any]]
+    ) -> set[datetime]:
+        """Insert the backfill cycle rows whose slot has none yet; the slots that had one."""
+        if not rows:
+            return set()
         existing = set(
-            session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(times)))
+            session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(list(rows))))
         )
         now = self.clock.now()
-        rows = [
-            {
-                "cycle_time": t,
-                "status": "skipped",
-                "trigger": "backfill",
-                "agents_total": total,
-                "decisions": 0,
-                "fallbacks": 0,
-                "skipped": total,
-                "trades": 0,
-                "started_at": now,
-                "finished_at": now,
-                "error": None,
-                "reason": reason,
-            }
-            for t, total, reason in stale
+        new_rows = [
+            {"cycle_time": t, "trigger": "backfill", "started_at": now, "finished_at": now,
+             "error": None, **values}
+            for t, values in rows.items()
             if t not in existing
-        ]
-        if rows:
-            session.execute(CycleRow.__table__.insert(), rows)
+        ]  # fmt: skip
+        if new_rows:
+            session.execute(CycleRow.__table__.insert(), new_rows)
+        return existing
 
     # ----------------------------------------------------------------- jobs
 
