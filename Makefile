@@ -3,7 +3,10 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# uv (from PyPI) installs the pinned lock in seconds; pip is the fallback.
+# uv (from PyPI) installs the pinned lock in seconds; pip is the fallback. Bytecode is
+# compiled at install (as pip does): with PYTHONDONTWRITEBYTECODE set, or a read-only venv,
+# every process (each test worker, each CLI subprocess) would otherwise compile the
+# libraries again from source.
 UV     ?= $(shell command -v uv 2>/dev/null)
 COMPILE = --universal --python-version 3.11 --no-header --quiet
 
@@ -13,11 +16,11 @@ $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	@if [ -n "$(UV)" ]; then \
 	  echo "installing requirements-dev.lock with $(UV)"; \
-	  $(UV) pip install --quiet --python $(PY) -r requirements-dev.lock; \
+	  $(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.lock; \
 	elif $(PY) -m pip install --quiet --disable-pip-version-check uv 2>/dev/null \
 	     && $(PY) -m uv --version >/dev/null 2>&1; then \
 	  echo "installing requirements-dev.lock with uv"; \
-	  $(PY) -m uv pip install --quiet --python $(PY) -r requirements-dev.lock; \
+	  $(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.lock; \
 	else \
 	  echo "uv unavailable: installing requirements-dev.lock with pip"; \
 	  $(PY) -m pip install --quiet --upgrade pip && \
