@@ -148,6 +148,17 @@ class Serve:
     """``python -m race serve`` as a subprocess whose stderr is collected as it comes."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
+        # The port is free when chosen, but serve binds it only after its imports: another
+        # server of a parallel test may take it meanwhile. Then serve exits (address in use)
+        # or another server answers; start again on a new port until our API answers.
+        for _ in range(5):
+            self._start(env, args)
+            if self._answers():
+                return
+            self.stop()
+        raise AssertionError(f"serve never answered on a port of its own:\n{self.log}")
+
+    def _start(self, env: dict[str, str], args: tuple[str, ...]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
@@ -161,6 +172,30 @@ class Serve:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def _answers(self) -> bool:
+        """Whether this serve's API answers on its port (its health body: ours, not another
+        test's server); False once the process has exited (it could not bind the port)."""
+
+        def up() -> bool | None:
+            if self.process.poll() is not None:
+                return False
+            try:
+                body = self.get("/api/health").json()
+            except (httpx.TransportError, ValueError):
+                return None
+            return isinstance(body, dict) and "database" in body
+
+        result: list[bool] = []
+
+        def settled() -> bool:
+            value = up()
+            if value is not None:
+                result.append(value)
+            return value is not None
+
+        wait_until(settled, lambda: f"serve to answer or exit:\n{self.log}", 60, interval=0.1)
+        return result[-1]
 
     def _read(self) -> None:
         assert self.process.stderr is not None
