@@ -37,38 +37,19 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(sqlite_url, clock):
     application = bootstrap(overrides={"RACE_DATABASE_URL": sqlite_url}, clock=clock)
     build_race(application)
     application.close()
-    port = free_port()
-    env = {**os.environ, "RACE_DATABASE_URL": sqlite_url, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "race", "serve", "--port", str(port), "--no-schedule"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve = Serve({"RACE_DATABASE_URL": sqlite_url}, "--no-schedule")
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        def answered() -> httpx.Response | None:
-            try:
-                return httpx.get(f"{base}/api/health", timeout=2)
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read()
-                return None
-
-        health = wait_until(answered, "serve to come up", interval=0.1)
+        health = serve.get("/api/health")
         assert health.status_code == 200
         # The race's candles are from 2024: up and answering, but degraded (stale data).
         assert health.json()["status"] == "Degraded" and health.json()["reasons"]
-        board = httpx.get(f"{base}/api/leaderboard", timeout=5)
+        board = serve.get("/api/leaderboard")
         assert board.status_code == 200
         assert len(board.json()) == 6
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
-    assert "stopped" in err
+        returncode = serve.stop()
+    assert returncode == 0, serve.log
+    assert "stopped" in serve.log
 
 
 def serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
