@@ -687,26 +687,10 @@ class RaceEngine:
         return self._scrub(judge(context, answer, failure=failure, summary=summary))
 
     def _redact_answer(self, answer: AgentAnswer) -> AgentAnswer:
-        p = self.policy
-
-        def text(value: Any) -> Any:
-            return p.redact(value) if isinstance(value, str) else value
-
-        def items(value: Any) -> Any:
-            return p.redact_value(value) if isinstance(value, list | tuple | dict) else value
-
-        return replace(
-            answer,
-            orders=items(answer.orders),
-            reasoning=text(answer.reasoning),
-            cited_rules=items(answer.cited_rules),
-            raw_output=text(answer.raw_output),
-            prompt=text(answer.prompt),
-            model=text(answer.model),
-            regime=text(answer.regime),
-            fallback_reason=text(answer.fallback_reason),
-            details=items(answer.details),
-        )
+        clean = self.policy.redact_value  # strings, nested lists and mappings; else as is
+        fields = ("orders", "reasoning", "cited_rules", "raw_output", "prompt", "model")
+        more = ("regime", "fallback_reason", "details")
+        return replace(answer, **{f: clean(getattr(answer, f)) for f in fields + more})
 
     def _scrub(self, step: StepResult) -> StepResult:
         """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`)
