@@ -7,8 +7,8 @@ Everything here is a pure function of plain ``(time, equity)`` points: no I/O, n
   two curves are paired on the times they share.
 * The bootstrap is the **circular block bootstrap** (Politis & Romano 1992): a resample is
   ⌈n / L⌉ blocks of L consecutive returns, each starting at a uniformly drawn index and
-  wrapping around the end, cut to n returns. Block length L = ⌈n^(1/3)⌉ (the rate-optimal
-  order for variance-type statistics, Hall, Horowitz & Jing 1995). It is seeded
+  wrapping around the end, cut to n returns. Block length L = ⌈n^(1/3)⌉ (the optimal order
+  for bootstrap estimates of bias and variance, Hall, Horowitz & Jing 1995). It is seeded
   (``numpy.random.default_rng(seed)``), so the same curve and seed always give the same
   interval. The statistics of a resample are sums over its blocks, read from prefix sums,
   so one resample costs O(n / L) instead of O(n).
