@@ -407,3 +407,15 @@ def test_a_different_seed_moves_the_interval_a_little() -> None:
     assert a.total_return_ci != b.total_return_ci
     assert a.total_return_ci is not None and b.total_return_ci is not None
     assert a.total_return_ci.low == pytest.approx(b.total_return_ci.low, abs=0.05)
+
+
+def test_periods_override_and_resample_count_checked() -> None:
+    rets = list(np.random.default_rng(6).normal(0.001, 0.01, 50))
+    daily = significance(curve(rets), origin=CAPITAL, periods=365.0)
+    assert daily.periods_per_year == 365.0
+    assert daily.sharpe == pytest.approx(
+        statistics.mean(rets) / statistics.stdev(rets) * math.sqrt(365), rel=1e-9
+    )
+    assert daily.min_track_record_days == pytest.approx(daily.min_track_record, rel=1e-12)
+    with pytest.raises(ValueError, match="at least one resample"):
+        significance(curve(rets), resamples=0)

@@ -208,19 +208,17 @@ def min_track_record_length(
 
 def block_length(n: int) -> int:
     """L = ⌈n^(1/3)⌉ (at least 1)."""
-    if n <= 1:
-        return 1
-    length = max(1, round(n ** (1.0 / 3.0)))
-    while length**3 < n:
+    length = 1
+    while length**3 < n:  # integer arithmetic: no float cube root to round wrongly
         length += 1
-    while length > 1 and (length - 1) ** 3 >= n:
-        length -= 1
     return length
 
 
 def block_starts(n: int, length: int, resamples: int, seed: int) -> npt.NDArray[np.int64]:
     """The block start indices of every resample: ``(resamples, ⌈n / L⌉)`` integers drawn
     uniformly from [0, n) by ``numpy.random.default_rng(seed)``."""
+    if resamples < 1 or n < 1:
+        raise ValueError(f"need at least one resample of at least one return, got {resamples}")
     rng = np.random.default_rng(seed)
     blocks = -(-n // length)
     return rng.integers(0, n, size=(resamples, blocks), dtype=np.int64)
