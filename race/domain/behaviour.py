@@ -226,8 +226,14 @@ def pnl_by_asset(trades: Sequence[Trade], marks: Mapping[str, Decimal]) -> dict[
 
 
 def next_move(prices: Sequence[tuple[datetime, Decimal]], at: datetime) -> Decimal | None:
-    """Relative move from the latest price at or before ``at`` to the first one after it."""
-    times = [t for t, _ in prices]
+    """Relative move from the latest price at or before ``at`` to the first one after it
+    (``prices`` in time order)."""
+    return _move([t for t, _ in prices], prices, at)
+
+
+def _move(
+    times: Sequence[datetime], prices: Sequence[tuple[datetime, Decimal]], at: datetime
+) -> Decimal | None:
     i = bisect.bisect_right(times, at)
     if i == 0 or i >= len(prices):
         return None
@@ -245,12 +251,13 @@ def calibration(
     if not any(d.confidence is not None for d in decisions):
         return None
     counts = [[0, 0, 0.0] for _ in range(buckets)]
+    times = {asset: [t for t, _ in series] for asset, series in prices.items()}
     for d in decisions:
         c = d.confidence
         if c is None or not 0.0 <= c <= 1.0 or d.action is Action.HOLD or d.asset is None:
             continue
         series = prices.get(d.asset)
-        move = None if series is None else next_move(series, d.time)
+        move = None if series is None else _move(times[d.asset], series, d.time)
         if move is None or move == 0:
             continue
         hit = move > 0 if d.action is Action.BUY else move < 0

@@ -292,12 +292,16 @@ def significance(
     n = r.shape[0]
     ppy = periods if periods is not None else periods_per_year(points)
     reasons: dict[str, str] = {}
-    base = {"n_returns": n, "periods_per_year": ppy, "resamples": resamples, "seed": seed}
     if n < MIN_RETURNS:
         why = f"too few points: {n} returns, at least {MIN_RETURNS} needed"
-        for name in _ALL_FIELDS:
-            reasons[name] = why
-        return Significance(block_length=None, reasons=reasons, **base)
+        return Significance(
+            n_returns=n,
+            periods_per_year=ppy,
+            block_length=None,
+            resamples=resamples,
+            seed=seed,
+            reasons=dict.fromkeys(_ALL_FIELDS, why),
+        )
     length = block_length(n)
     starts = block_starts(n, length, resamples, seed)
     total = _finite(float(np.prod(1.0 + r)) - 1.0)
@@ -308,10 +312,10 @@ def significance(
     trl_days = None
     if trl is not None and ppy is not None:
         trl_days = _finite(trl * 365.0 / ppy)
-    elif trl is not None:
-        reasons["min_track_record_days"] = "no period length (fewer than two distinct times)"
     else:
-        reasons["min_track_record_days"] = reasons["min_track_record"]
+        reasons["min_track_record_days"] = reasons.get(
+            "min_track_record", "no period length (fewer than two distinct times)"
+        )
     p_beat, excess_ci = None, None
     if benchmark is None:
         reasons["p_beat_benchmark"] = reasons["excess_return_ci"] = "no benchmark given"
@@ -340,7 +344,10 @@ def significance(
         excess_return_ci=excess_ci,
         significant=None if psr is None else psr >= PSR_THRESHOLD,
         reasons=reasons,
-        **base,
+        n_returns=n,
+        periods_per_year=ppy,
+        resamples=resamples,
+        seed=seed,
     )
 
 
