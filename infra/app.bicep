@@ -50,8 +50,10 @@ param logDailyCapGb int
 @description('Flex Consumption instance memory (MB): 2048 is the default size.')
 param instanceMemoryMB int = 2048
 
+// Each instance keeps its own database pool and a B1ms server admits 35 user connections:
+// a small ceiling (the timers are one instance each; HTTP scales within it).
 @description('Most instances the app scales out to (each holds its own database pool).')
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 10
 
 var functionAppName = 'func-race-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
@@ -194,10 +196,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-// Every secret the app reads: app setting → Key Vault secret. An optional key left empty
-// stores no secret and sets no app setting (the app's "unset" behaviour applies).
+// Every key the app reads from a parameter: app setting → Key Vault secret. An optional key
+// left empty stores no secret and sets no app setting (the app's "unset" behaviour applies).
+// (Only deploy-time values here: the loop below must be countable when the deployment
+// starts, so the database URL, known only once the server exists, has a resource of its own.)
 var secretSettings = [
-  { setting: 'RACE_DATABASE_URL', secret: 'race-database-url', value: databaseUrl }
   { setting: 'RACE_ADMIN_KEY', secret: 'race-admin-key', value: raceAdminKey }
   { setting: 'LLAMA_API_KEY', secret: 'llama-api-key', value: llamaApiKey }
   { setting: 'TOGETHER_API_KEY', secret: 'together-api-key', value: togetherApiKey }
@@ -215,6 +218,15 @@ resource secrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [
     properties: { value: s.value }
   }
 ]
+
+// RACE_DATABASE_URL, with the password in it.
+var databaseUrlSetting = { setting: 'RACE_DATABASE_URL', secret: 'race-database-url', value: databaseUrl }
+
+resource databaseUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: databaseUrlSetting.secret
+  properties: { value: databaseUrlSetting.value }
+}
 
 // The password on its own too, for an operator's psql session.
 resource postgresPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
@@ -344,7 +356,7 @@ var parameterSettings = {
 }
 
 var secretReferences = toObject(
-  storedSecrets,
+  concat([databaseUrlSetting], storedSecrets),
   s => s.setting,
   s => '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${s.secret})'
 )
@@ -364,6 +376,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     appQueueContributor
     appSecretsUser
     secrets
+    databaseUrlSecret
     backfillQueue
     deploymentContainer
     database

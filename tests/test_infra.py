@@ -100,9 +100,9 @@ def outputs_of(text: str) -> set[str]:
 
 
 def block(text: str, opener: str) -> str:
-    """The body of ``opener`` (ending in ``{`` or ``[``) up to its matching bracket."""
+    """The body of ``opener`` (ending in ``{``, ``[`` or ``(``) up to its matching bracket."""
     start = text.index(opener) + len(opener)
-    close = {"{": "}", "[": "]"}[opener[-1]]
+    close = {"{": "}", "[": "]", "(": ")"}[opener[-1]]
     depth, i = 1, start
     while depth:
         depth += {opener[-1]: 1, close: -1}.get(text[i], 0)
@@ -123,13 +123,22 @@ def parameter_settings() -> dict[str, str]:
     return object_keys(block(bicep("app.bicep"), "var parameterSettings = {"))
 
 
+SECRET_ROW = r"\{\s*setting:\s*'(\w+)',\s*secret:\s*'([\w-]+)',\s*value:\s*(\w+)\s*\}"
+
+
 def secret_settings() -> list[tuple[str, str, str]]:
-    body = block(bicep("app.bicep"), "var secretSettings = [")
-    rows = re.findall(
-        r"\{\s*setting:\s*'(\w+)',\s*secret:\s*'([\w-]+)',\s*value:\s*(\w+)\s*\}", body
-    )
+    """(setting, secret, value) of every Key Vault reference the template sets: the rows of
+    ``secretSettings`` and ``databaseUrlSetting``, both passed to ``secretReferences``."""
+    text = bicep("app.bicep")
+    body = block(text, "var secretSettings = [")
+    rows = re.findall(SECRET_ROW, body)
     assert len(rows) == body.count("setting:"), "a secretSettings row this test cannot read"
-    return rows
+    database = re.search(rf"^var databaseUrlSetting = {SECRET_ROW}$", text, flags=re.M)
+    assert database, "databaseUrlSetting is not one row this test can read"
+    references = block(text, "var secretReferences = toObject(")
+    assert "concat([databaseUrlSetting], storedSecrets)" in references
+    assert "var storedSecrets = filter(secretSettings, " in text
+    return [*rows, database.groups()]
 
 
 # ------------------------------------------------------------------ settings coverage
