@@ -102,6 +102,9 @@ def test_deploy_runs_on_tags_with_oidc_and_migrates_before_the_code_serves():
     assert login < opened < migrate < closed < ship
     assert steps[closed]["if"] == "always()"
     assert "::add-mask::" in steps[migrate]["run"]  # the database URL never shows in a log
+    # The job finds the resources in the group infra/main.bicep names after the environment.
+    assert "name: 'rg-${environmentName}'" in (ROOT / "infra" / "main.bicep").read_text()
+    assert 'rg="rg-${AZURE_ENV_NAME}"' in DEPLOY.read_text()
 
 
 @pytest.mark.parametrize("path", [CI, DEPLOY], ids=lambda p: p.name)
