@@ -139,6 +139,9 @@ resource queryAlerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       evaluationFrequency: alert.frequency
       windowSize: alert.window
       scopes: [applicationInsightsId]
+      // A new Application Insights has no customMetrics or dependencies rows yet: the
+      // queries are valid, but their tables appear only with the app's first telemetry.
+      skipQueryValidation: true
       criteria: {
         allOf: [
           {

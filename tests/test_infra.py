@@ -303,6 +303,7 @@ def test_the_alert_queries_read_what_the_app_emits():
     assert 'contains "is degraded: more than"' in alerts
     assert '"agent %s is degraded: more than' in engine
     assert "metricName: 'requests/failed'" in alerts
+    assert "skipQueryValidation: true" in alerts  # tables appear with the first telemetry
     for name in (
         "race-degraded-agent",
         "race-stale-candles",
