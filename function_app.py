@@ -11,6 +11,9 @@ calls a ``race`` service. The only module that imports ``azure.functions``.
 - ``http_api`` (catch-all HTTP, anonymous): the ASGI app of ``race.api`` — the dashboard's
   read API. The host routes literal segments before the catch-all, so admin paths reach the
   functions above; one that still lands here is refused.
+
+On SQLite the app refuses to start unless ``RACE_ALLOW_SQLITE_ON_HOST=true`` (a local
+``func start``): see :func:`refuse_sqlite_on_host`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 import agents.llama  # noqa: F401 - imported at worker start: the first cycle pays no import
 from race.api import (
@@ -36,13 +40,34 @@ from race.jobs import create_backfill_job, run_backfill_chunk
 from race.logging_setup import configure_logging
 from race.schedule import scheduled_time
 from race.services import ingest_and_mark
-from race.settings import load_settings
+from race.settings import Settings, load_settings
 from race.store.database import DatabaseError
 
+log = logging.getLogger("race.functions")
+
+
+def refuse_sqlite_on_host(settings: Settings) -> None:
+    """On a Functions plan a SQLite file sits on a read-only or per-instance disk: every
+    instance would race on its own database. Refused, in one log line, unless
+    ``RACE_ALLOW_SQLITE_ON_HOST=true`` says this is a local ``func start``."""
+    try:
+        backend = make_url(settings.database_url).get_backend_name()
+    except ArgumentError:
+        backend = settings.database_url.partition(":")[0].lower()
+    if backend == "sqlite" and not settings.allow_sqlite_on_host:
+        message = (
+            "refusing to start: RACE_DATABASE_URL is a SQLite database, which the Functions "
+            "host cannot share between instances; set RACE_DATABASE_URL to PostgreSQL, or "
+            "RACE_ALLOW_SQLITE_ON_HOST=true for a local func start"
+        )
+        log.critical(message)
+        raise RuntimeError("SQLite refused on the Functions host (see the log line above)")
+
+
 SETTINGS = load_settings()
+refuse_sqlite_on_host(SETTINGS)
 QUEUE_CONNECTION = SETTINGS.queue_connection
 ADMIN = func.AuthLevel.FUNCTION
-log = logging.getLogger("race.functions")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     # Storage and API
     database_url: str = _env("RACE_DATABASE_URL", default="sqlite:///race.db")
+    allow_sqlite_on_host: bool = _env("RACE_ALLOW_SQLITE_ON_HOST", default=False)
+    """The Functions app (``function_app.py``) refuses to start on SQLite — a file on a
+    plan's read-only or per-instance disk — unless this says it is a local ``func start``."""
     db_connect_timeout_seconds: float = _env("RACE_DB_CONNECT_TIMEOUT_SECONDS", default=3.0)
     """Longest wait for a new database connection (PostgreSQL: at least 2 s)."""
     db_statement_timeout_seconds: float = _env("RACE_DB_STATEMENT_TIMEOUT_SECONDS", default=30.0)

@@ -14,14 +14,13 @@ from urllib.parse import quote, quote_plus
 import pytest
 from fastapi.testclient import TestClient
 
-import function_app
 from race.api import create_api
 from race.bootstrap import bootstrap
 from race.cli import main
 from race.settings import load_settings
 from race.store.database import PUBLIC_MESSAGES, Database, DatabaseError
 from race.store.urls import safe_url, scrub, url_secrets
-from tests.test_function_app import ADMIN_KEY, Out, admin_request, call
+from tests.test_function_app import ADMIN_KEY, Out, admin_request, call, function_app
 
 SECRET = "Zq9-s3cr@t!pw"
 ODBC = f"DRIVER={{ODBC Driver 18}};SERVER=dbhost.example;UID=raceuser;PWD={SECRET};"

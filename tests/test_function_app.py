@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +17,6 @@ from freezegun import freeze_time
 from sqlalchemy import func as sqlfunc
 from sqlalchemy import select, update
 
-import function_app
 from race.bootstrap import bootstrap
 from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE
 from race.store.database import Database
@@ -29,6 +31,13 @@ from race.store.tables import (
 )
 from tests.api_data import LAST_CANDLE, START, build_race
 from tests.factories import HOUR
+
+# These tests run the Functions app on SQLite: say it is a local ``func start``, as the
+# example local.settings.json does (the variable is set for the import only). Other test
+# modules import function_app from here.
+with pytest.MonkeyPatch.context() as _import_env:
+    _import_env.setenv("RACE_ALLOW_SQLITE_ON_HOST", "true")
+    import function_app
 
 FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
 ADMIN_KEY = "functions-admin-key-42"
@@ -436,3 +445,49 @@ def test_the_timer_completes_a_cycle_cut_short_in_an_earlier_slot(hosted):
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut + HOUR / 4) == 5
     with hosted.db.read() as session:
         assert session.get(CycleRow, cut).status == "completed"
+
+
+def _import_function_app(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``import function_app`` in a fresh interpreter, as the Functions worker does, with
+    only ``settings`` (no local.settings.json or .env of the checkout)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RACE_")}
+    env.update(settings, RACE_SETTINGS_DIR=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_host_refuses_sqlite_in_one_line_naming_the_setting(tmp_path):
+    sqlite_url = f"sqlite:///{tmp_path / 'race.db'}"
+    for allow in ({}, {"RACE_ALLOW_SQLITE_ON_HOST": "false"}):
+        run = _import_function_app(tmp_path, RACE_DATABASE_URL=sqlite_url, **allow)
+        assert run.returncode != 0
+        lines = [line for line in run.stderr.splitlines() if "refusing to start" in line]
+        assert len(lines) == 1, run.stderr
+        assert "RACE_DATABASE_URL" in lines[0] and "RACE_ALLOW_SQLITE_ON_HOST" in lines[0]
+        assert str(tmp_path) not in lines[0]  # the setting is named, its value is not
+    # The default database (no RACE_DATABASE_URL at all) is SQLite too.
+    assert "refusing to start" in _import_function_app(tmp_path).stderr
+    assert not (tmp_path / "race.db").exists()
+
+
+def test_the_host_starts_on_sqlite_when_told_it_is_a_local_func_start(tmp_path):
+    sqlite_url = f"sqlite:///{tmp_path / 'race.db'}"
+    run = _import_function_app(
+        tmp_path, RACE_DATABASE_URL=sqlite_url, RACE_ALLOW_SQLITE_ON_HOST="true"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "refusing to start" not in run.stderr
+
+
+def test_the_host_starts_on_postgresql_without_the_flag(tmp_path):
+    # Importing connects nothing (the object graph is built on first use): any URL does.
+    url = "postgresql+psycopg://race:secret@127.0.0.1:1/race?sslmode=require"
+    run = _import_function_app(tmp_path, RACE_DATABASE_URL=url)
+    assert run.returncode == 0, run.stderr
+    assert "refusing to start" not in run.stderr
