@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from race.domain.money import HUNDRED, ZERO
-from race.store.tables import AgentRow, AgentStatsRow, PortfolioRow
+from race.store.reads.standings import AgentRecord, agent_records
 
 
 @dataclass(frozen=True)
@@ -57,50 +57,51 @@ class Standing:
         return self.fallbacks / self.decisions if self.decisions else None
 
 
-def standings(session: Session, *, include_inactive: bool = True) -> list[Standing]:
-    query = (
-        select(AgentRow, PortfolioRow.starting_capital, AgentStatsRow)
-        .join(PortfolioRow, PortfolioRow.agent_id == AgentRow.id)
-        .outerjoin(AgentStatsRow, AgentStatsRow.agent_id == AgentRow.id)
+def standing_fields(record: AgentRecord) -> dict[str, Any]:
+    """A :class:`Standing`'s fields (all but the rank) from what the store holds: an agent
+    without a snapshot yet is worth its starting capital."""
+    stats = record.stats
+    starting = record.starting_capital
+    has_value = stats is not None and stats.snapshot_count > 0
+    current = stats.current_value if stats is not None and has_value else starting
+    return dict(
+        agent_id=record.agent_id,
+        name=record.name,
+        provider=record.provider,
+        model=record.model,
+        strategy=record.strategy,
+        is_active=record.is_active,
+        created_at=record.created_at,
+        starting_capital=starting,
+        current_value=current,
+        return_pct=float((current - starting) / starting * HUNDRED) if starting else 0.0,
+        max_drawdown_pct=stats.max_drawdown_pct if stats else 0.0,
+        sharpe=stats.sharpe if stats else None,
+        sortino=stats.sortino if stats else None,
+        volatility_pct=stats.volatility_pct if stats else None,
+        total_trades=stats.total_trades if stats else 0,
+        winning_trades=stats.winning_trades if stats else 0,
+        losing_trades=stats.losing_trades if stats else 0,
+        fees_paid=stats.fees_paid if stats else ZERO,
+        decisions=stats.decisions if stats else 0,
+        fallbacks=stats.fallbacks if stats else 0,
+        prompt_tokens=stats.prompt_tokens if stats else 0,
+        completion_tokens=stats.completion_tokens if stats else 0,
+        cost_usd=stats.cost_usd if stats else ZERO,
+        last_updated=stats.last_captured_at if stats else None,
+        degraded=stats.degraded if stats else False,
     )
-    if not include_inactive:
-        query = query.where(AgentRow.is_active)
-    rows = []
-    for agent, starting, stats in session.execute(query):
-        has_value = stats is not None and stats.snapshot_count > 0
-        current = stats.current_value if has_value else starting
-        ret = float((current - starting) / starting * HUNDRED) if starting else 0.0
-        rows.append(
-            dict(
-                agent_id=agent.id,
-                name=agent.name,
-                provider=agent.provider,
-                model=agent.model,
-                strategy=agent.strategy,
-                is_active=agent.is_active,
-                created_at=agent.created_at,
-                starting_capital=starting,
-                current_value=current,
-                return_pct=ret,
-                max_drawdown_pct=stats.max_drawdown_pct if stats else 0.0,
-                sharpe=stats.sharpe if stats else None,
-                sortino=stats.sortino if stats else None,
-                volatility_pct=stats.volatility_pct if stats else None,
-                total_trades=stats.total_trades if stats else 0,
-                winning_trades=stats.winning_trades if stats else 0,
-                losing_trades=stats.losing_trades if stats else 0,
-                fees_paid=stats.fees_paid if stats else ZERO,
-                decisions=stats.decisions if stats else 0,
-                fallbacks=stats.fallbacks if stats else 0,
-                prompt_tokens=stats.prompt_tokens if stats else 0,
-                completion_tokens=stats.completion_tokens if stats else 0,
-                cost_usd=stats.cost_usd if stats else ZERO,
-                last_updated=stats.last_captured_at if stats else None,
-                degraded=bool(stats.degraded) if stats else False,
-            )
-        )
+
+
+def ranked(records: list[AgentRecord]) -> list[Standing]:
+    """The standings: by current value (descending), then agent id; ranks from 1."""
+    rows = [standing_fields(record) for record in records]
     rows.sort(key=lambda r: (-r["current_value"], r["agent_id"]))
     return [Standing(rank=i + 1, **r) for i, r in enumerate(rows)]
+
+
+def standings(session: Session, *, include_inactive: bool = True) -> list[Standing]:
+    return ranked(agent_records(session, include_inactive=include_inactive))
 
 
 def _fmt(value: float | None, spec: str) -> str:

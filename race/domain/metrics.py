@@ -199,3 +199,24 @@ def equity_stats(
     for time, value in points:
         stats.add(time, value)
     return stats
+
+
+def calmar_ratio(stats: EquityStats, max_drawdown_pct: float) -> float | None:
+    """Annualised return over the curve (compounded from its first to its last snapshot,
+    365-day year) / max drawdown; None when undefined: no curve, a first value or a growth
+    not positive, no time between the ends, or no drawdown."""
+    if (
+        stats.first_time is None
+        or stats.last_time is None
+        or stats.first_value <= 0
+        or max_drawdown_pct <= 0
+    ):
+        return None
+    span = stats.last_time - stats.first_time
+    if span <= timedelta(0):
+        return None
+    growth = stats.last_value / stats.first_value
+    if growth <= 0:
+        return None
+    annual = growth ** (YEAR / span) - 1.0
+    return annual / (max_drawdown_pct / 100.0)
