@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
-
+from race.store import candles
 from race.store.database import Database
-from race.store.tables import Asset, CandleRow
 
 
 def newest_close(db: Database) -> datetime | None:
     """Close time of the newest candle of any enabled asset."""
     with db.read() as session:
-        return session.scalar(
-            select(func.max(CandleRow.close_time))
-            .join(Asset, Asset.id == CandleRow.asset_id)
-            .where(Asset.enabled)
-        )
+        return candles.newest_enabled_close(session)

@@ -184,3 +184,29 @@ def coverage(session: Session) -> dict[int, CandleCoverage]:
         asset_id: CandleCoverage(asset_id, count, first, last)
         for asset_id, count, first, last in rows
     }
+
+
+def count_from_source(
+    session: Session, asset_id: int, source: str, start: datetime, end: datetime
+) -> int:
+    """Candles of the asset stored from ``source`` with ``start ≤ close_time ≤ end``."""
+    query = (
+        select(func.count())
+        .select_from(CandleRow)
+        .where(
+            CandleRow.asset_id == asset_id,
+            CandleRow.source == source,
+            CandleRow.close_time >= start,
+            CandleRow.close_time <= end,
+        )
+    )
+    return int(session.scalar(query) or 0)
+
+
+def newest_enabled_close(session: Session) -> datetime | None:
+    """Close time of the newest candle of any enabled asset."""
+    return session.scalar(
+        select(func.max(CandleRow.close_time))
+        .join(Asset, Asset.id == CandleRow.asset_id)
+        .where(Asset.enabled)
+    )
