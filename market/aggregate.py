@@ -152,10 +152,32 @@ def candles_from_points(
     minutes after C − interval: candles lag the true ones by up to one point spacing. Spans
     with no point give no candle (a gap, reported as such). Points after ``last_close`` are
     counted as rejections; points before ``first_close``'s span only serve as its open."""
-    ordered = sorted(points, key=lambda p: p.time)
-    by_bucket: dict[datetime, list[PricePoint]] = {}
     result = PointCandles([])
-    for point in ordered:
+    by_bucket = _bucket_points(points, interval, last_close, now, result)
+    for close_time in sorted(by_bucket):
+        if close_time < first_close:
+            continue
+        state = candle_state(close_time, interval, now, settle)
+        if state is not None:
+            result.open += state == "open"
+            continue
+        candle = _point_candle(close_time, by_bucket, interval, result)
+        if candle is not None:
+            result.candles.append(candle)
+    return result
+
+
+def _bucket_points(
+    points: Sequence[PricePoint],
+    interval: timedelta,
+    last_close: datetime,
+    now: datetime | None,
+    result: PointCandles,
+) -> dict[datetime, list[PricePoint]]:
+    """The points by the close time of their span, oldest first; those after
+    ``last_close``'s span rejected on ``result``."""
+    by_bucket: dict[datetime, list[PricePoint]] = {}
+    for point in sorted(points, key=lambda p: p.time):
         bucket = bucket_close(point.time, interval)
         if bucket > last_close:
             future = now is not None and point.time > now
@@ -170,43 +192,44 @@ def candles_from_points(
             )
             continue
         by_bucket.setdefault(bucket, []).append(point)
-    for close_time in sorted(by_bucket):
-        if close_time < first_close:
-            continue
-        state = candle_state(close_time, interval, now, settle)
-        if state is not None:
-            result.open += state == "open"
-            continue
-        span = by_bucket[close_time]
-        previous = by_bucket.get(close_time - interval)
-        if previous:
-            open_price = previous[-1].price
-        elif len(span) > 1:
-            open_price = span[0].price
-        else:
-            result.rejections.append(
-                Rejection(
-                    INCOMPLETE,
-                    f"one price point and none in the {format_interval(interval)} before the "
-                    "open: no open price",
-                    close_time,
-                )
-            )
-            continue
-        prices = [p.price for p in span]
-        result.candles.append(
-            RawCandle(
-                close_time=close_time,
-                open=open_price,
-                high=max(open_price, *prices),
-                low=min(open_price, *prices),
-                close=span[-1].price,
-                volume=None,
-                where=f"{len(span)} point(s)",
-                quote_volume_24h=span[-1].volume_24h,
+    return by_bucket
+
+
+def _point_candle(
+    close_time: datetime,
+    by_bucket: dict[datetime, list[PricePoint]],
+    interval: timedelta,
+    result: PointCandles,
+) -> RawCandle | None:
+    """The candle closing at ``close_time`` (see :func:`candles_from_points`), or None with
+    the reason on ``result`` when it has no open price."""
+    span = by_bucket[close_time]
+    previous = by_bucket.get(close_time - interval)
+    if previous:
+        open_price = previous[-1].price
+    elif len(span) > 1:
+        open_price = span[0].price
+    else:
+        result.rejections.append(
+            Rejection(
+                INCOMPLETE,
+                f"one price point and none in the {format_interval(interval)} before the "
+                "open: no open price",
+                close_time,
             )
         )
-    return result
+        return None
+    prices = [p.price for p in span]
+    return RawCandle(
+        close_time=close_time,
+        open=open_price,
+        high=max(open_price, *prices),
+        low=min(open_price, *prices),
+        close=span[-1].price,
+        volume=None,
+        where=f"{len(span)} point(s)",
+        quote_volume_24h=span[-1].volume_24h,
+    )
 
 
 def batch_at_interval(
@@ -232,12 +255,7 @@ def batch_at_interval(
     before the first). Candles outside [first_close, last_close] are dropped (not counted);
     a candle closed less than ``settle`` before ``now`` counts as open."""
 
-    def inside(when: datetime | None) -> bool:
-        return when is not None and (
-            (first_close is None or when >= first_close)
-            and (last_close is None or when <= last_close)
-        )
-
+    window = _Window(first_close, last_close)
     if source == interval:
         batch = validate_candles(
             rows,
@@ -250,7 +268,7 @@ def batch_at_interval(
             fetched=fetched,
             settle=settle,
         )
-        batch.candles = [c for c in batch.candles if inside(c.close_time)]
+        batch.candles = [c for c in batch.candles if c.close_time in window]
         return batch
     parts = validate_candles(
         rows,
@@ -263,19 +281,54 @@ def batch_at_interval(
         moves=False,
         settle=settle,
     )
+    target = _Target(interval, now, limits, reference, settle, window)
+    return _combined(parts, source, target)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Close times in [first_close, last_close] (an open end: no bound)."""
+
+    first_close: datetime | None
+    last_close: datetime | None
+
+    def __contains__(self, when: datetime | None) -> bool:
+        return when is not None and (
+            (self.first_close is None or when >= self.first_close)
+            and (self.last_close is None or when <= self.last_close)
+        )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The candles :func:`batch_at_interval` builds from finer ones, and how they are
+    checked."""
+
+    interval: timedelta
+    now: datetime | None
+    limits: ValidationLimits
+    reference: Candle | None
+    settle: timedelta
+    window: _Window
+
+
+def _combined(parts: CandleBatch, source: timedelta, target: _Target) -> CandleBatch:
+    """``parts`` (checked at ``source``) resampled to the target interval and checked
+    again; the duplicates and notes of the parts carried, the open buckets counted once."""
+    interval, now, window = target.interval, target.now, target.window
     built, incomplete, still_open = resample(
-        parts.candles, source, interval, now=now, settle=settle
+        parts.candles, source, interval, now=now, settle=target.settle
     )
     batch = validate_candles(
-        [c for c in built if inside(c.close_time)],
-        symbol=symbol,
+        [c for c in built if c.close_time in window],
+        symbol=parts.symbol,
         interval=interval,
         now=now,
-        limits=limits,
-        reference=reference,
-        rejections=[*parts.rejections, *(r for r in incomplete if inside(r.close_time))],
+        limits=target.limits,
+        reference=target.reference,
+        rejections=[*parts.rejections, *(r for r in incomplete if r.close_time in window)],
         fetched=parts.fetched,
-        settle=settle,
+        settle=target.settle,
     )
     batch.duplicates = parts.duplicates
     batch.duplicates_differing = parts.duplicates_differing

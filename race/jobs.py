@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from race.bootstrap import App
+from race.domain import jobs as status
 from race.domain.timeutil import format_interval, parse_interval, parse_iso
 from race.engine import BackfillRefused, BackfillReport, check_backfill_interval
+from race.store import jobs as job_rows
 from race.store.database import DatabaseError
-from race.store.tables import JobRow
 
 log = logging.getLogger("race.jobs")
 
@@ -32,10 +32,9 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 """…and end before this: far enough for any real range, far from ``datetime``'s limits."""
 MAX_INTERVAL = timedelta(days=31)
 """The longest decision interval a backfill accepts."""
-UNFINISHED = ("queued", "running")
-"""Job statuses that still have work to do (a process stopped in the middle leaves
-``running`` behind)."""
 BACKFILL_FIELDS = ("start", "end", "interval")
+BACKFILL = "backfill"
+"""The ``jobs.kind`` of a backfill."""
 
 
 class UnknownJobError(LookupError):
@@ -149,8 +148,8 @@ def create_backfill_job(app: App, spec: BackfillSpec) -> int:
 
 def _spec_of(app: App, job_id: int) -> BackfillSpec:
     with app.db.read() as session:
-        row = session.get(JobRow, job_id)
-        if row is None or row.kind != "backfill":
+        row = job_rows.by_id(session, job_id)
+        if row is None or row.kind != BACKFILL:
             raise UnknownJobError(f"no backfill job {job_id}")
         params = dict(row.params or {})
     return BackfillSpec.parse(
@@ -160,11 +159,9 @@ def _spec_of(app: App, job_id: int) -> BackfillSpec:
 
 def _mark_failed(app: App, job_id: int, error: BaseException) -> None:
     with app.db.write() as session:
-        row = session.get(JobRow, job_id)
-        if row is not None:
-            row.status = "failed"
-            row.error = f"{error.__class__.__name__}: {error}"[:2000]
-            row.updated_at = app.clock.now()
+        job_rows.set_status(
+            session, job_id, status.FAILED, f"{error.__class__.__name__}: {error}", app.clock.now()
+        )
 
 
 async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> BackfillReport:
@@ -197,8 +194,7 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
 def _unfinished_report(app: App, job_id: int, refused: str) -> BackfillReport:
     spec = _spec_of(app, job_id)
     with app.db.read() as session:
-        row = session.get(JobRow, job_id)
-        total, done = (row.total, row.done) if row is not None else (0, 0)
+        total, done = job_rows.progress(session, job_id)
     return BackfillReport(
         job_id=job_id,
         start=spec.start,
@@ -238,15 +234,11 @@ def unfinished_jobs(app: App) -> list[int]:
     """Backfill jobs left with work to do: queued, or running when a process stopped — not
     those another process is working right now (its cursor moved lately)."""
     with app.db.read() as session:
-        rows = session.execute(
-            select(JobRow.id, JobRow.status, JobRow.updated_at)
-            .where(JobRow.kind == "backfill", JobRow.status.in_(UNFINISHED))
-            .order_by(JobRow.id)
-        ).all()
+        rows = job_rows.unfinished(session, BACKFILL)
     recent = alive_after(app)
     found = []
-    for job_id, status, updated_at in rows:
-        if status == "running" and updated_at is not None and updated_at > recent:
+    for job_id, state, updated_at in rows:
+        if state == status.RUNNING and updated_at is not None and updated_at > recent:
             log.info(
                 "backfill job %s is being worked elsewhere (updated %s): left to it",
                 job_id,

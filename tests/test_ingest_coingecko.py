@@ -146,7 +146,13 @@ def test_a_backfill_is_chunked_paced_and_complete(app, server):
         assert span < 90 * 86400  # hourly points
     with app.db.read() as session:
         job = session.scalar(select(JobRow))
-    assert (job.kind, job.status, job.cursor, job.done, job.total) == ("ingest", "done", end, 2, 2)
+    assert (job.kind, job.status, job.cursor, job.done, job.total) == (
+        "ingest",
+        "completed",
+        end,
+        2,
+        2,
+    )
     assert btc.job_id == job.id
 
 
@@ -527,7 +533,7 @@ def test_an_unexpected_store_error_fails_that_asset_only(app, server, refusing):
     with app.db.read() as session:
         jobs = {j.params["symbol"]: j for j in session.scalars(select(JobRow))}
     assert jobs["BTC"].status == "failed" and "disk says no" in jobs["BTC"].error
-    assert jobs["ETH"].status == "done"
+    assert jobs["ETH"].status == "completed"
 
 
 def test_a_price_beyond_any_column_is_rejected_and_the_others_ingest(sqlite_url, clock, server):

@@ -19,7 +19,7 @@ from market.validation import Gap
 from race.bootstrap import bootstrap
 from race.domain.model import Candle
 from race.ingest import ingest_sample
-from race.store.tables import Asset, CandleRow
+from race.store.tables import Asset, CandleRow, JobRow
 from race.universe import add_asset
 from tests.factories import insert_candles, seed_assets
 
@@ -120,6 +120,9 @@ def test_loading_a_range_on_each_backend(app):
     assert min(stored) == start and max(stored) == end
     assert stored[utc(2021, 4, 23, 2)].close == Decimal("51048.59")
     assert all(row.source == "sample:binance_spot" for row in stored.values())
+    with app.db.read() as session:  # each file loaded is a finished job of kind sample
+        jobs = [(j.kind, j.status, j.done == j.total) for j in session.scalars(select(JobRow))]
+    assert jobs == [("sample", "completed", True)] * 2
     # the bundled files are unchanged: not read again, and the report says so
     again = ingest_sample(app, symbols=["BTC"], start=start, end=end)
     btc = again.asset("BTC")

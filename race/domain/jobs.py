@@ -20,3 +20,12 @@ STATUSES: Final = (QUEUED, RUNNING, COMPLETED, PARTIAL, FAILED)
 UNFINISHED: Final = (QUEUED, RUNNING)
 """Statuses that still have work to do."""
 FINISHED: Final = (COMPLETED, PARTIAL, FAILED)
+
+
+def after_step(*, last_step: bool, reached_end: bool) -> str:
+    """The status of a job whose step just committed: still ``running`` before its last
+    step; after it ``completed`` when the cursor reached the end asked for, else ``partial``
+    (the rest of the range could not be had yet)."""
+    if not last_step:
+        return RUNNING
+    return COMPLETED if reached_end else PARTIAL

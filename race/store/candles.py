@@ -184,3 +184,20 @@ def coverage(session: Session) -> dict[int, CandleCoverage]:
         asset_id: CandleCoverage(asset_id, count, first, last)
         for asset_id, count, first, last in rows
     }
+
+
+def count_from_source(
+    session: Session, asset_id: int, source: str, start: datetime, end: datetime
+) -> int:
+    """Candles of the asset stored from ``source`` with ``start ≤ close_time ≤ end``."""
+    query = (
+        select(func.count())
+        .select_from(CandleRow)
+        .where(
+            CandleRow.asset_id == asset_id,
+            CandleRow.source == source,
+            CandleRow.close_time >= start,
+            CandleRow.close_time <= end,
+        )
+    )
+    return int(session.scalar(query) or 0)
