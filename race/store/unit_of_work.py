@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from race.store.database import Database, DatabaseError
 log = logging.getLogger("race.store")
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 # SQLSTATE classes/codes that mean "try the same transaction again".
 _TRANSIENT_SQLSTATES = ("40001", "40P01", "08000", "08001", "08003", "08004", "08006", "57P01")
@@ -208,3 +209,27 @@ class UnitOfWork:
         if connection_lost(exc):
             return self.db.failed(exc, what)
         return Unstorable(redact(short_error(exc)))
+
+    def refusals(
+        self, works: Mapping[K, Callable[[Session], object]], what: str
+    ) -> dict[K, BaseException]:
+        """Which of ``works`` the database refuses, with its error: each is tried in a
+        savepoint of one transaction that is then rolled back (nothing is written). A lost
+        database is a :class:`DatabaseError` for ``what``."""
+        found: dict[K, BaseException] = {}
+        with self.rolled_back() as session:
+            for key, work in works.items():
+                nested = session.begin_nested()
+                try:
+                    work(session)
+                    session.flush()
+                    nested.rollback()
+                except DBAPIError as exc:
+                    if connection_lost(exc):
+                        raise self.db.failed(exc, what) from exc
+                    nested.rollback()
+                    found[key] = exc
+                except UNSTORABLE_ERRORS as exc:
+                    nested.rollback()
+                    found[key] = exc
+        return found

@@ -155,22 +155,7 @@ async def _run_cycle(
             view = repo.pinned_market_view(session, cycle_time, pin)
     symbols = [symbol for symbol, _, _ in pin.assets]
     due = _due(inputs, cycle_time, trigger, report)
-    summary = ViewSummary(view, symbols[0] if symbols else None)
-    semaphore = asyncio.Semaphore(max(1, deps.settings.agent_concurrency))
-
-    async def one(spec: AgentSpec, state: repo.PortfolioState) -> None:
-        with log_context(agent_id=spec.id, agent=spec.name, provider=spec.provider.value):
-            context = deps.deciding.context(
-                spec, state, view, cycle_time, symbols, inputs.spent.get(spec.id, ZERO)
-            )
-            step = await deps.deciding.decide(spec, context, summary, semaphore)
-            retry = _Retry(context, summary)
-            _store_step(deps, spec, state, step, retry, inputs.all_ids, report)
-
-    results = await asyncio.gather(
-        *(one(spec, state) for spec, state in due), return_exceptions=True
-    )
-    _collect(deps, cycle_time, due, results, report)
+    await _decide_due(deps, inputs, due, view, symbols, cycle_time, report)
     report.status = "completed" if not report.errors else "partial"
     report.duration_ms = int((_time.perf_counter() - started) * 1000)
     if agent_ids is None:
@@ -189,6 +174,34 @@ async def _run_cycle(
         extra={"cycle_id": cycle_time.isoformat()},
     )
     return report
+
+
+async def _decide_due(
+    deps: Deps,
+    inputs: _Inputs,
+    due: Sequence[tuple[AgentSpec, repo.PortfolioState]],
+    view: Any,
+    symbols: Sequence[str],
+    cycle_time: datetime,
+    report: CycleReport,
+) -> None:
+    """Every due agent decided and its step stored, concurrently (bounded)."""
+    summary = ViewSummary(view, symbols[0] if symbols else None)
+    semaphore = asyncio.Semaphore(max(1, deps.settings.agent_concurrency))
+
+    async def one(spec: AgentSpec, state: repo.PortfolioState) -> None:
+        with log_context(agent_id=spec.id, agent=spec.name, provider=spec.provider.value):
+            context = deps.deciding.context(
+                spec, state, view, cycle_time, symbols, inputs.spent.get(spec.id, ZERO)
+            )
+            step = await deps.deciding.decide(spec, context, summary, semaphore)
+            retry = _Retry(context, summary)
+            _store_step(deps, spec, state, step, retry, inputs.all_ids, report)
+
+    results = await asyncio.gather(
+        *(one(spec, state) for spec, state in due), return_exceptions=True
+    )
+    _collect(deps, cycle_time, due, results, report)
 
 
 def _due(

@@ -3,12 +3,12 @@ renewed; an agent whose steps the database refuses gets recorded HOLDs instead."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from race.domain.agent import AgentSpec
 from race.domain.step import StepResult, ViewSummary
@@ -16,7 +16,7 @@ from race.store import backfill_jobs, cycles
 from race.store import lease as leases
 from race.store import repository as repo
 from race.store.cycles import ReplayedCycle, StaleCycle
-from race.store.unit_of_work import UNSTORABLE_ERRORS, Unstorable, connection_lost, short_error
+from race.store.unit_of_work import Unstorable, short_error
 from race.usecases.backfill_lease import lease_ttl
 from race.usecases.cycle import STORE_FAILURE
 from race.usecases.deps import Deps, log
@@ -107,28 +107,18 @@ def poisoned_batches(
 ) -> dict[int, str]:
     """The agents whose steps the database refuses, with why: each batch is tried in a
     savepoint of one transaction that is then rolled back (nothing is written)."""
-    found: dict[int, str] = {}
-    with deps.uow.rolled_back() as session:
-        for agent_id, batch in batches.items():
-            nested = session.begin_nested()
-            try:
-                repo.write_batches(
-                    session,
-                    [repo.AgentBatch(replace(batch.state), batch.steps)],
-                    all_ids,
-                    deps.health,
-                )
-                session.flush()
-                nested.rollback()
-            except DBAPIError as exc:
-                if connection_lost(exc):
-                    raise deps.uow.db.failed(exc, "backfill chunk check") from exc
-                nested.rollback()
-                found[agent_id] = deps.redact(short_error(exc))
-            except UNSTORABLE_ERRORS as exc:
-                nested.rollback()
-                found[agent_id] = deps.redact(short_error(exc))
-    return found
+
+    def attempt(batch: repo.AgentBatch) -> Callable[[Session], object]:
+        return lambda session: repo.write_batches(
+            session,
+            [repo.AgentBatch(replace(batch.state), batch.steps)],
+            all_ids,
+            deps.health,
+        )
+
+    works = {agent_id: attempt(batch) for agent_id, batch in batches.items()}
+    refused = deps.uow.refusals(works, "backfill chunk check")
+    return {agent_id: deps.redact(short_error(exc)) for agent_id, exc in refused.items()}
 
 
 def hold_batch(
