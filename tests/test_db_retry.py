@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from race.store.retry import is_transient, with_db_retry
+from race.store.unit_of_work import is_transient, with_db_retry
 
 
 class PgError(Exception):

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 import race.engine as engine_module
+import race.usecases.deciding as deciding_module
 from race.domain.agent import AgentAnswer
 from race.domain.model import Provider
 from race.store.database import DatabaseError
@@ -32,7 +33,7 @@ BUY = {"asset": "ETH", "side": "BUY", "quantity": 1}
 
 @pytest.fixture
 def unsanitised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "sanitize_decision", lambda decision: decision)
+    monkeypatch.setattr(deciding_module, "sanitize_decision", lambda decision: decision)
 
 
 def poison(_context: object) -> AgentAnswer:

@@ -1,0 +1,214 @@
+"""Deciding: the one pipeline from an agent to the step to store — build the agent (cached),
+ask it with a timeout, redact the answer, judge it (:func:`race.domain.step.judge`) and scrub
+the record. The live cycle and the backfill both decide through :meth:`Deciding.decide`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
+from race.domain.money import ZERO
+from race.domain.sanitize import sanitize_decision
+from race.domain.step import StepResult, ViewSummary, judge
+from race.settings import Settings
+from race.settings_files import read_sources
+from race.store import repository as repo
+from race.telemetry import Telemetry
+
+AgentBuilder = Callable[[AgentSpec], Agent]
+
+
+class Deciding:
+    """The agents (built once per spec) and the secrets policy their answers are
+    redacted with (an agent's own key joins it when the agent is built)."""
+
+    def __init__(self, settings: Settings, build_agent: AgentBuilder) -> None:
+        self.settings = settings
+        self.policy = settings.secret_policy()
+        self._build_agent = build_agent
+        self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
+
+    def _learn_agent_key(self, spec: AgentSpec) -> None:
+        """An agent's own key (named by its ``api_key_setting`` param) joins the policy."""
+        name = spec.params.get("api_key_setting") if isinstance(spec.params, dict) else None
+        if isinstance(name, str) and name not in self.policy.secrets:
+            value = os.environ.get(name)
+            if not value:  # set in .env or local.settings.json (race.settings_files)
+                try:
+                    value = read_sources().file_values().get(name)
+                except ValueError:  # a malformed file: the CLI and serve already said so
+                    value = None
+            if value:
+                self.policy = self.policy.with_secrets({name: value})
+
+    def agent_for(self, spec: AgentSpec) -> Agent | str:
+        """The built agent, or why it could not be built (cached per spec)."""
+        cached = self._agents.get(spec.id)
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        self._learn_agent_key(spec)
+        built: Agent | str
+        try:
+            if spec.problem is not None:
+                raise ValueError(spec.problem)
+            built = self._build_agent(spec)
+        except Exception as exc:
+            built = f"agent cannot be built: {self.policy.redact(str(exc))}"
+        self._agents[spec.id] = (spec, built)
+        return built
+
+    async def ask(
+        self, agent: Agent | str, context: AgentContext
+    ) -> tuple[AgentAnswer | None, str | None]:
+        """The agent's answer, or why there is none (a timeout, a failure, a wrong type)."""
+        if isinstance(agent, str):
+            return None, agent
+        timeout = self.settings.agent_timeout_seconds
+        in_process = bool(getattr(agent, "in_process", False))
+        started = _time.perf_counter()
+        try:
+            if in_process:
+                # Runs on the event loop (no I/O, no thread hop: replays stay fast), so it
+                # cannot be interrupted; an answer that took longer than the limit is
+                # discarded all the same, so the rule is the same for every agent kind.
+                answer = await agent.decide(context)
+                elapsed = _time.perf_counter() - started
+                if elapsed > timeout:
+                    return None, (
+                        f"agent timed out after {timeout:g} s (answered after {elapsed:.2f} s; "
+                        "answer discarded)"
+                    )
+            else:
+                answer = await asyncio.wait_for(agent.decide(context), timeout)
+        except TimeoutError:
+            return None, f"agent timed out after {timeout:g} s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = self.policy.redact(str(exc))[:500]
+            return None, f"agent failed: {exc.__class__.__name__}: {message}"
+        if not isinstance(answer, AgentAnswer):
+            return None, f"agent answered {type(answer).__name__}, not an AgentAnswer"
+        if answer.latency_ms is None and not in_process:
+            answer.latency_ms = int((_time.perf_counter() - started) * 1000)
+        return answer, None
+
+    def context(
+        self,
+        spec: AgentSpec,
+        state: repo.PortfolioState,
+        view: Any,
+        cycle_time: datetime,
+        symbols: Sequence[str],
+        spent_today: Decimal = ZERO,
+    ) -> AgentContext:
+        """What the agent sees at ``cycle_time``."""
+        return AgentContext(
+            agent=spec,
+            cycle_time=cycle_time,
+            market=view,
+            portfolio=state.portfolio,
+            limits=self.settings.limits,
+            costs=self.settings.costs,
+            allowed_assets=tuple(symbols),
+            starting_capital=state.starting_capital,
+            spent_today_usd=spent_today,
+        )
+
+    async def decide(
+        self,
+        spec: AgentSpec,
+        context: AgentContext,
+        summary: ViewSummary,
+        semaphore: asyncio.Semaphore | None = None,
+        agent: Agent | str | None = None,
+    ) -> StepResult:
+        """Ask the agent (``agent``, or the one built for ``spec``; bounded by ``semaphore``
+        when given) and judge its answer: the step to store."""
+        if semaphore is None:
+            answer, failure = await self.ask(self._chosen(spec, agent), context)
+        else:
+            async with semaphore:
+                answer, failure = await self.ask(self._chosen(spec, agent), context)
+        return self.step(context, answer, failure, summary)
+
+    def _chosen(self, spec: AgentSpec, agent: Agent | str | None) -> Agent | str:
+        return self.agent_for(spec) if agent is None else agent
+
+    def step(
+        self,
+        context: AgentContext,
+        answer: AgentAnswer | None,
+        failure: str | None,
+        summary: ViewSummary,
+    ) -> StepResult:
+        """The step to store for an agent's answer: secrets redacted from the answer before
+        it is judged (so no bound cuts a key to a prefix), the record sanitised after."""
+        if failure is not None:
+            failure = self.policy.redact(failure)
+        if isinstance(answer, AgentAnswer) and self.policy:
+            answer = self._redact_answer(answer)
+        return self._scrub(judge(context, answer, failure=failure, summary=summary))
+
+    def _redact_answer(self, answer: AgentAnswer) -> AgentAnswer:
+        clean = self.policy.redact_value  # strings, nested lists and mappings; else as is
+        fields = ("orders", "reasoning", "cited_rules", "raw_output", "prompt", "model")
+        more = ("regime", "fallback_reason", "details")
+        return replace(answer, **{f: clean(getattr(answer, f)) for f in fields + more})
+
+    def _scrub(self, step: StepResult) -> StepResult:
+        """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`)
+        and every configured secret removed from its text (an agent or a provider may echo
+        a key back; it must never reach the database)."""
+        d = sanitize_decision(step.decision)
+        if not self.policy:
+            return step if d is step.decision else replace(step, decision=d)
+        clean = self.policy.redact_value
+
+        scrubbed = replace(
+            d,
+            # Bounded columns: a marker may be longer than what it replaced.
+            model=None if d.model is None else clean(d.model)[:200],
+            regime=clean(d.regime)[:32],
+            rationale=clean(d.rationale),
+            cited_rules=clean(d.cited_rules),
+            fallback_reason=clean(d.fallback_reason),
+            raw_output=clean(d.raw_output),
+            prompt=clean(d.prompt),
+            proposed_orders=clean(d.proposed_orders),
+            details=clean(d.details),
+            notes=[
+                replace(
+                    n,
+                    message=clean(n.message),
+                    asset=clean(n.asset),
+                    requested_quantity=clean(n.requested_quantity),
+                )
+                for n in d.notes
+            ],
+        )
+        return replace(step, decision=scrubbed)
+
+
+def record(telemetry: Telemetry, spec: AgentSpec, step: StepResult) -> None:
+    """The decision's telemetry (latency, tokens, cost, fallback)."""
+    decision = step.decision
+    telemetry.record_decision(
+        agent_id=spec.id,
+        agent_name=spec.name,
+        provider=spec.provider.value,
+        model=decision.model,
+        latency_ms=decision.latency_ms,
+        fallback=decision.fallback,
+        fallback_reason=decision.fallback_reason,
+        prompt_tokens=decision.prompt_tokens,
+        completion_tokens=decision.completion_tokens,
+        cost_usd=decision.cost_usd,
+    )
