@@ -87,8 +87,18 @@ def test_the_same_request_finds_the_same_job(app):
     assert create_backfill_job(app, spec) == job
     assert create_backfill_job(app, BackfillSpec(FIRST, LAST, 2 * HOUR)) != job
     row = job_row(app, job)
-    assert (row.kind, row.status, row.total, row.done) == ("backfill", "running", 60, 0)
+    assert (row.kind, row.status, row.total, row.done) == ("backfill", "queued", 60, 0)
     assert decisions(app) == 0, "creating a job does no work"
+    # A worker runs it to the end; asked for again, it is queued again (nothing left to do).
+    asyncio.run(run_backfill_chunk(app, job, max_seconds=60))
+    assert job_row(app, job).status == "completed"
+    assert create_backfill_job(app, spec) == job
+    assert job_row(app, job).status == "queued"
+    # A job a worker has running is not taken back to the queue by a repeated request.
+    with app.db.write() as session:
+        session.get(JobRow, job).status = "running"
+    assert create_backfill_job(app, spec) == job
+    assert job_row(app, job).status == "running"
 
 
 @pytest.fixture
@@ -207,8 +217,7 @@ def test_unfinished_jobs_resume_from_their_cursor_when_the_api_starts(chunky):
 
     # A queued job (never started) is picked up too.
     queued = create_backfill_job(chunky, BackfillSpec(LAST + HOUR, LAST + 9 * HOUR, HOUR))
-    with chunky.db.write() as session:
-        session.get(JobRow, queued).status = "queued"
+    assert job_row(chunky, queued).status == "queued"
     assert unfinished_jobs(chunky) == [queued]
     create_api(chunky).state.jobs.join(timeout=60)
     assert job_row(chunky, queued).status == "completed"

@@ -232,7 +232,7 @@ def _prepared_race(path: Path, sqlite_template: Path, clock, *, only_idle: bool 
         job = create_backfill_job(application, spec)
         if not only_idle:
             asyncio.run(run_backfill_chunk(application, job, max_seconds=1e-6))
-        assert _job(application, job)[:2] == ("running", 0 if only_idle else 10)
+        assert _job(application, job)[:2] == (("queued", 0) if only_idle else ("running", 10))
         with application.db.engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return job

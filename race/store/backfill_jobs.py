@@ -16,16 +16,24 @@ from race.store.tables import CandleRow, JobRow
 
 
 def find_or_create(
-    session: Session, kind: str, key: str, total: int, params: dict[str, Any], now: datetime
+    session: Session,
+    kind: str,
+    key: str,
+    total: int,
+    params: dict[str, Any],
+    now: datetime,
+    status: str = jobs.RUNNING,
 ) -> int:
-    """The id of the job named ``key``: created ``running``, or found and set ``running``
-    again. A concurrent first insert raises ``IntegrityError`` (the caller retries)."""
+    """The id of the job named ``key``: created with ``status`` (``running`` for a run that
+    starts now, ``queued`` for one handed to a queue), or found and set to ``status`` again
+    unless a worker has it ``running``. A concurrent first insert raises ``IntegrityError``
+    (the caller retries)."""
     row = session.scalar(select(JobRow).where(JobRow.key == key))
     if row is None:
         row = JobRow(
             kind=kind,
             key=key,
-            status=jobs.RUNNING,
+            status=status,
             total=total,
             done=0,
             params=params,
@@ -34,8 +42,8 @@ def find_or_create(
         )
         session.add(row)
         session.flush()
-    elif row.status != jobs.RUNNING:
-        row.status = jobs.RUNNING
+    elif row.status != jobs.RUNNING and row.status != status:
+        row.status = status
         row.updated_at = now
     return row.id
 

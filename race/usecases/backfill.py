@@ -107,7 +107,7 @@ def backfill_job(
     before), without running it: for callers that hand the work to a queue."""
     start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
     times = _times(deps, start, end, interval)
-    return _job(deps, start, end, interval, len(times), agent_ids)
+    return _job(deps, start, end, interval, len(times), agent_ids, jobs.QUEUED)
 
 
 def _times(deps: Deps, start: datetime, end: datetime, interval: timedelta) -> list[datetime]:
@@ -141,6 +141,7 @@ def _job(
     interval: timedelta,
     total: int,
     agent_ids: Sequence[int] | None = None,
+    status: str = jobs.RUNNING,
 ) -> int:
     key = f"{BACKFILL}:{start.isoformat()}:{end.isoformat()}:{format_interval(interval)}"
     agents = sorted(set(agent_ids)) if agent_ids is not None else None
@@ -157,7 +158,7 @@ def _job(
 
     def find_or_create() -> int:
         with deps.uow.write() as session:
-            return backfill_jobs.find_or_create(session, BACKFILL, key, total, params, now)
+            return backfill_jobs.find_or_create(session, BACKFILL, key, total, params, now, status)
 
     for _ in range(2):
         try:
