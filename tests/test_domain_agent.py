@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+
+import pytest
 
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.model import Candle, Costs, MarketView, Portfolio, Position, Provider, RiskLimits
@@ -27,6 +30,12 @@ def test_fallback_is_a_hold_with_its_reason() -> None:
         model="m2",
         latency_ms=7,
     )
+
+
+@pytest.mark.parametrize("make", [AgentAnswer.hold, AgentAnswer.fallback])
+def test_a_hold_cannot_carry_orders(make: Callable[..., AgentAnswer]) -> None:
+    with pytest.raises(TypeError, match="orders"):
+        make("no", orders=[{"asset": "BTC", "side": "BUY", "quantity": 1}])
 
 
 def test_answer_defaults_are_empty_and_not_shared() -> None:
