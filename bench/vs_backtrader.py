@@ -17,6 +17,11 @@ rule and costs:
   close, rounded down to 8 decimals, clipped to the race's maximum order notional (at
   100,000 USD starting capital, 25 % of equity plus the slippage is just above 25,000 USD).
 
+The one hour missing from that year of data (2023-03-24 14:00) is a cycle for the race,
+deciding on the previous close as a live cycle would, and no bar for backtrader: the race
+counts its 8,760 cycles, backtrader its 8,789 bars (the 8,759 of the year, 29 warm-up bars
+for SMA 30 and the bar after the last cycle).
+
 Timed side by side, alternating, best of ``--runs``: the race's backfill (the template
 database with the candles is prepared once, untimed, and copied before each run) against
 backtrader's ``cerebro.run()``. Prints both rates in bars per second and the ratio

@@ -24,7 +24,7 @@ from race.domain.model import (
     Side,
 )
 from race.domain.regime import BEARISH, BULLISH, UNKNOWN
-from race.domain.step import MAX_RAW, MAX_TEXT, ViewSummary, equity_point, judge
+from race.domain.step import MAX_RAW, MAX_TEXT, equity_point, judge
 
 T = datetime(2024, 3, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -450,15 +450,6 @@ def test_no_allowed_asset_means_an_unknown_regime() -> None:
 def test_the_agents_regime_wins_over_the_detected_one() -> None:
     candles = {"BTC": series("BTC", rising(60))}
     assert judge(context(candles), AgentAnswer(regime="CHOPPY")).decision.regime == "CHOPPY"
-
-
-def test_a_shared_summary_is_used() -> None:
-    candles = {"BTC": series("BTC", rising(60)), "ETH": series("ETH", rising(60)[::-1])}
-    ctx = context(candles, allowed=("BTC", "ETH"))
-    summary = ViewSummary(ctx.market, "ETH")
-    d = judge(ctx, None, summary=summary).decision
-    assert d.regime == BEARISH
-    assert d.market_conditions == summary.conditions
 
 
 # --- equity points ----------------------------------------------------------------------------
