@@ -11,7 +11,8 @@ rule and costs:
 * the race: a real backfill of one ``sma_cross`` agent (fast 10, slow 30, fraction 0.25,
   the default baseline) over the year, persisting every decision, trade and equity snapshot
   to a fresh SQLite file; fee and slippage from the race's settings (0.1 %, 5 bps);
-* backtrader: the same rule on ``bt.indicators.SMA``, orders filled at the decision bar's
+* backtrader (``stdstats=False``: no observers, it records nothing but the strategy's
+  fills): the same rule on ``bt.indicators.SMA``, orders filled at the decision bar's
   close (cheat-on-close) moved against the trader by ``slip_perc`` and charged the fee as a
   percentage ``commission``; sized as the race sizes it — ``fraction`` of equity at the
   close, rounded down to 8 decimals, clipped to the race's maximum order notional (at
