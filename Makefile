@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 UV     ?= $(shell command -v uv 2>/dev/null)
 COMPILE = --universal --python-version 3.11 --no-header --quiet
 
-.PHONY: demo test lint fmt bench serve clean lock mutate
+.PHONY: demo test lint fmt bench bench-backtrader serve clean lock mutate
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,23 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/replay.py
+
+# The race against backtrader (a benchmark-only dependency, requirements-bench.txt) in its
+# own virtualenv, so the app's .venv and lock files never hold it. BENCH_ARGS="--runs 3".
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements-dev.lock requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	@if [ -n "$(UV)" ]; then \
+	  $(UV) pip install --quiet --compile-bytecode --python $(BENCH_VENV)/bin/python \
+	    -r requirements-dev.lock -r requirements-bench.txt; \
+	else \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    -r requirements-dev.lock -r requirements-bench.txt; \
+	fi
+	touch $@
+
+bench-backtrader: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/vs_backtrader.py $(BENCH_ARGS)
 
 # Mutation testing of the pure core (race/domain/, market/validation.py) against its fast unit
 # tests; configured in pyproject's [tool.mutmut]. Not part of `make test` or CI: it takes
