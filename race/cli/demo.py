@@ -119,7 +119,7 @@ def _offline_agents(app: App) -> list[int]:
     """Agents that decide without network calls: baselines and the in-process ML model."""
     from sqlalchemy import select
 
-    from agents.registry import ENSEMBLE_MODEL, REMOTE_MODEL
+    from agents.registry import PROVIDER_NAMES, kind_of
     from race.store.tables import AgentRow
 
     with app.db.read() as session:
@@ -130,11 +130,8 @@ def _offline_agents(app: App) -> list[int]:
         ).all()
     offline, skipped = [], []
     for agent_id, name, provider, model in rows:
-        local_ml = provider == Provider.CUSTOM_ML.value and (model or "").lower() not in (
-            REMOTE_MODEL,
-            ENSEMBLE_MODEL,
-        )
-        if provider == Provider.MOCK.value or local_ml:
+        known = provider in PROVIDER_NAMES
+        if known and not kind_of(Provider(provider), model).calls_provider:
             offline.append(agent_id)
         else:
             skipped.append(name)
