@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from agents.chat import Completion, InvalidGeneration, ProviderFailure, chat_json
 from agents.config import AgentConfigError, integer, number, reject_unknown
 from agents.pricing import (
     Price,
@@ -41,10 +42,6 @@ from agents.pricing import (
 from agents.prompting import Prompt, build_prompt
 from agents.providers import (
     PROVIDER_ENDPOINT,
-    Completion,
-    InvalidGeneration,
-    ProviderFailure,
-    chat_json,
     endpoint,
     endpoint_key,
     provider_runtime,

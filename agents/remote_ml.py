@@ -40,7 +40,7 @@ The key: ``REMOTE_ML_API_KEY`` goes only to the origin (scheme, host, port) of
 its ``api_key_setting`` param names, or no key at all. The param holds the NAME of an
 environment setting (e.g. ``"MY_MODEL_KEY"``), never the key itself, so the key stays out of
 the agents table. The circuit breaker counts failed decisions (after the retries), like the
-LLM providers' (:class:`~agents.providers.BreakerGate`).
+LLM providers' (:class:`~agents.chat.BreakerGate`).
 
 Params: ``url`` (base URL; default ``REMOTE_ML_URL``), ``api_key_setting``,
 ``timeout_seconds``.
@@ -62,8 +62,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agents._clients import SharedClient
+from agents.chat import BreakerGate
 from agents.config import AgentConfigError, number, reject_unknown
-from agents.providers import BreakerGate, scrub, secrets_of
+from agents.providers import scrub, secrets_of
 from race.clock import Clock
 from race.domain.agent import AgentAnswer, AgentContext, AgentSpec
 from race.resilience import (
