@@ -24,12 +24,11 @@ import sklearn
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sqlalchemy import select
 
 from agents.features import FEATURES, complete_rows, feature_frame
 from agents.ml import DEFAULT_MODEL_NAME, SCHEMA_VERSION, ArtifactStore
 from race.domain.timeutil import ensure_utc
-from race.store.tables import Asset, CandleRow
+from race.store import assets as asset_rows
 
 if TYPE_CHECKING:
     from race.bootstrap import App
@@ -129,10 +128,7 @@ def _candles(
     app: App, until: datetime, symbols: Sequence[str] | None, since: datetime | None = None
 ) -> dict[str, pd.DataFrame]:
     with app.db.read() as session:
-        query = select(Asset.id, Asset.symbol).order_by(Asset.id)
-        if symbols is None:
-            query = query.where(Asset.enabled)
-        assets = list(session.execute(query))
+        assets = asset_rows.symbols(session, enabled_only=symbols is None)
         wanted = None if symbols is None else [s.strip().upper() for s in symbols]
         if wanted is not None:
             known = {symbol for _, symbol in assets}
@@ -141,21 +137,8 @@ def _candles(
                 raise ValueError(f"unknown asset(s): {', '.join(unknown)}")
             assets = [(i, s) for i, s in assets if s in wanted]
         frames: dict[str, pd.DataFrame] = {}
-        conditions = [CandleRow.close_time < until]
-        if since is not None:
-            conditions.append(CandleRow.close_time >= since)
         for asset_id, symbol in assets:
-            rows = session.execute(
-                select(
-                    CandleRow.close_time,
-                    CandleRow.high,
-                    CandleRow.low,
-                    CandleRow.close,
-                    CandleRow.volume,
-                )
-                .where(*conditions, CandleRow.asset_id == asset_id)
-                .order_by(CandleRow.close_time)
-            ).all()
+            rows = asset_rows.candle_series(session, asset_id, until, since)
             if not rows:
                 continue
             frames[symbol] = pd.DataFrame(
