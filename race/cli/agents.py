@@ -55,29 +55,7 @@ def register(commands: Any) -> None:
     agents = commands.add_parser("agents", help="manage the agents in the race")
     sub = agents.add_subparsers(dest="agents_command", metavar="ACTION", required=True)
 
-    add = sub.add_parser("add", help="add an agent (with its portfolio)")
-    add.add_argument(
-        "--name", required=True, help="display name: one printable line, unique in any case"
-    )
-    add.add_argument("--provider", required=True, help=f"one of: {PROVIDERS}")
-    add.add_argument(
-        "--model",
-        help=f"{model_help()}; default: the provider's default",
-    )
-    add.add_argument("--instructions", default="", help="the agent's own instructions")
-    add.add_argument(
-        "--description",
-        default="",
-        help="display text only: a one-line description shown on the board (the API's "
-        "'strategy' field); what the agent does is set by --provider, --model, "
-        "--instructions and --params",
-    )
-    # The old name, kept working but hidden: it read as if it picked the strategy.
-    add.add_argument("--strategy", dest="description", help=argparse.SUPPRESS)
-    add.add_argument(
-        "--params", default="{}", help="JSON object of agent params (unknown ones are refused)"
-    )
-    add.set_defaults(handler=cmd_add)
+    _register_add(sub)
 
     listing = sub.add_parser("list", help="list the agents")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -112,6 +90,29 @@ def register(commands: Any) -> None:
         help="also delete its decisions, trades and equity history (one transaction)",
     )
     remove.set_defaults(handler=cmd_remove)
+
+
+def _register_add(sub: Any) -> None:
+    add = sub.add_parser("add", help="add an agent (with its portfolio)")
+    add.add_argument(
+        "--name", required=True, help="display name: one printable line, unique in any case"
+    )
+    add.add_argument("--provider", required=True, help=f"one of: {PROVIDERS}")
+    add.add_argument("--model", help=f"{model_help()}; default: the provider's default")
+    add.add_argument("--instructions", default="", help="the agent's own instructions")
+    add.add_argument(
+        "--description",
+        default="",
+        help="display text only: a one-line description shown on the board (the API's "
+        "'strategy' field); what the agent does is set by --provider, --model, "
+        "--instructions and --params",
+    )
+    # The old name, kept working but hidden: it read as if it picked the strategy.
+    add.add_argument("--strategy", dest="description", help=argparse.SUPPRESS)
+    add.add_argument(
+        "--params", default="{}", help="JSON object of agent params (unknown ones are refused)"
+    )
+    add.set_defaults(handler=cmd_add)
 
 
 def parse_provider(value: str) -> Provider:
