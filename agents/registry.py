@@ -41,6 +41,7 @@ __all__ = [
     "configuration_notes",
     "default_model",
     "kind_of",
+    "model_help",
 ]
 
 REMOTE_MODEL = "remote"
