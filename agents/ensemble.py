@@ -25,25 +25,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agents.asking import Wording, ask_within
 from agents.config import AgentConfigError, number, reject_unknown
+from agents.services import AgentServices
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.model import Provider, RiskLimits, Side
 from race.domain.money import ZERO, quantize_down
 from race.domain.parsing import parse_orders
 
-if TYPE_CHECKING:
-    from agents.registry import AgentServices
-
+MODEL = "ensemble"
+"""The model name that makes a ``CustomML`` agent an ensemble."""
 PARAMS = ("members", "threshold")
 MEMBER_KEYS = ("name", "provider", "model", "params", "weight", "instructions")
 MAX_MEMBERS = 10
 TIME_MARGIN = 1.0
+MEMBER_WORDING = Wording(
+    timed_out="timed out after {timeout:g} s",
+    late="timed out after {timeout:g} s (answered after {elapsed:.2f} s)",
+    failed="{kind}: {message}",
+    not_an_answer="did not answer an AgentAnswer",
+    reason_limit=300,
+)
+"""How a member's abstention reads in the ensemble's votes (members are never discarded as
+late: the engine judges the ensemble's answer as a whole)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,56 @@ def _provider(value: object, position: int) -> Provider:
         f"ensemble member {position}: provider must be one of "
         f"{', '.join(p.value for p in Provider)}, got {value!r}"
     )
+
+
+def _member(
+    spec: AgentSpec,
+    position: int,
+    item: object,
+    names: set[str],
+    services: AgentServices,
+    build: Callable[[AgentSpec, AgentServices], Agent],
+) -> Member:
+    """Member ``position`` of ``spec``'s ensemble, read from its param object and built
+    (``names`` holds the names taken so far; this member's is added)."""
+    if not isinstance(item, Mapping):
+        raise AgentConfigError(f"ensemble member {position} must be an object")
+    reject_unknown(item, MEMBER_KEYS, what=f"ensemble member {position}")
+    provider = _provider(item.get("provider"), position)
+    model = item.get("model")
+    if model is not None and not isinstance(model, str):
+        raise AgentConfigError(f"ensemble member {position}: model must be a string")
+    if provider is Provider.CUSTOM_ML and (model or "").strip().lower() == MODEL:
+        raise AgentConfigError("ensembles cannot be nested")
+    member_params = item.get("params", {})
+    if not isinstance(member_params, Mapping):
+        raise AgentConfigError(f"ensemble member {position}: params must be an object")
+    name = item.get("name") or f"{provider.value}:{model or 'default'}"
+    if not isinstance(name, str) or name in names:
+        raise AgentConfigError(
+            f"ensemble member {position}: name must be a unique string, got {name!r}"
+        )
+    names.add(name)
+    weight = number(item, "weight", 1.0, 0.0, 1000.0)
+    if weight <= 0:
+        raise AgentConfigError(f"ensemble member {name!r}: weight must be > 0")
+    instructions = item.get("instructions", spec.instructions)
+    if not isinstance(instructions, str):
+        raise AgentConfigError(f"ensemble member {name!r}: instructions must be text")
+    member_spec = AgentSpec(
+        id=spec.id,
+        name=f"{spec.name} / {name}",
+        provider=provider,
+        model=model,
+        strategy=spec.strategy,
+        instructions=instructions,
+        params=dict(member_params),
+    )
+    try:
+        agent = build(member_spec, services)
+    except (AgentConfigError, ValueError) as exc:
+        raise AgentConfigError(f"ensemble member {name!r}: {exc}") from None
+    return Member(name, weight, member_spec, agent)
 
 
 def read_votes(votes: Sequence[Vote], allowed_assets: Sequence[str], limits: RiskLimits) -> None:
@@ -153,6 +212,7 @@ class EnsembleAgent:
         params = dict(spec.params)
         reject_unknown(params, PARAMS, what="ensemble agents")
         self.spec = spec
+        self.clock = services.clock
         self.timeout = max(0.5, services.settings.agent_timeout_seconds - TIME_MARGIN)
         self.threshold = number(params, "threshold", 0.5, 0.0, 1.0)
         raw = params.get("members")
@@ -166,65 +226,25 @@ class EnsembleAgent:
         self.members: list[Member] = []
         names: set[str] = set()
         for position, item in enumerate(raw):
-            if not isinstance(item, Mapping):
-                raise AgentConfigError(f"ensemble member {position} must be an object")
-            reject_unknown(item, MEMBER_KEYS, what=f"ensemble member {position}")
-            provider = _provider(item.get("provider"), position)
-            model = item.get("model")
-            if model is not None and not isinstance(model, str):
-                raise AgentConfigError(f"ensemble member {position}: model must be a string")
-            if provider is Provider.CUSTOM_ML and (model or "").strip().lower() == "ensemble":
-                raise AgentConfigError("ensembles cannot be nested")
-            member_params = item.get("params", {})
-            if not isinstance(member_params, Mapping):
-                raise AgentConfigError(f"ensemble member {position}: params must be an object")
-            name = item.get("name") or f"{provider.value}:{model or 'default'}"
-            if not isinstance(name, str) or name in names:
-                raise AgentConfigError(
-                    f"ensemble member {position}: name must be a unique string, got {name!r}"
-                )
-            names.add(name)
-            weight = number(item, "weight", 1.0, 0.0, 1000.0)
-            if weight <= 0:
-                raise AgentConfigError(f"ensemble member {name!r}: weight must be > 0")
-            instructions = item.get("instructions", spec.instructions)
-            if not isinstance(instructions, str):
-                raise AgentConfigError(f"ensemble member {name!r}: instructions must be text")
-            member_spec = AgentSpec(
-                id=spec.id,
-                name=f"{spec.name} / {name}",
-                provider=provider,
-                model=model,
-                strategy=spec.strategy,
-                instructions=instructions,
-                params=dict(member_params),
-            )
-            try:
-                agent = build(member_spec, services)
-            except (AgentConfigError, ValueError) as exc:
-                raise AgentConfigError(f"ensemble member {name!r}: {exc}") from None
-            self.members.append(Member(name, weight, member_spec, agent))
+            self.members.append(_member(spec, position, item, names, services, build))
         self.in_process = all(getattr(m.agent, "in_process", False) for m in self.members)
 
     async def _ask(self, member: Member, context: AgentContext) -> Vote:
-        member_context = replace(context, agent=member.spec)
-        try:
-            if getattr(member.agent, "in_process", False):
-                answer = await member.agent.decide(member_context)
-            else:
-                answer = await asyncio.wait_for(member.agent.decide(member_context), self.timeout)
-        except TimeoutError:
-            return Vote(member.name, member.weight, None, f"timed out after {self.timeout:g} s")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return Vote(member.name, member.weight, None, f"{exc.__class__.__name__}: {exc}"[:300])
-        if not isinstance(answer, AgentAnswer):
-            return Vote(member.name, member.weight, None, "did not answer an AgentAnswer")
-        return Vote(member.name, member.weight, answer, answer.fallback_reason)
+        asked = await ask_within(
+            member.agent,
+            replace(context, agent=member.spec),
+            seconds=self.timeout,
+            clock=self.clock,
+            wording=MEMBER_WORDING,
+            discard_late=False,
+            fill_latency=False,
+        )
+        if asked.answer is None:
+            return Vote(member.name, member.weight, None, asked.failure)
+        return Vote(member.name, member.weight, asked.answer, asked.answer.fallback_reason)
 
     async def decide(self, context: AgentContext) -> AgentAnswer:
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         votes = list(await asyncio.gather(*(self._ask(m, context) for m in self.members)))
         read_votes(votes, context.allowed_assets, context.limits)
         orders, scores, confidence = combine_votes(votes, context.allowed_assets, self.threshold)
@@ -243,10 +263,10 @@ class EnsembleAgent:
             if v.answer is not None and v.answer.prompt
         ]
         accounting: dict[str, Any] = {
-            "model": "ensemble",
+            "model": MODEL,
             "raw_output": json.dumps(summary, default=str, separators=(",", ":")),
             "prompt": "\n\n".join(prompts) or None,
-            "latency_ms": int((time.perf_counter() - started) * 1000),
+            "latency_ms": int((self.clock.monotonic() - started) * 1000),
             "prompt_tokens": sum(prompt_tokens) if prompt_tokens else None,
             "completion_tokens": sum(completion_tokens) if completion_tokens else None,
             "cost_usd": sum(costs, ZERO) if costs else None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from agents.chat import Completion, InvalidGeneration, ProviderFailure, chat_json
 from agents.config import AgentConfigError, integer, number, reject_unknown
 from agents.pricing import (
     Price,
@@ -41,10 +42,6 @@ from agents.pricing import (
 from agents.prompting import Prompt, build_prompt
 from agents.providers import (
     PROVIDER_ENDPOINT,
-    Completion,
-    InvalidGeneration,
-    ProviderFailure,
-    chat_json,
     endpoint,
     endpoint_key,
     provider_runtime,
@@ -133,17 +130,24 @@ class LlamaAgent:
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    async def decide(self, context: AgentContext) -> AgentAnswer:
+    def _budget_hold(self, context: AgentContext) -> AgentAnswer | None:
+        """The HOLD of an agent that has spent today's budget (None while it has not)."""
         exhausted = budget_exhausted(context.spent_today_usd, self.budget, context.cycle_time)
-        if exhausted:
-            return AgentAnswer.fallback(
-                exhausted,
-                model=self.model,
-                details={
-                    "budgetUsd": str(self.budget),
-                    "spentTodayUsd": str(context.spent_today_usd),
-                },
-            )
+        if not exhausted:
+            return None
+        return AgentAnswer.fallback(
+            exhausted,
+            model=self.model,
+            details={
+                "budgetUsd": str(self.budget),
+                "spentTodayUsd": str(context.spent_today_usd),
+            },
+        )
+
+    async def decide(self, context: AgentContext) -> AgentAnswer:
+        hold = self._budget_hold(context)
+        if hold is not None:
+            return hold
         prompt = build_prompt(
             context,
             instructions=self.spec.instructions,
@@ -157,30 +161,15 @@ class LlamaAgent:
         )
         failures: list[str] = []
         for route in self.routes:
-            target = endpoint(self.settings, route.key)
-            if target.missing:
-                failures.append(target.missing)
+            skipped = self._cannot_call(route, context, prompt)
+            if skipped is not None:
+                failures.append(skipped)
                 continue
-            if not route.model:
-                failures.append(f"{target.label}: no model or deployment configured")
-                continue
-            price = self._price(route.model)
-            if price is not None:
-                # Refuse a call that could take today's spend over the budget.
-                refusal = budget_exhausted(
-                    context.spent_today_usd,
-                    self.budget,
-                    context.cycle_time,
-                    worst_case(price, len(prompt), self.max_tokens),
-                )
-                if refusal:
-                    failures.append(refusal)
-                    continue
             runtime = provider_runtime(self.shared, self.settings, self.clock, route.key)
             try:
                 completion = await chat_json(
                     runtime,
-                    model=route.model,
+                    model=route.model or "",  # set: _cannot_call refuses a route without
                     messages=prompt.messages,
                     temperature=self.temperature,
                     max_tokens=self.max_tokens,
@@ -209,6 +198,25 @@ class LlamaAgent:
             latency_ms=int((time.perf_counter() - started) * 1000),
             details=self._details(self.routes[0], None, failures, prompt),
         )
+
+    def _cannot_call(self, route: Route, context: AgentContext, prompt: Prompt) -> str | None:
+        """Why ``route`` is not tried for this decision (not configured, or a call that
+        could take today's spend over the budget); None when it may be called."""
+        target = endpoint(self.settings, route.key)
+        if target.missing:
+            return target.missing
+        if not route.model:
+            return f"{target.label}: no model or deployment configured"
+        price = self._price(route.model)
+        if price is None:
+            return None
+        refusal = budget_exhausted(
+            context.spent_today_usd,
+            self.budget,
+            context.cycle_time,
+            worst_case(price, len(prompt), self.max_tokens),
+        )
+        return refusal or None
 
     def _details(
         self,
@@ -250,21 +258,7 @@ class LlamaAgent:
         price = self._price(model)
         cost: Decimal | None = None
         details = self._details(route, completion, failures, prompt)
-        prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
-        estimated: list[str] = []
-        if prompt_tokens is None:
-            prompt_tokens = estimate_tokens(len(prompt))
-            estimated.append("prompt")
-        if completion_tokens is None:
-            completion_tokens = estimate_tokens(completion.content or "")
-            estimated.append("completion")
-        if estimated:
-            # No `usage` from the provider: the spend still counts against the budget.
-            details["usageEstimated"] = estimated
-            details["usageNote"] = (
-                f"the provider reported no {' or '.join(estimated)} token usage: estimated "
-                "as characters / 4"
-            )
+        prompt_tokens, completion_tokens = _usage(completion, prompt, details)
         if price is not None:
             cost = price.cost(prompt_tokens, completion_tokens)
         else:
@@ -299,6 +293,26 @@ class LlamaAgent:
             confidence=_confidence(parsed.extra.get("confidence")),
             **accounting,
         )
+
+
+def _usage(completion: Completion, prompt: Prompt, details: dict[str, Any]) -> tuple[int, int]:
+    """(prompt, completion) tokens as reported, or estimated (noted in ``details``): without
+    ``usage`` from the provider the spend still counts against the budget."""
+    prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    estimated: list[str] = []
+    if prompt_tokens is None:
+        prompt_tokens = estimate_tokens(len(prompt))
+        estimated.append("prompt")
+    if completion_tokens is None:
+        completion_tokens = estimate_tokens(completion.content or "")
+        estimated.append("completion")
+    if estimated:
+        details["usageEstimated"] = estimated
+        details["usageNote"] = (
+            f"the provider reported no {' or '.join(estimated)} token usage: estimated "
+            "as characters / 4"
+        )
+    return prompt_tokens, completion_tokens
 
 
 def _confidence(value: object) -> float | None:

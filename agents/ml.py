@@ -212,17 +212,7 @@ class MLAgent:
                 f"model {label} cannot be loaded: {exc.__class__.__name__}: {exc}"[:500],
                 model=label,
             )
-        symbols = [s for s in context.allowed_assets if self.assets is None or s in self.assets]
-        rows, ready, notes = [], [], []
-        for symbol in symbols:
-            row = latest_features(context.market.candles.get(symbol, ()))
-            if row is None:
-                notes.append(f"{symbol}: fewer than {MIN_CANDLES} candles, no prediction")
-            elif symbol not in context.market.prices:
-                notes.append(f"{symbol}: no fresh price, no prediction")
-            else:
-                rows.append(row)
-                ready.append(symbol)
+        rows, ready, notes = self._features(context)
         details: dict[str, Any] = {
             "modelVersion": chosen.version,
             "trainedUntil": chosen.trained_until.isoformat(),
@@ -239,50 +229,15 @@ class MLAgent:
         orders: list[dict[str, Any]] = []
         signals: dict[str, Any] = {}
         best = 0.0
-        equity = context.equity
         for symbol, p_up in zip(ready, probabilities, strict=True):
             p = float(p_up)
             confidence = round(abs(p - 0.5) * 2.0, 6)
-            scale = confidence_scale(confidence, self.full_confidence)
-            held = context.portfolio.quantity(symbol)
-            price = context.market.prices[symbol]
-            signal = "HOLD"
-            if p >= self.buy_threshold:
-                signal = "BUY"
-                target = equity * self.max_fraction * scale
-                position = context.portfolio.positions.get(symbol)
-                current = held * price if position else ZERO
-                missing = target - current
-                if current > target * (1 - self.rebalance_band):
-                    notes.append(f"{symbol}: P(up) {p:.3f}, position near its target size")
-                elif missing >= context.limits.min_order_notional:
-                    quantity = quantize_down(missing / price)
-                    if quantity > ZERO:
-                        orders.append({"asset": symbol, "side": "BUY", "quantity": quantity})
-                        best = max(best, confidence)
-                        notes.append(
-                            f"{symbol}: P(up {chosen.horizon} candles) {p:.3f} → BUY "
-                            f"{quantity} (confidence {confidence:.2f})"
-                        )
-                    else:
-                        notes.append(f"{symbol}: P(up) {p:.3f}, target reached")
-                else:
-                    notes.append(f"{symbol}: P(up) {p:.3f}, already at the target size")
-            elif p <= self.sell_threshold:
-                signal = "SELL"
-                if held > ZERO:
-                    quantity = quantize_down(held * scale)
-                    if quantity > ZERO:
-                        orders.append({"asset": symbol, "side": "SELL", "quantity": quantity})
-                        best = max(best, confidence)
-                        notes.append(
-                            f"{symbol}: P(up {chosen.horizon} candles) {p:.3f} → SELL "
-                            f"{quantity} of {held} (confidence {confidence:.2f})"
-                        )
-                else:
-                    notes.append(f"{symbol}: P(up) {p:.3f}, bearish but nothing to sell")
-            else:
-                notes.append(f"{symbol}: P(up) {p:.3f}, no edge")
+            signal, order, note = self._signal(context, symbol, p, confidence, chosen.horizon)
+            if order is not None:
+                orders.append(order)
+                best = max(best, confidence)
+            if note:  # a SELL that rounds to nothing goes unmentioned
+                notes.append(note)
             signals[symbol] = {"pUp": round(p, 6), "signal": signal, "confidence": confidence}
         details["signals"] = signals
         return AgentAnswer(
@@ -291,4 +246,66 @@ class MLAgent:
             model=label,
             confidence=best if orders else max(s["confidence"] for s in signals.values()),
             details=details,
+        )
+
+    def _features(self, context: AgentContext) -> tuple[list[Any], list[str], list[str]]:
+        """(feature rows, their symbols, notes on the assets that cannot be predicted)."""
+        symbols = [s for s in context.allowed_assets if self.assets is None or s in self.assets]
+        rows, ready, notes = [], [], []
+        for symbol in symbols:
+            row = latest_features(context.market.candles.get(symbol, ()))
+            if row is None:
+                notes.append(f"{symbol}: fewer than {MIN_CANDLES} candles, no prediction")
+            elif symbol not in context.market.prices:
+                notes.append(f"{symbol}: no fresh price, no prediction")
+            else:
+                rows.append(row)
+                ready.append(symbol)
+        return rows, ready, notes
+
+    def _signal(
+        self, context: AgentContext, symbol: str, p: float, confidence: float, horizon: int
+    ) -> tuple[str, dict[str, Any] | None, str]:
+        """(signal, order or None, note) for ``symbol`` whose P(up) is ``p``."""
+        if p >= self.buy_threshold:
+            return "BUY", *self._buy(context, symbol, p, confidence, horizon)
+        if p <= self.sell_threshold:
+            held = context.portfolio.quantity(symbol)
+            if held <= ZERO:
+                return "SELL", None, f"{symbol}: P(up) {p:.3f}, bearish but nothing to sell"
+            quantity = quantize_down(held * confidence_scale(confidence, self.full_confidence))
+            if quantity <= ZERO:
+                return "SELL", None, ""
+            order = {"asset": symbol, "side": "SELL", "quantity": quantity}
+            return (
+                "SELL",
+                order,
+                (
+                    f"{symbol}: P(up {horizon} candles) {p:.3f} → SELL "
+                    f"{quantity} of {held} (confidence {confidence:.2f})"
+                ),
+            )
+        return "HOLD", None, f"{symbol}: P(up) {p:.3f}, no edge"
+
+    def _buy(
+        self, context: AgentContext, symbol: str, p: float, confidence: float, horizon: int
+    ) -> tuple[dict[str, Any] | None, str]:
+        """A BUY topping the position up to its target size, sized by confidence."""
+        scale = confidence_scale(confidence, self.full_confidence)
+        price = context.market.prices[symbol]
+        target = context.equity * self.max_fraction * scale
+        position = context.portfolio.positions.get(symbol)
+        current = context.portfolio.quantity(symbol) * price if position else ZERO
+        missing = target - current
+        if current > target * (1 - self.rebalance_band):
+            return None, f"{symbol}: P(up) {p:.3f}, position near its target size"
+        if missing < context.limits.min_order_notional:
+            return None, f"{symbol}: P(up) {p:.3f}, already at the target size"
+        quantity = quantize_down(missing / price)
+        if quantity <= ZERO:
+            return None, f"{symbol}: P(up) {p:.3f}, target reached"
+        order = {"asset": symbol, "side": "BUY", "quantity": quantity}
+        return order, (
+            f"{symbol}: P(up {horizon} candles) {p:.3f} → BUY "
+            f"{quantity} (confidence {confidence:.2f})"
         )

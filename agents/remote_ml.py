@@ -40,7 +40,7 @@ The key: ``REMOTE_ML_API_KEY`` goes only to the origin (scheme, host, port) of
 its ``api_key_setting`` param names, or no key at all. The param holds the NAME of an
 environment setting (e.g. ``"MY_MODEL_KEY"``), never the key itself, so the key stays out of
 the agents table. The circuit breaker counts failed decisions (after the retries), like the
-LLM providers' (:class:`~agents.providers.BreakerGate`).
+LLM providers' (:class:`~agents.chat.BreakerGate`).
 
 Params: ``url`` (base URL; default ``REMOTE_ML_URL``), ``api_key_setting``,
 ``timeout_seconds``.
@@ -52,18 +52,24 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from agents._clients import SharedClient
+from agents.chat import BreakerGate
 from agents.config import AgentConfigError, number, reject_unknown
-from agents.providers import BreakerGate, scrub, secrets_of
+from agents.providers import scrub, secrets_of
+from agents.remote_ml_contract import (
+    Prediction,
+    detail,
+    idempotency_key,
+    read_orders,
+    request_body,
+    request_id,
+)
 from race.clock import Clock
 from race.domain.agent import AgentAnswer, AgentContext, AgentSpec
 from race.resilience import (
@@ -78,7 +84,6 @@ from race.resilience import (
 )
 from race.settings import Settings
 
-SCHEMA_VERSION = "1.0"
 PARAMS = ("url", "api_key_setting", "timeout_seconds")
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _RESERVED_SETTING = re.compile(
@@ -89,111 +94,6 @@ _RESERVED_SETTING = re.compile(
 """The race's own settings and the host's: their secrets never go to a per-agent URL."""
 MAX_RESPONSE_BYTES = 1_000_000
 TIME_MARGIN = 2.0
-
-
-class _Order(BaseModel):
-    """One answered order, as the contract types it (decimals: numbers or numeric strings)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    assetSymbol: str  # the wire names
-    side: Literal["BUY", "SELL", "HOLD"]
-    quantity: Decimal
-    limitPrice: Decimal | None = None
-
-
-class _Signal(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    feature: str
-    value: float
-    rule: str
-    fired: bool
-    contribution: Literal["bullish", "bearish", "neutral"]
-
-
-class _Prediction(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    orders: list[Any]
-    signals: list[_Signal] = []
-    reasoning: str = ""
-    schemaVersion: str | None = None
-    modelVersion: str | None = None
-    requestId: str | None = None
-    agentId: str | None = None
-    createdAt: datetime | None = None
-
-
-def _plain(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
-
-
-def read_orders(raw_orders: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
-    """(the orders for the engine, the answered orders as recorded). A ``HOLD`` is no order;
-    an order that does not match the contract goes to the engine's parser as it came, which
-    drops it with its reason."""
-    orders: list[Any] = []
-    recorded: list[dict[str, Any]] = []
-    for item in raw_orders:
-        fields = item if isinstance(item, dict) else {}
-        try:
-            if isinstance(fields.get("quantity"), bool):
-                raise ValueError("a boolean is not a quantity")
-            order = _Order.model_validate(item)
-        except (ValidationError, ValueError):
-            side = fields.get("side")
-            if isinstance(side, str) and side.strip().upper() == "HOLD":
-                # No order for that asset, whatever else it carries (not a dropped order).
-                symbol = fields.get("assetSymbol")
-                recorded.append(
-                    {
-                        "assetSymbol": symbol if isinstance(symbol, str) else None,
-                        "side": "HOLD",
-                        "quantity": None,
-                        "limitPrice": None,
-                    }
-                )
-                continue
-            orders.append(item)
-            recorded.append({"invalid": item})
-            continue
-        recorded.append(
-            {
-                "assetSymbol": order.assetSymbol,
-                "side": order.side,
-                "quantity": _plain(order.quantity),
-                "limitPrice": _plain(order.limitPrice),
-            }
-        )
-        if order.side != "HOLD":
-            orders.append(
-                {"asset": order.assetSymbol, "side": order.side, "quantity": order.quantity}
-            )
-    return orders, recorded
-
-
-def _detail(text: str) -> str:
-    """The service's error ``detail`` in words (FastAPI's 422 list: ``loc: msg``)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:200]
-    detail = data.get("detail", data.get("error", data)) if isinstance(data, dict) else data
-    if isinstance(detail, list):
-        parts = []
-        for item in detail[:5]:
-            if isinstance(item, dict):
-                loc = [str(p) for p in item.get("loc", []) if p != "body"]
-                parts.append(f"{'.'.join(loc) or 'body'}: {item.get('msg', '?')}")
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)[:300]
-    return str(detail)[:200]
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -219,54 +119,6 @@ def key_setting_param(params: Mapping[str, Any]) -> str | None:
             'a setting of your own for this model\'s key (e.g. "MY_MODEL_API_KEY")'
         )
     return name
-
-
-def idempotency_key(context: AgentContext) -> str:
-    """Agent id and cycle time: the same decision always carries the same key."""
-    return f"{context.agent.id}:{_iso(context.cycle_time)}"
-
-
-def request_id(context: AgentContext) -> str:
-    """A unique id per decision, the same on every retry of it."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ai-trading-race:{idempotency_key(context)}"))
-
-
-def request_body(context: AgentContext) -> dict[str, Any]:
-    portfolio = context.portfolio
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "requestId": request_id(context),
-        "agentId": str(context.agent.id),
-        "cycleTime": _iso(context.cycle_time),
-        "portfolio": {
-            "cash": float(portfolio.cash),
-            "totalValue": float(context.equity),
-            "positions": [
-                {
-                    "symbol": p.symbol,
-                    "quantity": float(p.quantity),
-                    "averagePrice": float(p.average_price),
-                }
-                for p in sorted(portfolio.positions.values(), key=lambda p: p.symbol)
-                if p.quantity > 0
-            ],
-        },
-        "candles": [
-            {
-                "symbol": symbol,
-                "timestamp": _iso(c.close_time),
-                "open": float(c.open),
-                "high": float(c.high),
-                "low": float(c.low),
-                "close": float(c.close),
-                "volume": 0.0 if c.volume is None else float(c.volume),
-                "volumeKnown": c.volume is not None,
-            }
-            for symbol in context.allowed_assets
-            for c in context.market.candles.get(symbol, ())
-        ],
-        "instructions": context.agent.instructions,
-    }
 
 
 class RemoteMLAgent:
@@ -339,11 +191,7 @@ class RemoteMLAgent:
     async def decide(self, context: AgentContext) -> AgentAnswer:
         started = time.perf_counter()
         body = json.dumps(request_body(context), separators=(",", ":")).encode()
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "idempotency-key": idempotency_key(context),
-        }
+        headers = _headers(context)
         secrets = self._secrets
         try:
             key = self.api_key()
@@ -354,103 +202,33 @@ class RemoteMLAgent:
         if key is not None:
             headers["x-api-key"] = key
             secrets = secrets.with_secrets({self.key_setting or "agent api_key_setting": key})
-        gate = BreakerGate(self.breaker)
-        deadline = self.clock.monotonic() + max(
-            0.5, self.settings.agent_timeout_seconds - TIME_MARGIN
-        )
-        attempts = 0
-
-        async def post() -> httpx.Response:
-            nonlocal attempts
-            gate.check()  # other decisions may have opened the breaker during our backoff
-            attempts += 1
-            async with self.clients.lease() as client:
-                try:
-                    response = await client.post(self.url, content=body, headers=headers)
-                except httpx.TimeoutException:
-                    raise TransientError(f"timed out after {self.timeout:g} s") from None
-                except httpx.TransportError as exc:
-                    raise TransientError(f"connection failed ({exc.__class__.__name__})") from None
-            status = response.status_code
-            if is_retryable_status(status):
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                if status == 429:
-                    wait = "" if retry_after is None else f", retry after {retry_after:g} s"
-                    message = f"rate limited by the service (HTTP 429{wait})"
-                elif status == 503:
-                    message = "service not ready (HTTP 503)"
-                else:
-                    message = f"HTTP {status}"
-                detail = _detail(response.text[:10_000])
-                raise TransientError(
-                    f"{message}: {detail}" if detail else message,
-                    retry_after=retry_after,
-                    status=status,
-                )
-            return response
-
-        def retryable(exc: BaseException) -> bool:
-            if not isinstance(exc, TransientError):
-                return False
-            wait = exc.retry_after if exc.retry_after is not None else self.policy.base
-            return self.clock.monotonic() + wait < deadline
+        exchange = _Exchange(self, body, headers)
 
         def fail(reason: str, **extra: Any) -> AgentAnswer:
             return AgentAnswer.fallback(
                 scrub(f"remote model: {reason}", secrets),
                 model="remote",
                 latency_ms=int((time.perf_counter() - started) * 1000),
-                details={"url": self.url, "attempts": attempts},
+                details={"url": self.url, "attempts": exchange.attempts},
                 **extra,
             )
 
         try:
-            response = await gate.run(
-                lambda: retry_async(
-                    post,
-                    self.policy,
-                    sleep=self.clock.sleep,
-                    retryable=retryable,
-                    what="remote model request",
-                ),
-                is_failure=lambda e: isinstance(e, RetriesExhausted | TransientError),
-            )
+            response = await exchange.run()
         except CircuitOpen as exc:
             return fail(str(exc))
         except RetriesExhausted as exc:
             return fail(f"{exc.last} (after {exc.attempts} attempts)")
         except TransientError as exc:
-            return fail(f"{exc} (gave up after {attempts} attempt(s))")
+            return fail(f"{exc} (gave up after {exchange.attempts} attempt(s))")
         # Scrubbed at once: a server that echoes the key gets it stored nowhere.
         raw = scrub(response.text[:MAX_RESPONSE_BYTES], secrets)
-        status = response.status_code
-        if status == 401:
-            sent = "the key sent" if key is not None else "no key was sent"
-            return fail(
-                f"HTTP 401: the service refused the API key ({sent}; X-API-Key): {_detail(raw)}",
-                raw_output=raw,
-            )
-        if status in (400, 422):
-            return fail(
-                f"HTTP {status}: the service refused the request: {_detail(raw)}", raw_output=raw
-            )
-        if status != 200:
-            return fail(f"HTTP {status}: {_detail(raw)}", raw_output=raw)
-        try:
-            prediction = _Prediction.model_validate_json(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
-                for e in exc.errors()[:5]
-            )
-            return fail(f"invalid answer: {problems}", raw_output=raw)
-        sent_id = request_id(context)
-        if prediction.requestId is not None and prediction.requestId != sent_id:
-            return fail(
-                f"invalid answer: it answers request {prediction.requestId[:64]!r}, not "
-                f"{sent_id!r}",
-                raw_output=raw,
-            )
+        refused = _refusal(response.status_code, raw, key_sent=key is not None)
+        if refused is not None:
+            return fail(refused, raw_output=raw)
+        prediction = _prediction(raw, request_id(context))
+        if isinstance(prediction, str):
+            return fail(f"invalid answer: {prediction}", raw_output=raw)
         orders, answered = read_orders(prediction.orders)
         return AgentAnswer(
             orders=orders,
@@ -460,12 +238,114 @@ class RemoteMLAgent:
             latency_ms=int((time.perf_counter() - started) * 1000),
             details={
                 "url": self.url,
-                "attempts": attempts,
+                "attempts": exchange.attempts,
                 "modelVersion": prediction.modelVersion,
                 "orders": answered[:50],
                 "signals": [s.model_dump(mode="json") for s in prediction.signals[:50]],
             },
         )
+
+
+def _headers(context: AgentContext) -> dict[str, str]:
+    """The request's headers before the key (``Idempotency-Key``: the same on a retry)."""
+    return {
+        "content-type": "application/json",
+        "accept": "application/json",
+        "idempotency-key": idempotency_key(context),
+    }
+
+
+def _prediction(raw: str, sent_id: str) -> Prediction | str:
+    """The service's answer to request ``sent_id``, or what is wrong with it."""
+    try:
+        prediction = Prediction.model_validate_json(raw)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+    if prediction.requestId is not None and prediction.requestId != sent_id:
+        return f"it answers request {prediction.requestId[:64]!r}, not {sent_id!r}"
+    return prediction
+
+
+def _refusal(status: int, raw: str, *, key_sent: bool) -> str | None:
+    """Why a final (not retried) answer with HTTP ``status`` is refused; None for a 200."""
+    if status == 401:
+        sent = "the key sent" if key_sent else "no key was sent"
+        return f"HTTP 401: the service refused the API key ({sent}; X-API-Key): {detail(raw)}"
+    if status in (400, 422):
+        return f"HTTP {status}: the service refused the request: {detail(raw)}"
+    if status != 200:
+        return f"HTTP {status}: {detail(raw)}"
+    return None
+
+
+class _Exchange:
+    """One decision's request to the service: its attempts (retried with the one policy
+    while the decision has time) through the breaker, which records one outcome."""
+
+    def __init__(self, agent: RemoteMLAgent, body: bytes, headers: dict[str, str]) -> None:
+        self.agent = agent
+        self.body = body
+        self.headers = headers
+        self.gate = BreakerGate(agent.breaker)
+        self.deadline = agent.clock.monotonic() + max(
+            0.5, agent.settings.agent_timeout_seconds - TIME_MARGIN
+        )
+        self.attempts = 0
+
+    async def run(self) -> httpx.Response:
+        agent = self.agent
+        return await self.gate.run(
+            lambda: retry_async(
+                self.post,
+                agent.policy,
+                sleep=agent.clock.sleep,
+                retryable=self.retryable,
+                what="remote model request",
+            ),
+            is_failure=lambda e: isinstance(e, RetriesExhausted | TransientError),
+        )
+
+    async def post(self) -> httpx.Response:
+        agent = self.agent
+        self.gate.check()  # other decisions may have opened the breaker during our backoff
+        self.attempts += 1
+        async with agent.clients.lease() as client:
+            try:
+                response = await client.post(agent.url, content=self.body, headers=self.headers)
+            except httpx.TimeoutException:
+                raise TransientError(f"timed out after {agent.timeout:g} s") from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"connection failed ({exc.__class__.__name__})") from None
+        status = response.status_code
+        if is_retryable_status(status):
+            raise _transient(response)
+        return response
+
+    def retryable(self, exc: BaseException) -> bool:
+        if not isinstance(exc, TransientError):
+            return False
+        wait = exc.retry_after if exc.retry_after is not None else self.agent.policy.base
+        return self.agent.clock.monotonic() + wait < self.deadline
+
+
+def _transient(response: httpx.Response) -> TransientError:
+    """A retryable HTTP status in words (with the service's detail and Retry-After)."""
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status == 429:
+        wait = "" if retry_after is None else f", retry after {retry_after:g} s"
+        message = f"rate limited by the service (HTTP 429{wait})"
+    elif status == 503:
+        message = "service not ready (HTTP 503)"
+    else:
+        message = f"HTTP {status}"
+    text = detail(response.text[:10_000])
+    return TransientError(
+        f"{message}: {text}" if text else message, retry_after=retry_after, status=status
+    )
 
 
 async def _close(client: httpx.AsyncClient) -> None:

@@ -24,12 +24,11 @@ import sklearn
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sqlalchemy import select
 
 from agents.features import FEATURES, complete_rows, feature_frame
 from agents.ml import DEFAULT_MODEL_NAME, SCHEMA_VERSION, ArtifactStore
 from race.domain.timeutil import ensure_utc
-from race.store.tables import Asset, CandleRow
+from race.store import assets as asset_rows
 
 if TYPE_CHECKING:
     from race.bootstrap import App
@@ -129,10 +128,7 @@ def _candles(
     app: App, until: datetime, symbols: Sequence[str] | None, since: datetime | None = None
 ) -> dict[str, pd.DataFrame]:
     with app.db.read() as session:
-        query = select(Asset.id, Asset.symbol).order_by(Asset.id)
-        if symbols is None:
-            query = query.where(Asset.enabled)
-        assets = list(session.execute(query))
+        assets = asset_rows.symbols(session, enabled_only=symbols is None)
         wanted = None if symbols is None else [s.strip().upper() for s in symbols]
         if wanted is not None:
             known = {symbol for _, symbol in assets}
@@ -141,21 +137,8 @@ def _candles(
                 raise ValueError(f"unknown asset(s): {', '.join(unknown)}")
             assets = [(i, s) for i, s in assets if s in wanted]
         frames: dict[str, pd.DataFrame] = {}
-        conditions = [CandleRow.close_time < until]
-        if since is not None:
-            conditions.append(CandleRow.close_time >= since)
         for asset_id, symbol in assets:
-            rows = session.execute(
-                select(
-                    CandleRow.close_time,
-                    CandleRow.high,
-                    CandleRow.low,
-                    CandleRow.close,
-                    CandleRow.volume,
-                )
-                .where(*conditions, CandleRow.asset_id == asset_id)
-                .order_by(CandleRow.close_time)
-            ).all()
+            rows = asset_rows.candle_series(session, asset_id, until, since)
             if not rows:
                 continue
             frames[symbol] = pd.DataFrame(
@@ -201,13 +184,65 @@ def train_model(
     ``RACE_ML_ARTIFACT_DIR`` and return the report."""
     started = time.perf_counter()
     until = ensure_utc(until, field="until")
+    _check_options(horizon, test_fraction, history)
+    frames = _candles(app, until, symbols, None if history is None else until - history)
+    train, test = _split(frames, until, horizon, test_fraction)
+    model = new_classifier()
+    features = list(FEATURES)
+    model.fit(train[features].to_numpy(), train["label"].to_numpy())
+    scores = _evaluate(model, test, list(frames))
+    version = f"{until.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
+    metadata = {
+        "schemaVersion": SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "trainedUntil": until.isoformat(),
+        "createdAt": app.clock.now().isoformat(),
+        "horizon": horizon,
+        "historyDays": None if history is None else history / timedelta(days=1),
+        "label": f"close after {horizon} candles > close now",
+        "features": features,
+        "symbols": list(frames),
+        **_windows_and_metrics(train, test, scores),
+    }
+    info = ArtifactStore(app.settings.ml_artifact_dir, name).save(version, model, metadata)
+    return TrainReport(
+        name=name,
+        version=version,
+        path=str(Path(info.path)),
+        trained_until=until,
+        horizon=horizon,
+        symbols=list(frames),
+        train_rows=len(train),
+        test_rows=len(test),
+        train_start=train.index.min().to_pydatetime(),
+        train_end=train.index.max().to_pydatetime(),
+        test_start=test.index.min().to_pydatetime(),
+        test_end=test.index.max().to_pydatetime(),
+        accuracy=scores.accuracy,
+        precision=scores.precision,
+        up_rate=scores.up_rate,
+        baseline_accuracy=max(scores.up_rate, 1.0 - scores.up_rate),
+        predicted_up=scores.up_calls,
+        seconds=time.perf_counter() - started,
+        per_symbol=scores.per_symbol,
+    )
+
+
+def _check_options(horizon: int, test_fraction: float, history: timedelta | None) -> None:
     if horizon < 1:
         raise ValueError("horizon must be at least 1 candle")
     if not 0.05 <= test_fraction <= 0.5:
         raise ValueError("test fraction must be between 0.05 and 0.5")
     if history is not None and history <= timedelta(0):
         raise ValueError("history must be positive (or None for all stored candles)")
-    frames = _candles(app, until, symbols, None if history is None else until - history)
+
+
+def _split(
+    frames: dict[str, pd.DataFrame], until: datetime, horizon: int, test_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, held-out rows): the latest ``test_fraction`` of decision times held
+    out, training rows whose label window reaches into it purged."""
     parts = []
     for symbol, frame in frames.items():
         rows = labelled_rows(frame, horizon)
@@ -231,75 +266,62 @@ def train_model(
         )
     if train["label"].nunique() < 2:
         raise ValueError("the training window has only one label class: use more history")
-    model = new_classifier()
-    features = list(FEATURES)
-    model.fit(train[features].to_numpy(), train["label"].to_numpy())
-    predicted = model.predict(test[features].to_numpy())
-    actual = test["label"].to_numpy()
-    accuracy = float(np.mean(predicted == actual))
-    up_calls = int(np.sum(predicted == 1))
-    precision = float(np.sum((predicted == 1) & (actual == 1)) / up_calls) if up_calls else None
-    up_rate = float(np.mean(actual))
-    per_symbol = {
-        symbol: {
-            "rows": int(mask.sum()),
-            "accuracy": float(np.mean(predicted[mask] == actual[mask])),
-        }
-        for symbol in frames
-        if (mask := (test["symbol"] == symbol).to_numpy()).any()
-    }
-    version = f"{until.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
-    metrics = {
-        "accuracy": round(accuracy, 6),
-        "precision": None if precision is None else round(precision, 6),
-        "upRate": round(up_rate, 6),
-        "baselineAccuracy": round(max(up_rate, 1.0 - up_rate), 6),
-        "predictedUp": up_calls,
-        "trainRows": len(train),
-        "testRows": len(test),
-        "perSymbol": per_symbol,
-    }
+    return train, test
+
+
+def _windows_and_metrics(
+    train: pd.DataFrame, test: pd.DataFrame, scores: _Scores
+) -> dict[str, Any]:
+    """The artifact metadata's windows, classifier and metrics (after ``symbols``)."""
 
     def iso(value: Any) -> str:
         return pd.Timestamp(value).isoformat()
 
-    metadata = {
-        "schemaVersion": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "trainedUntil": until.isoformat(),
-        "createdAt": app.clock.now().isoformat(),
-        "horizon": horizon,
-        "historyDays": None if history is None else history / timedelta(days=1),
-        "label": f"close after {horizon} candles > close now",
-        "features": features,
-        "symbols": list(frames),
+    metrics = {
+        "accuracy": round(scores.accuracy, 6),
+        "precision": None if scores.precision is None else round(scores.precision, 6),
+        "upRate": round(scores.up_rate, 6),
+        "baselineAccuracy": round(max(scores.up_rate, 1.0 - scores.up_rate), 6),
+        "predictedUp": scores.up_calls,
+        "trainRows": len(train),
+        "testRows": len(test),
+        "perSymbol": scores.per_symbol,
+    }
+    return {
         "trainWindow": [iso(train.index.min()), iso(train.index.max())],
         "testWindow": [iso(test.index.min()), iso(test.index.max())],
         "classifier": {"type": "GradientBoostingClassifier", **CLASSIFIER_PARAMS},
         "sklearnVersion": sklearn.__version__,
         "metrics": metrics,
     }
-    store = ArtifactStore(app.settings.ml_artifact_dir, name)
-    info = store.save(version, model, metadata)
-    return TrainReport(
-        name=name,
-        version=version,
-        path=str(Path(info.path)),
-        trained_until=until,
-        horizon=horizon,
-        symbols=list(frames),
-        train_rows=len(train),
-        test_rows=len(test),
-        train_start=train.index.min().to_pydatetime(),
-        train_end=train.index.max().to_pydatetime(),
-        test_start=test.index.min().to_pydatetime(),
-        test_end=test.index.max().to_pydatetime(),
-        accuracy=accuracy,
-        precision=precision,
-        up_rate=up_rate,
-        baseline_accuracy=max(up_rate, 1.0 - up_rate),
-        predicted_up=up_calls,
-        seconds=time.perf_counter() - started,
+
+
+@dataclass(frozen=True)
+class _Scores:
+    accuracy: float
+    precision: float | None
+    up_rate: float
+    up_calls: int
+    per_symbol: dict[str, dict[str, Any]]
+
+
+def _evaluate(model: Pipeline, test: pd.DataFrame, symbols: Sequence[str]) -> _Scores:
+    """The fitted model's scores on the held-out rows, overall and per symbol."""
+    predicted = model.predict(test[list(FEATURES)].to_numpy())
+    actual = test["label"].to_numpy()
+    up_calls = int(np.sum(predicted == 1))
+    per_symbol = {
+        symbol: {
+            "rows": int(mask.sum()),
+            "accuracy": float(np.mean(predicted[mask] == actual[mask])),
+        }
+        for symbol in symbols
+        if (mask := (test["symbol"] == symbol).to_numpy()).any()
+    }
+    return _Scores(
+        accuracy=float(np.mean(predicted == actual)),
+        precision=float(np.sum((predicted == 1) & (actual == 1)) / up_calls) if up_calls else None,
+        up_rate=float(np.mean(actual)),
+        up_calls=up_calls,
         per_symbol=per_symbol,
     )

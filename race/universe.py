@@ -8,24 +8,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from race.clock import Clock
-from race.domain.metrics import EquityStats
 from race.domain.model import Provider
 from race.domain.money import ZERO
+from race.store import agents as agent_rows
+from race.store import assets as asset_rows
 from race.store.database import Database
-from race.store.tables import (
-    AgentRow,
-    AgentStatsRow,
-    Asset,
-    DecisionRow,
-    EquitySnapshotRow,
-    PortfolioRow,
-    PositionRow,
-    TradeRow,
-)
+from race.store.tables import AgentRow, Asset
 
 KNOWN_NAMES = {
     "bitcoin": "Bitcoin",
@@ -61,7 +52,7 @@ def add_asset(
     if not _COIN.match(coingecko_id):
         raise UniverseError(f"CoinGecko id {coingecko_id!r} must look like 'bitcoin'")
     with db.write() as session:
-        row = session.scalar(select(Asset).where(Asset.symbol == symbol))
+        row = asset_rows.by_symbol(session, symbol)
         if row is not None:
             if row.coingecko_id != coingecko_id:
                 raise UniverseError(
@@ -69,21 +60,20 @@ def add_asset(
                 )
             row.enabled = row.enabled or enabled
             return row, False
-        row = Asset(
+        row = asset_rows.insert(
+            session,
             symbol=symbol,
             coingecko_id=coingecko_id,
             name=name or KNOWN_NAMES.get(coingecko_id, coingecko_id.title()),
             enabled=enabled,
-            created_at=clock.now(),
+            now=clock.now(),
         )
-        session.add(row)
-        session.flush()
         return row, True
 
 
 def set_asset_enabled(db: Database, symbol: str, enabled: bool) -> Asset:
     with db.write() as session:
-        row = session.scalar(select(Asset).where(Asset.symbol == symbol.strip().upper()))
+        row = asset_rows.by_symbol(session, symbol.strip().upper())
         if row is None:
             raise UniverseError(f"unknown asset {symbol!r}")
         row.enabled = enabled
@@ -92,7 +82,7 @@ def set_asset_enabled(db: Database, symbol: str, enabled: bool) -> Asset:
 
 def list_assets(db: Database) -> list[Asset]:
     with db.read() as session:
-        return list(session.scalars(select(Asset).order_by(Asset.id)))
+        return asset_rows.all_assets(session)
 
 
 @dataclass(frozen=True)
@@ -122,19 +112,14 @@ def agent_name(text: str) -> str:
     return name
 
 
-def _by_name(session: Session, name: str) -> AgentRow | None:
-    """The agent whose name equals ``name`` regardless of case (as the unique index)."""
-    return session.scalar(select(AgentRow).where(func.lower(AgentRow.name) == func.lower(name)))
-
-
 def find_agent(session: Session, ref: str | int) -> AgentRow:
     """The agent named ``ref`` (any case) or with id ``ref``; UniverseError otherwise."""
     text_ref = str(ref).strip()
     row: AgentRow | None = None
     if text_ref.isdigit():
-        row = session.get(AgentRow, int(text_ref))
+        row = agent_rows.by_id(session, int(text_ref))
     elif text_ref:
-        row = _by_name(session, text_ref)
+        row = agent_rows.by_name(session, text_ref)
     if row is None:
         raise UniverseError(
             f"unknown agent {text_ref!r}: give its name or id (see `python -m race agents list`)"
@@ -151,7 +136,7 @@ def add_agent(
         raise UniverseError("starting capital must be positive")
     params = dict(new.params or {})
     with db.write() as session:
-        existing = _by_name(session, name)
+        existing = agent_rows.by_name(session, name)
         if existing is not None:
             if exist_ok:
                 return existing, False
@@ -159,48 +144,16 @@ def add_agent(
                 f"an agent named {existing.name!r} (id {existing.id}) already exists: names "
                 "are unique regardless of case"
             )
-        now = clock.now()
-        row = AgentRow(
+        row = agent_rows.insert(
+            session,
             name=name,
             provider=new.provider.value,
             model=new.model,
             strategy=new.strategy[:500],
             instructions=new.instructions,
             params=params,
-            is_active=True,
-            created_at=now,
-        )
-        session.add(row)
-        session.flush()
-        session.add(
-            PortfolioRow(
-                agent_id=row.id,
-                cash=starting_capital,
-                starting_capital=starting_capital,
-                as_of=None,
-                version=0,
-                created_at=now,
-            )
-        )
-        session.add(
-            AgentStatsRow(
-                agent_id=row.id,
-                equity_state=EquityStats.starting_at(starting_capital).to_state(),
-                snapshot_count=0,
-                current_value=starting_capital,
-                max_drawdown_pct=0.0,
-                total_trades=0,
-                winning_trades=0,
-                losing_trades=0,
-                fees_paid=ZERO,
-                decisions=0,
-                fallbacks=0,
-                prompt_tokens=0,
-                completion_tokens=0,
-                cost_usd=ZERO,
-                recent_fallbacks="",
-                degraded=False,
-            )
+            starting_capital=starting_capital,
+            now=clock.now(),
         )
         return row, True
 
@@ -229,31 +182,19 @@ def remove_agent(db: Database, ref: str | int, *, force: bool = False) -> Remove
     with db.write() as session:
         row = find_agent(session, ref)
         agent_id = row.id
-
-        def count(table: Any) -> int:
-            query = select(func.count()).select_from(table).where(table.agent_id == agent_id)
-            return int(session.scalar(query) or 0)
-
-        decisions, trades = count(DecisionRow), count(TradeRow)
-        snapshots = count(EquitySnapshotRow)
+        history = agent_rows.history(session, agent_id)
+        decisions, trades = history.decisions, history.trades
         if decisions and not force:
             raise UniverseError(
                 f"agent {row.name!r} (id {agent_id}) has {decisions} decision(s) and "
                 f"{trades} trade(s): `agents disable` stops it and keeps its history; "
                 "`agents remove --force` deletes it with its history"
             )
-        removed = RemovedAgent(agent_id, row.name, decisions, trades, snapshots)
-        portfolio_ids = select(PortfolioRow.id).where(PortfolioRow.agent_id == agent_id)
-        session.execute(delete(TradeRow).where(TradeRow.agent_id == agent_id))
-        session.execute(delete(EquitySnapshotRow).where(EquitySnapshotRow.agent_id == agent_id))
-        session.execute(delete(DecisionRow).where(DecisionRow.agent_id == agent_id))
-        session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
-        session.execute(delete(PortfolioRow).where(PortfolioRow.agent_id == agent_id))
-        session.execute(delete(AgentStatsRow).where(AgentStatsRow.agent_id == agent_id))
-        session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
+        removed = RemovedAgent(agent_id, row.name, decisions, trades, history.snapshots)
+        agent_rows.delete_with_history(session, agent_id)
         return removed
 
 
 def list_agents(db: Database) -> list[AgentRow]:
     with db.read() as session:
-        return list(session.scalars(select(AgentRow).order_by(AgentRow.id)))
+        return agent_rows.all_agents(session)

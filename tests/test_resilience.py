@@ -424,7 +424,7 @@ def test_rate_limiter_survives_float_drift_on_a_large_clock_reading():
 
 
 def test_a_stale_failure_does_not_disturb_the_half_open_probe():
-    from agents.providers import BreakerGate
+    from agents.chat import BreakerGate
 
     clock = ManualClock(NOW)
     breaker = CircuitBreaker(clock=clock, name="Llama provider")

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.registry import PROVIDER_NAMES
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -87,7 +89,7 @@ class AgentDetail(Model):
 class LeaderboardAgent(Model):
     id: str
     name: str
-    modelType: Literal["Llama", "OpenAI", "AzureOpenAI", "CustomML", "Mock"]
+    modelType: Literal[PROVIDER_NAMES]  # type: ignore[valid-type]
     provider: str
     isActive: bool
     createdAt: str

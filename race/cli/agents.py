@@ -23,7 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.config import AgentConfigError
-from agents.registry import AgentServices, build_agent, configuration_notes
+from agents.registry import (
+    PROVIDER_NAMES,
+    AgentServices,
+    build_agent,
+    configuration_notes,
+    default_model,
+    kind_of,
+    model_help,
+)
 from race.cli._common import open_app
 from race.domain.agent import AgentSpec
 from race.domain.model import Provider
@@ -40,37 +48,14 @@ from race.universe import (
     set_agent_active,
 )
 
-PROVIDERS = ", ".join(p.value for p in Provider)
+PROVIDERS = ", ".join(PROVIDER_NAMES)
 
 
 def register(commands: Any) -> None:
     agents = commands.add_parser("agents", help="manage the agents in the race")
     sub = agents.add_subparsers(dest="agents_command", metavar="ACTION", required=True)
 
-    add = sub.add_parser("add", help="add an agent (with its portfolio)")
-    add.add_argument(
-        "--name", required=True, help="display name: one printable line, unique in any case"
-    )
-    add.add_argument("--provider", required=True, help=f"one of: {PROVIDERS}")
-    add.add_argument(
-        "--model",
-        help="model name (LLM), deployment (AzureOpenAI), artifact name / 'remote' / "
-        "'ensemble' (CustomML) or baseline kind (Mock); default: the provider's default",
-    )
-    add.add_argument("--instructions", default="", help="the agent's own instructions")
-    add.add_argument(
-        "--description",
-        default="",
-        help="display text only: a one-line description shown on the board (the API's "
-        "'strategy' field); what the agent does is set by --provider, --model, "
-        "--instructions and --params",
-    )
-    # The old name, kept working but hidden: it read as if it picked the strategy.
-    add.add_argument("--strategy", dest="description", help=argparse.SUPPRESS)
-    add.add_argument(
-        "--params", default="{}", help="JSON object of agent params (unknown ones are refused)"
-    )
-    add.set_defaults(handler=cmd_add)
+    _register_add(sub)
 
     listing = sub.add_parser("list", help="list the agents")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -107,6 +92,29 @@ def register(commands: Any) -> None:
     remove.set_defaults(handler=cmd_remove)
 
 
+def _register_add(sub: Any) -> None:
+    add = sub.add_parser("add", help="add an agent (with its portfolio)")
+    add.add_argument(
+        "--name", required=True, help="display name: one printable line, unique in any case"
+    )
+    add.add_argument("--provider", required=True, help=f"one of: {PROVIDERS}")
+    add.add_argument("--model", help=f"{model_help()}; default: the provider's default")
+    add.add_argument("--instructions", default="", help="the agent's own instructions")
+    add.add_argument(
+        "--description",
+        default="",
+        help="display text only: a one-line description shown on the board (the API's "
+        "'strategy' field); what the agent does is set by --provider, --model, "
+        "--instructions and --params",
+    )
+    # The old name, kept working but hidden: it read as if it picked the strategy.
+    add.add_argument("--strategy", dest="description", help=argparse.SUPPRESS)
+    add.add_argument(
+        "--params", default="{}", help="JSON object of agent params (unknown ones are refused)"
+    )
+    add.set_defaults(handler=cmd_add)
+
+
 def parse_provider(value: str) -> Provider:
     for provider in Provider:
         if provider.value.lower() == value.strip().lower():
@@ -124,20 +132,6 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
-def default_model(provider: Provider, settings: Settings) -> str | None:
-    if provider is Provider.LLAMA:
-        return settings.llama_model
-    if provider is Provider.OPENAI:
-        return settings.openai_model
-    if provider is Provider.AZURE_OPENAI:
-        return settings.azure_openai_deployment
-    if provider is Provider.CUSTOM_ML:
-        from agents.ml import DEFAULT_MODEL_NAME
-
-        return DEFAULT_MODEL_NAME
-    return None
-
-
 def validate(
     new: NewAgent, settings: Settings, environ: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -152,10 +146,9 @@ def validate(
         instructions=new.instructions,
         params=dict(new.params or {}),
     )
-    if new.provider is Provider.MOCK and not new.model:
-        from agents.baselines import BASELINES
-
-        raise ValueError(f"Mock agents need --model, one of: {', '.join(sorted(BASELINES))}")
+    choices = kind_of(new.provider, new.model).model_choices
+    if choices and not new.model:
+        raise ValueError(f"{new.provider.value} agents need --model, one of: {', '.join(choices)}")
     try:
         services = AgentServices(settings=settings)
         if environ is not None:

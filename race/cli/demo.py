@@ -117,27 +117,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _offline_agents(app: App) -> list[int]:
     """Agents that decide without network calls: baselines and the in-process ML model."""
-    from sqlalchemy import select
-
-    from agents.registry import ENSEMBLE_MODEL, REMOTE_MODEL
-    from race.store.tables import AgentRow
+    from agents.registry import PROVIDER_NAMES, kind_of
+    from race.store import agents as agent_rows
 
     with app.db.read() as session:
-        rows = session.execute(
-            select(AgentRow.id, AgentRow.name, AgentRow.provider, AgentRow.model).where(
-                AgentRow.is_active
-            )
-        ).all()
+        rows = agent_rows.active(session)
     offline, skipped = [], []
-    for agent_id, name, provider, model in rows:
-        local_ml = provider == Provider.CUSTOM_ML.value and (model or "").lower() not in (
-            REMOTE_MODEL,
-            ENSEMBLE_MODEL,
-        )
-        if provider == Provider.MOCK.value or local_ml:
-            offline.append(agent_id)
+    for row in rows:
+        known = row.provider in PROVIDER_NAMES
+        if known and not kind_of(Provider(row.provider), row.model).calls_provider:
+            offline.append(row.id)
         else:
-            skipped.append(name)
+            skipped.append(row.name)
     if skipped:
         print(
             f"not replaying {', '.join(skipped)} (network agents; add --include-llm to replay "
@@ -148,36 +139,19 @@ def _offline_agents(app: App) -> list[int]:
 
 def _replay_end(app: App) -> Any:
     """The newest time at which every enabled asset has a closed candle."""
-    from sqlalchemy import func, select
-
-    from race.store.tables import Asset, CandleRow
+    from race.store import assets as asset_rows
 
     with app.db.read() as session:
-        latest = (
-            session.execute(
-                select(func.max(CandleRow.close_time))
-                .join(Asset, Asset.id == CandleRow.asset_id)
-                .where(Asset.enabled)
-                .group_by(CandleRow.asset_id)
-            )
-            .scalars()
-            .all()
-        )
+        latest = asset_rows.newest_closes_of_enabled(session)
     return min(latest) if latest else None
 
 
 def _train_ml(app: App, until: Any) -> None:
-    from sqlalchemy import select
-
-    from race.store.tables import AgentRow
+    from race.store import agents as agent_rows
 
     with app.db.read() as session:
-        has_ml = session.scalar(
-            select(AgentRow.id)
-            .where(AgentRow.provider == Provider.CUSTOM_ML.value, AgentRow.is_active)
-            .limit(1)
-        )
-    if has_ml is None:
+        has_ml = agent_rows.any_active_of(session, Provider.CUSTOM_ML.value)
+    if not has_ml:
         return
     from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
 

@@ -63,10 +63,6 @@ def floor_time(value: datetime, interval: timedelta) -> datetime:
     return EPOCH + timedelta(microseconds=(micros // step) * step)
 
 
-def is_on_grid(value: datetime, interval: timedelta) -> bool:
-    return floor_time(value, interval) == ensure_utc(value)
-
-
 def grid(start: datetime, end: datetime, interval: timedelta) -> list[datetime]:
     """Every grid time in ``[start, end]`` (start rounded up to the grid)."""
     first = floor_time(start, interval)
