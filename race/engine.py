@@ -72,7 +72,7 @@ class RaceEngine:
             settings=settings,
             clock=self.clock,
             telemetry=telemetry or Telemetry(),
-            deciding=Deciding(settings, build_agent),
+            deciding=Deciding(settings, build_agent, self.clock),
             health=repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold),
         )
 

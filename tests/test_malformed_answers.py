@@ -74,10 +74,9 @@ def test_malformed_answers_become_recorded_holds(database_url, clock, in_process
 
 
 def test_an_in_process_answer_later_than_the_timeout_is_discarded(database_url, clock):
-    import time
-
     def slow(_):
-        time.sleep(0.4)  # blocks the loop, as a heavy in-process model would
+        clock.advance(0.4)  # blocks the loop this long (on the injected clock), as a heavy
+        # in-process model would
         return AgentAnswer(orders=[BUY], reasoning="late")
 
     scripted = {

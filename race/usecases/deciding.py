@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from agents.asking import ask_within
+from race.clock import Clock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO
 from race.domain.sanitize import sanitize_decision
@@ -29,8 +30,9 @@ class Deciding:
     """The agents (built once per spec) and the secrets policy their answers are
     redacted with (an agent's own key joins it when the agent is built)."""
 
-    def __init__(self, settings: Settings, build_agent: AgentBuilder) -> None:
+    def __init__(self, settings: Settings, build_agent: AgentBuilder, clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.policy = settings.secret_policy()
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
@@ -67,38 +69,19 @@ class Deciding:
     async def ask(
         self, agent: Agent | str, context: AgentContext
     ) -> tuple[AgentAnswer | None, str | None]:
-        """The agent's answer, or why there is none (a timeout, a failure, a wrong type)."""
+        """The agent's answer, or why there is none (a timeout, a failure, a wrong type):
+        :func:`agents.asking.ask_within` on the injected clock, the one ask-with-timeout
+        (the ensemble asks its members through it too)."""
         if isinstance(agent, str):
             return None, agent
-        timeout = self.settings.agent_timeout_seconds
-        in_process = bool(getattr(agent, "in_process", False))
-        started = _time.perf_counter()
-        try:
-            if in_process:
-                # Runs on the event loop (no I/O, no thread hop: replays stay fast), so it
-                # cannot be interrupted; an answer that took longer than the limit is
-                # discarded all the same, so the rule is the same for every agent kind.
-                answer = await agent.decide(context)
-                elapsed = _time.perf_counter() - started
-                if elapsed > timeout:
-                    return None, (
-                        f"agent timed out after {timeout:g} s (answered after {elapsed:.2f} s; "
-                        "answer discarded)"
-                    )
-            else:
-                answer = await asyncio.wait_for(agent.decide(context), timeout)
-        except TimeoutError:
-            return None, f"agent timed out after {timeout:g} s"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            message = self.policy.redact(str(exc))[:500]
-            return None, f"agent failed: {exc.__class__.__name__}: {message}"
-        if not isinstance(answer, AgentAnswer):
-            return None, f"agent answered {type(answer).__name__}, not an AgentAnswer"
-        if answer.latency_ms is None and not in_process:
-            answer.latency_ms = int((_time.perf_counter() - started) * 1000)
-        return answer, None
+        asked = await ask_within(
+            agent,
+            context,
+            seconds=self.settings.agent_timeout_seconds,
+            clock=self.clock,
+            scrub=self.policy.redact,
+        )
+        return asked.pair
 
     def context(
         self,
