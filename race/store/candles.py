@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -201,3 +201,13 @@ def count_from_source(
         )
     )
     return int(session.scalar(query) or 0)
+
+
+def any_closed_between(session: Session, first: datetime, last: datetime, age: timedelta) -> bool:
+    """Whether a candle closed in ``[first - age, last]``."""
+    found = session.scalar(
+        select(CandleRow.id)
+        .where(CandleRow.close_time >= first - age, CandleRow.close_time <= last)
+        .limit(1)
+    )
+    return found is not None

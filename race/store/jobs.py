@@ -83,14 +83,44 @@ def put_finished(session: Session, job: NewJob, now: datetime) -> None:
     row.updated_at = now
 
 
+def find_or_create(
+    session: Session,
+    kind: str,
+    key: str,
+    total: int,
+    params: dict[str, Any],
+    now: datetime,
+    new_status: str = status.RUNNING,
+) -> int:
+    """The id of the job named ``key``: created with ``new_status`` (``running`` for a run that
+    starts now, ``queued`` for one handed to a queue), or found and set to ``new_status`` again
+    unless a worker has it ``running``. A concurrent first insert raises ``IntegrityError``
+    (the caller retries)."""
+    row = by_key(session, key)
+    if row is None:
+        row = add(session, NewJob(kind, key, params, new_status, total=total), now)
+    elif row.status != status.RUNNING and row.status != new_status:
+        row.status = new_status
+        row.updated_at = now
+    return row.id
+
+
 def set_status(
-    session: Session, job_id: int, new_status: str, error: str | None, now: datetime
+    session: Session,
+    job_id: int,
+    new_status: str,
+    error: str | None,
+    now: datetime,
+    done: int | None = None,
 ) -> None:
-    """Set a job's status and error (cut to :data:`ERROR_CHARS`); no row, nothing."""
+    """Set a job's status and error (cut to :data:`ERROR_CHARS`), and its count of done
+    steps when given; no row, nothing."""
     row = by_id(session, job_id)
     if row is not None:
         row.status = new_status
         row.error = error[:ERROR_CHARS] if error else None
+        if done is not None:
+            row.done = done
         row.updated_at = now
 
 
@@ -139,3 +169,15 @@ def unfinished(session: Session, kind: str) -> Sequence[tuple[int, str, datetime
         .where(JobRow.kind == kind, JobRow.status.in_(status.UNFINISHED))
         .order_by(JobRow.id)
     ).all()  # type: ignore[return-value]
+
+
+def advance_cursor(
+    session: Session, job: int, cursor: datetime, done: int, total: int, now: datetime
+) -> None:
+    """A backfill job's cursor after a committed chunk: ``completed`` once all is done."""
+    row = by_id(session, job)
+    if row is not None:
+        row.cursor = cursor
+        row.done = done
+        row.status = status.COMPLETED if done >= total else status.RUNNING
+        row.updated_at = now

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from race.domain import jobs
 from race.domain.timeutil import ensure_utc, format_interval, grid
 from race.logging_setup import log_context, new_correlation_id
-from race.store import backfill_jobs
+from race.store import candles as candle_rows
+from race.store import jobs as job_rows
 from race.store import lease as leases
 from race.usecases import backfill_lease
 from race.usecases.deps import Deps
@@ -126,7 +127,7 @@ def require_candles(deps: Deps, first: datetime, last: datetime) -> None:
     cycle would be skipped as stale)."""
     age = deps.settings.max_price_age or timedelta(0)
     with deps.uow.read() as session:
-        found = backfill_jobs.has_candles(session, first, last, age)
+        found = candle_rows.any_closed_between(session, first, last, age)
     if not found:
         raise ValueError(
             f"no candles stored from {first.isoformat()} to {last.isoformat()}: nothing "
@@ -158,7 +159,7 @@ def _job(
 
     def find_or_create() -> int:
         with deps.uow.write() as session:
-            return backfill_jobs.find_or_create(session, BACKFILL, key, total, params, now, status)
+            return job_rows.find_or_create(session, BACKFILL, key, total, params, now, status)
 
     for _ in range(2):
         try:
@@ -173,7 +174,7 @@ def update_job(deps: Deps, job: int, status: str, error: str | None, done: int) 
 
     def write() -> None:
         with deps.uow.write() as session:
-            backfill_jobs.set_status(session, job, status, error, done, deps.clock.now())
+            job_rows.set_status(session, job, status, error, deps.clock.now(), done)
 
     deps.uow.run(write, f"job {job} status")
 

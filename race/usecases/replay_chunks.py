@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from race.domain.agent import AgentSpec
 from race.domain.step import StepResult, ViewSummary
-from race.store import backfill_jobs, cycles
+from race.store import cycles
+from race.store import jobs as job_rows
 from race.store import lease as leases
 from race.store import repository as repo
 from race.store.cycles import ReplayedCycle, StaleCycle
@@ -97,7 +98,7 @@ def commit_chunk(
         flips = repo.write_batches(session, pending, all_ids, deps.health)
         cycles.write_replayed(session, replayed, deps.clock.now())
         cycles.write_stale(session, stale, deps.clock.now())
-        backfill_jobs.advance(session, job, times[stop - 1], stop, len(times), deps.clock.now())
+        job_rows.advance_cursor(session, job, times[stop - 1], stop, len(times), deps.clock.now())
     log_health(deps.health, flips)
     return {written.state.agent_id: written.state for written in pending}
 
