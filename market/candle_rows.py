@@ -46,24 +46,6 @@ MAX_VOLUME = Decimal("9e10")
 MAX_QUOTE_VOLUME = Decimal("9e16")
 """The largest 24-hour quote volume its 2-decimal column stores on SQLite (about 9.2e16)."""
 
-REASONS = (
-    MALFORMED,
-    NOT_A_NUMBER,
-    NON_FINITE,
-    NON_POSITIVE,
-    HIGH_BELOW_LOW,
-    HIGH_BELOW_BODY,
-    LOW_ABOVE_BODY,
-    BAD_VOLUME,
-    OFF_GRID,
-    FUTURE,
-    IMPLAUSIBLE_RANGE,
-    IMPLAUSIBLE_MOVE,
-    INCOMPLETE,
-    OUT_OF_RANGE,
-    PRICE_TOO_LARGE,
-)
-
 QUOTE_VOLUME_SCALE = 2
 """Decimal places of a stored 24-hour quote volume (USD cents): the scale of the
 ``candles.quote_volume_24h`` column (``race/store/tables.py``)."""

@@ -38,8 +38,6 @@ IMPLAUSIBLE_LEVEL = "implausible_level"
 IMPLAUSIBLE_DAY_MOVE = "implausible_day_move"
 """The close is too far from the lowest or highest close of the window before it."""
 
-REASONS = (IMPLAUSIBLE_LEVEL, IMPLAUSIBLE_DAY_MOVE)
-
 
 @dataclass(frozen=True)
 class HistoryLimits:
@@ -201,7 +199,6 @@ def check_history(
 __all__ = [
     "IMPLAUSIBLE_DAY_MOVE",
     "IMPLAUSIBLE_LEVEL",
-    "REASONS",
     "HistoryLimits",
     "check_history",
     "judge",
