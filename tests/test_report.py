@@ -453,3 +453,10 @@ def test_importing_the_cli_does_not_import_matplotlib():
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_id_is_unique_and_every_reference_resolves(page):
+    ids = [value for _, name, value in page.attributes if name == "id"]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})[:5]
+    references = set(re.findall(r'(?:href="|url\()#([\w-]+)', page.text))
+    assert references and references <= set(ids)

@@ -34,6 +34,7 @@ _RC = {
 }
 _PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_ID = re.compile(r' id="([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,18 @@ class Chart:
             buffer = io.StringIO()
             self.figure().savefig(buffer, format="svg", metadata={"Date": None})
         text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue(), count=1))
-        return text.strip()
+        return self._unique_ids(text).strip()
+
+    def _unique_ids(self, text: str) -> str:
+        """matplotlib numbers its groups (``axes_1``…) and names markers and clip paths by a
+        hash of their shape: two charts of one page would share ids. Prefixed by the chart's
+        name (the series' own ``<chart>-<index>`` excepted), ids are unique in the page."""
+        ids = {i for i in _ID.findall(text) if not i.startswith(f"{self.name}-")}
+        if not ids:
+            return text
+        names = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+        pattern = re.compile(rf'(id="|#)({names})(?=[")])')
+        return pattern.sub(rf"\1{self.name}-\2", text)
 
     def png(self, dpi: int = 120) -> bytes:
         import matplotlib
