@@ -72,8 +72,8 @@ def test_report_data_is_the_leaderboard_and_the_domain_analytics(app):
         expected = significance(
             points,
             origin=s.starting_capital,
-            benchmark=None if a.is_benchmark or not points else hold_curve,
-            benchmark_origin=None if a.is_benchmark or not points else hold.starting_capital,
+            benchmark=None if a.is_benchmark else hold_curve,
+            benchmark_origin=None if a.is_benchmark else hold.starting_capital,
         )
         assert row.significance == expected
         if s.agent_id == llm:  # no snapshot: no behaviour; its model's cut-off is after
