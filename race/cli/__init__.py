@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "race.cli.agents",
     "race.cli.ml",
     "race.cli.serve",
+    "race.cli.report",
 )
 
 

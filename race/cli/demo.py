@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from agents.baselines import DEFAULT_BASELINES
@@ -23,6 +24,8 @@ from race.leaderboard import render_table, standings
 from race.universe import NewAgent, add_agent, add_asset
 
 log = logging.getLogger("race.demo")
+REPORT_FILE = "race-report.html"
+"""Written in the working directory when the replay ends (``python -m race report``)."""
 
 
 def register(commands: Any) -> None:
@@ -112,6 +115,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     with app.db.read() as session:
         print(render_table(standings(session)))
+    from race.cli.report import write_report  # matplotlib: imported only to draw the report
+
+    print(f"\nreport: {write_report(app, Path(REPORT_FILE))[0].resolve()}")
     return 0
 
 

@@ -1,0 +1,183 @@
+"""`python -m race report` on a replayed race: the data it reads from the database, the
+command's files, exit codes and errors, and `make demo` ending with the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from race.bootstrap import bootstrap
+from race.cli import main
+from race.domain.model import Provider
+from race.domain.significance import significance
+from race.domain.timeutil import parse_iso
+from race.leaderboard import standings
+from race.report.data import report_data
+from race.store.reads.equity import equity_points
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    make_candles,
+    seed_agent,
+    seed_assets,
+    seed_baselines,
+    wave_prices,
+)
+
+START = datetime(2023, 12, 1, tzinfo=UTC)  # the replay ends before the clock's now
+ROOT = Path(__file__).resolve().parent.parent
+CHARTS = ("equity", "drawdown", "intervals")
+
+
+def replay(app, hours: int = 48) -> None:
+    seed_assets(app)
+    seed_baselines(app)
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(
+            app, make_candles(symbol, START, wave_prices(hours + 40, base=base, drift=0.002))
+        )
+    asyncio.run(app.engine.backfill(START + 30 * HOUR, START + (30 + hours) * HOUR, HOUR))
+
+
+def test_report_data_is_the_leaderboard_and_the_domain_analytics(app):
+    replay(app)
+    llm = seed_agent(app, "GPT 4.1", provider=Provider.OPENAI, model="gpt-4.1")
+    with app.db.read() as session:
+        data = report_data(session, now=app.clock.now())
+        board = standings(session)
+        curves = {s.agent_id: equity_points(session, s.agent_id, None, None, None) for s in board}
+    assert [a.agent_id for a in data.agents] == [s.agent_id for s in board]
+    assert data.start == START + 30 * HOUR and data.end == START + 78 * HOUR
+    assert data.generated_at == app.clock.now()
+    hold = next(s for s in board if s.model == "buy_and_hold")
+    assert data.buy_and_hold_name == hold.name
+    hold_curve = [(parse_iso(p.captured_at), p.total_value) for p in curves[hold.agent_id]]
+    assert [(p.time, p.value) for p in data.buy_and_hold] == hold_curve
+    for a, s in zip(data.agents, board, strict=True):
+        row = a.leaderboard
+        assert (row.rank, a.name) == (s.rank, s.name)
+        assert row.final_equity == float(s.current_value)
+        assert row.return_pct == s.return_pct
+        points = [(parse_iso(p.captured_at), p.total_value) for p in curves[s.agent_id]]
+        assert [(p.time, p.value) for p in a.equity] == points
+        assert a.is_benchmark == (s.agent_id == hold.agent_id)
+        expected = significance(
+            points,
+            origin=s.starting_capital,
+            benchmark=None if a.is_benchmark else hold_curve,
+            benchmark_origin=None if a.is_benchmark else hold.starting_capital,
+        )
+        assert row.significance == expected
+        if s.agent_id == llm:  # no snapshot: no behaviour; its model's cut-off is after
+            assert a.behaviour is None and a.equity == []
+            assert a.contamination.possibly_contaminated is True
+            continue
+        assert a.behaviour is not None
+        assert a.behaviour.trades == s.total_trades
+        assert a.behaviour.decisions == s.decisions
+        assert a.contamination.model is None  # baselines call no language model
+        if not a.is_benchmark:
+            assert row.significance.p_beat_benchmark is not None
+    assert next(a for a in data.agents if a.is_benchmark).behaviour.trades > 0
+
+
+def test_only_the_live_race_exists(app):
+    with app.db.read() as session, pytest.raises(LookupError, match="only 'live'"):
+        report_data(session, now=app.clock.now(), race="2024-q1")
+
+
+@pytest.fixture
+def replayed(sqlite_url, monkeypatch, clock):
+    monkeypatch.setenv("RACE_DATABASE_URL", sqlite_url)
+    application = bootstrap(overrides={"RACE_DATABASE_URL": sqlite_url}, clock=clock)
+    replay(application, hours=24)
+    yield application
+    application.close()
+
+
+def embedded(text: str, chart: str) -> dict:
+    found = re.search(
+        rf'<script type="application/json" id="data-{chart}">(.*?)</script>', text, re.DOTALL
+    )
+    assert found, chart
+    return json.loads(found.group(1))
+
+
+def test_report_writes_the_html_and_the_pngs(replayed, tmp_path, capsys):
+    out, charts = tmp_path / "report.html", tmp_path / "png" / "new"
+    assert main(["report", "--out", str(out), "--png", str(charts)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out)] + [str(charts / f"{c}.png") for c in CHARTS]
+    text = out.read_text(encoding="utf-8")
+    with replayed.db.read() as session:
+        board = standings(session)
+    for chart in CHARTS:
+        assert f'<figure id="chart-{chart}">' in text
+    assert [s["name"] for s in embedded(text, "equity")["series"]] == [s.name for s in board]
+    for standing in board:
+        assert f'<td class="name">{standing.name.replace("&", "&amp;")}</td>' in text
+    assert sorted(p.name for p in charts.iterdir()) == sorted(f"{c}.png" for c in CHARTS)
+    assert main(["report", "--race", "live", "--out", str(out)]) == 0  # --race live: the same
+
+
+def test_report_errors_exit_2_with_one_line(replayed, tmp_path, capsys):
+    assert main(["report", "--race", "2024-q1", "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown race '2024-q1'") and err.count("\n") == 1
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "missing" / "r.html")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not list(tmp_path.glob("*.html"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["report"])  # --out is required
+    assert exit_.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_report_of_a_race_without_snapshots_is_refused(sqlite_url, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RACE_DATABASE_URL", sqlite_url)
+    assert main(["report", "--out", str(tmp_path / "r.html")]) == 2
+    assert "no agent has an equity snapshot yet" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_help_says_only_the_live_race_exists(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "-h"])
+    assert exit_.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "only 'live'" in help_text and "--png DIR" in help_text
+
+
+def test_demo_ends_by_writing_the_report(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RACE_", "LLAMA_", "OPENAI_", "AZURE_", "TOGETHER_", "REMOTE_ML"))
+    }
+    env.update({"PYTHONPATH": str(ROOT), "RACE_ML_ARTIFACT_DIR": str(tmp_path / "ml")})
+    done = subprocess.run(
+        [sys.executable, "-m", "race", "demo", "--days", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    report = tmp_path / "race-report.html"
+    assert last == f"report: {report}"
+    text = report.read_text(encoding="utf-8")
+    names = [s["name"] for s in embedded(text, "equity")["series"]]
+    assert "Buy & Hold" in names and "Cash Keeper" in names
+    assert len(embedded(text, "equity")["series"][0]["points"]) >= 2 * 24
