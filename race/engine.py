@@ -1254,7 +1254,7 @@ class RaceEngine:
                 if reason is not None:
                     stale.append((cycle_time, len(specs), reason))
                 elif due:
-                    summary = ViewSummary(view, symbols[0] if symbols else None)
+                    summary = tape.summary(view, symbols[0] if symbols else None)
                     steps = await self._decide_all(
                         due, batches, states, view, summary, cycle_time, symbols, semaphore, spend
                     )

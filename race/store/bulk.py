@@ -20,14 +20,14 @@ from race.store.types import UTCDateTime
 @dataclass(frozen=True)
 class _InsertPlan:
     sql: str
-    plain: list[tuple[int, Any]]
-    """Columns converted value by value (money, booleans…)."""
-    shared: list[tuple[int, Any]]
-    """Columns whose values are often one object repeated (times, JSON): converted once."""
-    pick: Any
-    """Row dict → tuple of values in ``keys`` order."""
+    converters: tuple[tuple[int, Any, bool], ...]
+    """(position in ``keys``, bind processor, shared) of every column that has one. A
+    shared column's values are often one object repeated (times, JSON): converted once."""
     order: Any
-    """Values in ``keys`` order → the driver's positional order (None: named parameters)."""
+    """Values in ``keys`` order → the driver's positional order (None: they already are in
+    it; see ``named``)."""
+    named: bool
+    """The driver takes named parameters (a dict per row)."""
     keys: tuple[str, ...]
 
 
@@ -37,18 +37,18 @@ _SHARED_TYPES = (JSON, UTCDateTime)
 
 def _plan(dialect: Any, table: Any, keys: tuple[str, ...]) -> _InsertPlan:
     compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
-    plain, shared = [], []
+    converters = []
     for index, key in enumerate(keys):
         column_type = table.c[key].type
         processor = column_type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
-            (shared if isinstance(column_type, _SHARED_TYPES) else plain).append((index, processor))
-    order = (
-        operator.itemgetter(*[keys.index(name) for name in compiled.positiontup])
-        if compiled.positional
-        else None
-    )
-    return _InsertPlan(compiled.string, plain, shared, operator.itemgetter(*keys), order, keys)
+            converters.append((index, processor, isinstance(column_type, _SHARED_TYPES)))
+    order = None
+    if compiled.positional:
+        positions = [keys.index(name) for name in compiled.positiontup]
+        if positions != list(range(len(keys))):
+            order = operator.itemgetter(*positions)
+    return _InsertPlan(compiled.string, tuple(converters), order, not compiled.positional, keys)
 
 
 def bulk_insert(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
@@ -59,34 +59,48 @@ def bulk_insert(session: Session, table: Any, rows: Sequence[dict[str, Any]]) ->
     market conditions, empty lists) are converted once per call."""
     if not rows:
         return
-    connection = session.connection()
     keys = tuple(rows[0])
+    pick = operator.itemgetter(*keys)
+    insert_values(session, table, keys, [pick(row) for row in rows])
+
+
+def insert_values(
+    session: Session, table: Any, keys: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> None:
+    """:func:`bulk_insert` of rows given as tuples of values in ``keys`` order (no dict per
+    row: the hot path of a replay's decisions and snapshots)."""
+    if not rows:
+        return
+    connection = session.connection()
     cache_key = (connection.dialect.name, table.name, keys)
     plan = _INSERTS.get(cache_key)
     if plan is None:
         plan = _INSERTS[cache_key] = _plan(connection.dialect, table, keys)
     memo: dict[Any, Any] = {}
+    converters = plan.converters
     params: list[Any] = []
+    append = params.append
     for row in rows:
-        values = list(plan.pick(row))
-        for i, processor in plan.plain:
-            value = values[i]
-            if value is not None:
-                values[i] = processor(value)
-        for i, processor in plan.shared:
+        values = list(row)
+        for i, processor, shared in converters:
             value = values[i]
             if value is None:
                 continue
-            # Equal-but-distinct empty containers share a key; other objects go by identity
-            # (they stay alive in ``rows`` for the whole call, so ids are not reused).
-            marker = id(value) if value or isinstance(value, datetime) else (type(value), 0)
-            converted = memo.get(marker)
-            if converted is None:
-                converted = memo[marker] = processor(value)
-            values[i] = converted
-        params.append(
-            plan.order(values) if plan.order is not None else dict(zip(keys, values, strict=True))
-        )
+            if shared:
+                # Equal-but-distinct empty containers share a key; other objects go by
+                # identity (they stay alive in ``rows`` for the whole call, so ids are not
+                # reused).
+                marker = id(value) if value or isinstance(value, datetime) else (type(value), 0)
+                converted = memo.get(marker)
+                if converted is None:
+                    converted = memo[marker] = processor(value)
+                values[i] = converted
+            else:
+                values[i] = processor(value)
+        if plan.named:
+            append(dict(zip(keys, values, strict=True)))
+        else:
+            append(tuple(values) if plan.order is None else plan.order(values))
     connection.exec_driver_sql(plan.sql, params)
 
 

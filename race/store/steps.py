@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from race.domain.health import HealthPolicy
 from race.domain.step import EquityPoint, StepResult
 from race.store.agent_stats import update_stats
-from race.store.bulk import allocate_ids, bulk_insert
+from race.store.bulk import allocate_ids, bulk_insert, insert_values
 from race.store.portfolios import ConcurrentUpdate, PortfolioState
 from race.store.tables import (
     DecisionRow,
@@ -23,51 +23,93 @@ from race.store.tables import (
     TradeRow,
 )
 
+_DECISION_KEYS = (
+    "agent_id",
+    "cycle_time",
+    "action",
+    "asset_symbol",
+    "quantity",
+    "rationale",
+    "cited_rules",
+    "regime",
+    "market_conditions",
+    "value_before",
+    "value_after",
+    "was_validated",
+    "validation_errors",
+    "proposed_orders",
+    "fallback",
+    "fallback_reason",
+    "raw_output",
+    "prompt",
+    "model",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "confidence",
+    "details",
+)
 
-def _decision_row(agent_id: int, step: StepResult) -> dict[str, Any]:
+
+def _decision_values(agent_id: int, step: StepResult) -> tuple[Any, ...]:
+    """A decision's row as values in :data:`_DECISION_KEYS` order."""
     d = step.decision
-    return {
-        "agent_id": agent_id,
-        "cycle_time": d.cycle_time,
-        "action": d.action.value,
-        "asset_symbol": d.asset,
-        "quantity": d.quantity,
-        "rationale": d.rationale,
-        "cited_rules": d.cited_rules,
-        "regime": d.regime,
-        "market_conditions": d.market_conditions,
-        "value_before": d.value_before,
-        "value_after": d.value_after,
-        "was_validated": d.was_validated,
-        "validation_errors": [n.as_dict() for n in d.notes] or None,
-        "proposed_orders": d.proposed_orders,
-        "fallback": d.fallback,
-        "fallback_reason": d.fallback_reason,
-        "raw_output": d.raw_output,
-        "prompt": d.prompt,
-        "model": d.model,
-        "latency_ms": d.latency_ms,
-        "prompt_tokens": d.prompt_tokens,
-        "completion_tokens": d.completion_tokens,
-        "cost_usd": d.cost_usd,
-        "confidence": d.confidence,
-        "details": d.details,
-    }
+    return (
+        agent_id,
+        d.cycle_time,
+        d.action.value,
+        d.asset,
+        d.quantity,
+        d.rationale,
+        d.cited_rules,
+        d.regime,
+        d.market_conditions,
+        d.value_before,
+        d.value_after,
+        d.was_validated,
+        [n.as_dict() for n in d.notes] or None,
+        d.proposed_orders,
+        d.fallback,
+        d.fallback_reason,
+        d.raw_output,
+        d.prompt,
+        d.model,
+        d.latency_ms,
+        d.prompt_tokens,
+        d.completion_tokens,
+        d.cost_usd,
+        d.confidence,
+        d.details,
+    )
 
 
-def _snapshot_row(
+_SNAPSHOT_KEYS = (
+    "agent_id",
+    "portfolio_id",
+    "captured_at",
+    "total_value",
+    "cash_value",
+    "positions_value",
+    "unrealized_pnl",
+    "source",
+)
+
+
+def _snapshot_values(
     agent_id: int, portfolio_id: int, point: EquityPoint, source: str
-) -> dict[str, Any]:
-    return {
-        "agent_id": agent_id,
-        "portfolio_id": portfolio_id,
-        "captured_at": point.time,
-        "total_value": point.total_value,
-        "cash_value": point.cash_value,
-        "positions_value": point.positions_value,
-        "unrealized_pnl": point.unrealized_pnl,
-        "source": source,
-    }
+) -> tuple[Any, ...]:
+    """A snapshot's row as values in :data:`_SNAPSHOT_KEYS` order."""
+    return (
+        agent_id,
+        portfolio_id,
+        point.time,
+        point.total_value,
+        point.cash_value,
+        point.positions_value,
+        point.unrealized_pnl,
+        source,
+    )
 
 
 @dataclass
@@ -98,7 +140,7 @@ def write_batches(
         ((batch, step) for batch in batches for step in batch.steps),
         key=lambda pair: (pair[1].decision.cycle_time, pair[0].state.agent_id),
     )
-    decision_rows = [_decision_row(batch.state.agent_id, step) for batch, step in owners]
+    decision_rows = [_decision_values(batch.state.agent_id, step) for batch, step in owners]
     # Claim the portfolios first: a concurrent writer of the same agent fails here, before
     # anything else is written (and on SQLite the write lock is already ours).
     for batch in batches:
@@ -124,15 +166,18 @@ def write_batches(
         ids = list(
             session.scalars(
                 insert(DecisionRow).returning(DecisionRow.id, sort_by_parameter_order=True),
-                decision_rows,
+                [dict(zip(_DECISION_KEYS, row, strict=True)) for row in decision_rows],
             )
         )
     else:
-        for row, decision_id in zip(decision_rows, ids, strict=True):
-            row["id"] = decision_id
-        bulk_insert(session, DecisionRow.__table__, decision_rows)
+        insert_values(
+            session,
+            DecisionRow.__table__,
+            ("id", *_DECISION_KEYS),
+            [(decision_id, *row) for decision_id, row in zip(ids, decision_rows, strict=True)],
+        )
     trade_rows: list[dict[str, Any]] = []
-    snapshot_rows: list[dict[str, Any]] = []
+    snapshot_rows: list[tuple[Any, ...]] = []
     for decision_id, (batch, step) in zip(ids, owners, strict=True):
         agent_id = batch.state.agent_id
         for sequence, fill in enumerate(step.fills):
@@ -154,7 +199,7 @@ def write_batches(
                 }
             )
         snapshot_rows.append(
-            _snapshot_row(agent_id, batch.state.portfolio_id, step.equity, "cycle")
+            _snapshot_values(agent_id, batch.state.portfolio_id, step.equity, "cycle")
         )
     if trade_rows:
         bulk_insert(session, TradeRow.__table__, trade_rows)
@@ -212,9 +257,8 @@ def write_batches(
     return changed
 
 
-def _insert_snapshots(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        bulk_insert(session, EquitySnapshotRow.__table__, rows)
+def _insert_snapshots(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    insert_values(session, EquitySnapshotRow.__table__, _SNAPSHOT_KEYS, rows)
 
 
 def write_marks(session: Session, marks: Sequence[tuple[PortfolioState, EquityPoint]]) -> int:
@@ -232,7 +276,7 @@ def write_marks(session: Session, marks: Sequence[tuple[PortfolioState, EquityPo
         if exists:
             continue
         _insert_snapshots(
-            session, [_snapshot_row(state.agent_id, state.portfolio_id, point, "mark")]
+            session, [_snapshot_values(state.agent_id, state.portfolio_id, point, "mark")]
         )
         update_stats(session, state.agent_id, [point])
         written += 1

@@ -13,6 +13,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from race.domain.model import Candle, MarketView
+from race.domain.regime import candle_returns
+from race.domain.step import ViewSummary
 from race.store.tables import (
     CandleRow,
 )
@@ -171,6 +173,9 @@ class CandleTape:
     series: dict[str, list[Candle]] = field(default_factory=dict)
     times: dict[str, list[datetime]] = field(default_factory=dict)
     closes: dict[str, list[float]] = field(default_factory=dict)
+    returns: dict[str, list[float | None]] = field(default_factory=dict)
+    """Per-candle returns of each series (:func:`race.domain.regime.candle_returns`),
+    computed once for the whole tape; a view's regime reads its window's slice."""
 
     @classmethod
     def load(
@@ -206,6 +211,7 @@ class CandleTape:
             tape.series[symbol] = series
             tape.times[symbol] = [c.close_time for c in series]
             tape.closes[symbol] = [float(c.close) for c in series]
+            tape.returns[symbol] = candle_returns(tape.closes[symbol])
         return tape
 
     def view(self, as_of: datetime) -> MarketView:
@@ -219,3 +225,13 @@ class CandleTape:
         return MarketView(
             as_of=as_of, candles=candles, max_price_age=self.max_price_age, close_floats=closes
         )
+
+    def summary(self, view: MarketView, primary: str | None) -> ViewSummary:
+        """The :class:`ViewSummary` of ``view`` (one of this tape's views), its regime read
+        from the tape's per-candle returns: the same label as from the view's closes."""
+        returns = None
+        if primary is not None and primary in self.returns:
+            stop = bisect.bisect_right(self.times[primary], view.as_of)
+            first = max(0, stop - self.depth)
+            returns = self.returns[primary][first + 1 : stop]
+        return ViewSummary(view, primary, returns)
