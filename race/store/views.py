@@ -150,6 +150,18 @@ def pinned_market_view(session: Session, as_of: datetime, pin: ViewPin) -> Marke
     return MarketView(as_of=as_of, candles=candles, max_price_age=age)
 
 
+_CANDLE_COLUMNS = (
+    CandleRow.close_time,
+    CandleRow.open,
+    CandleRow.high,
+    CandleRow.low,
+    CandleRow.close,
+    CandleRow.volume,
+    CandleRow.quote_volume_24h,
+)
+"""A :class:`Candle`'s fields after its symbol, in order."""
+
+
 def _candle(symbol: str, row: CandleRow) -> Candle:
     return Candle(
         symbol,
@@ -189,25 +201,27 @@ class CandleTape:
     ) -> CandleTape:
         tape = cls(depth=depth, max_price_age=max_price_age)
         for symbol, asset_id in symbols.items():
+            # Plain columns, not ORM entities: a year of candles loads several times faster
+            # (each value through its column's own type, as an entity's would be).
             head = list(
                 session.execute(
-                    select(CandleRow)
+                    select(*_CANDLE_COLUMNS)
                     .where(CandleRow.asset_id == asset_id, CandleRow.close_time < start)
                     .order_by(CandleRow.close_time.desc())
                     .limit(depth)
-                ).scalars()
+                )
             )
             head.reverse()
             body = session.execute(
-                select(CandleRow)
+                select(*_CANDLE_COLUMNS)
                 .where(
                     CandleRow.asset_id == asset_id,
                     CandleRow.close_time >= start,
                     CandleRow.close_time <= end,
                 )
                 .order_by(CandleRow.close_time)
-            ).scalars()
-            series = [_candle(symbol, row) for row in head] + [_candle(symbol, r) for r in body]
+            )
+            series = [Candle(symbol, *row) for row in head] + [Candle(symbol, *row) for row in body]
             tape.series[symbol] = series
             tape.times[symbol] = [c.close_time for c in series]
             tape.closes[symbol] = [float(c.close) for c in series]
