@@ -11,7 +11,10 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents import features, indicators
 from agents.baselines import rsi
+from agents.features import latest_features
+from agents.indicators import latest_indicators
 from race.domain import health
 from race.domain.model import Candle, Fill, MarketView, Side
 from race.domain.regime import candle_returns, detect_regime
@@ -172,3 +175,39 @@ def test_the_health_rule_lives_in_the_domain_and_the_store_re_exports_it():
     assert not policy.degraded("111")  # not a full window yet
     assert not policy.degraded("0011")  # exactly half: not more than
     assert policy.degraded("0111")
+
+
+def _ohlc(i: int, close: Decimal) -> Candle:
+    return Candle(
+        "ETH", T0 + i * HOUR, close, close + 2, close - 2, close + 1, Decimal(i % 7 + 1), None
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.decimals(min_value=Decimal("10"), max_value=Decimal("5000"), places=2),
+        min_size=1,
+        max_size=70,
+    )
+)
+def test_shared_indicators_and_features_equal_a_fresh_computation(prices):
+    candles = [_ohlc(i, p) for i, p in enumerate(prices)]
+    indicators._LATEST.clear()
+    features._LATEST.clear()
+    fresh = indicators._latest_indicators(candles)
+    first, second = latest_indicators(candles), latest_indicators(list(candles))
+    assert first == second == fresh
+    first["rsi_14"] = -1.0  # each caller owns its copy
+    assert latest_indicators(candles) == fresh
+    if len(candles) >= features.MIN_CANDLES:
+        expected = features._latest_features(candles[-features.MIN_CANDLES :])
+        got = latest_features(candles)
+        if expected is None:
+            assert got is None
+        else:
+            assert got is not None
+            assert got.tobytes() == expected.tobytes()  # bit for bit, NaN included
+            got[:] = 0.0
+            again = latest_features(candles)
+            assert again is not None and again.tobytes() == expected.tobytes()
