@@ -35,6 +35,25 @@ _INSERTS: dict[tuple[str, str, tuple[str, ...]], _InsertPlan] = {}
 _SHARED_TYPES = (JSON, UTCDateTime)
 
 
+_OMITTABLE: dict[str, frozenset[str]] = {}
+
+
+def _omittable(table: Any) -> frozenset[str]:
+    """Columns an ``INSERT`` may leave out when a row's value is NULL: nullable, without a
+    default of either kind (leaving one out stores exactly the NULL binding it would)."""
+    found = _OMITTABLE.get(table.name)
+    if found is None:
+        found = _OMITTABLE[table.name] = frozenset(
+            column.key
+            for column in table.columns
+            if column.nullable
+            and column.default is None
+            and column.server_default is None
+            and not column.primary_key
+        )
+    return found
+
+
 def _plan(dialect: Any, table: Any, keys: tuple[str, ...]) -> _InsertPlan:
     compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
     converters = []
@@ -71,6 +90,17 @@ def insert_values(
     row: the hot path of a replay's decisions and snapshots)."""
     if not rows:
         return
+    omittable = _omittable(table)
+    empty = {
+        i for i, key in enumerate(keys) if key in omittable and all(row[i] is None for row in rows)
+    }
+    if empty and len(keys) - len(empty) >= 2:
+        # A column NULL in every row is left out: it is stored as NULL all the same (it has
+        # no default), and the driver binds nothing for it (binding a None costs a lookup).
+        kept = [i for i in range(len(keys)) if i not in empty]
+        pick = operator.itemgetter(*kept)
+        keys = tuple(keys[i] for i in kept)
+        rows = [pick(row) for row in rows]
     connection = session.connection()
     cache_key = (connection.dialect.name, table.name, keys)
     plan = _INSERTS.get(cache_key)
