@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from race.domain.agent import AgentAnswer, AgentContext
@@ -49,17 +50,18 @@ def rsi(values: list[float], period: int = 14) -> float | None:
     """Wilder's RSI over the closes given (None with fewer than ``period + 1``)."""
     if len(values) < period + 1:
         return None
+    # The closes' changes, oldest first: the first ``period`` seed the averages, the rest
+    # are smoothed in (the same float operations, in the same order, as indexing would do).
+    changes = [current - previous for previous, current in pairwise(values)]
     gains = losses = 0.0
-    for i in range(1, period + 1):
-        change = values[i] - values[i - 1]
+    for change in changes[:period]:
         if change > 0:
             gains += change
         else:
             losses -= change
     avg_gain, avg_loss = gains / period, losses / period
     keep = (period - 1) / period
-    for i in range(period + 1, len(values)):
-        change = values[i] - values[i - 1]
+    for change in changes[period:]:
         if change > 0:
             avg_gain = avg_gain * keep + change / period
             avg_loss = avg_loss * keep

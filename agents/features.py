@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import as_strided
 
+from agents.indicators import WindowCache
 from race.domain.model import Candle
 
 FEATURES = (
@@ -169,6 +170,18 @@ def latest_features(candles: Sequence[Candle]) -> np.ndarray | None:
     if len(candles) < MIN_CANDLES:
         return None
     window = list(candles)[-MIN_CANDLES:]
+    return _LATEST.get(window, _latest_features, _copy)
+
+
+_LATEST = WindowCache()
+"""Features per window, computed once per cycle for every agent that asks."""
+
+
+def _copy(row: np.ndarray | None) -> np.ndarray | None:
+    return None if row is None else row.copy()
+
+
+def _latest_features(window: Sequence[Candle]) -> np.ndarray | None:
     arrays = _feature_arrays(
         np.array([float(c.close) for c in window]),
         np.array([float(c.high) for c in window]),

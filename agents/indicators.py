@@ -9,7 +9,10 @@ one-candle returns over the last 24. A value needs enough candles; otherwise it 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,7 @@ import pandas as pd
 from race.domain.model import Candle
 
 RETURN_PERIODS = (1, 4, 24)
+_T = TypeVar("_T")
 
 
 def candle_frame(candles: Sequence[Candle]) -> pd.DataFrame:
@@ -68,12 +72,60 @@ def indicator_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def latest_indicators(candles: Sequence[Candle]) -> dict[str, float | None]:
-    """The indicators at the newest candle (None where there is not enough history)."""
-    if not candles:
-        return {}
+class WindowCache:
+    """The last few results of a function of a candle window, by the window's candles.
+
+    Every agent of a cycle sees the same view, so a prompt's indicators (or a model's
+    features) for one asset are computed once per cycle and shared by every agent that
+    asks: a window holding equal candles gives the same result. Callers get their own
+    copy (``copy``). Thread-safe (agents may run in worker threads)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Candle, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        candles: Sequence[Candle],
+        compute: Callable[[Sequence[Candle]], _T],
+        copy: Callable[[_T], _T],
+    ) -> _T:
+        key = tuple(candles)
+        try:
+            with self._lock:
+                found = self._items.get(key)
+                if found is not None:
+                    self._items.move_to_end(key)
+                    return copy(found)
+        except TypeError:  # an unhashable value (a signalling NaN): nothing to share
+            return compute(candles)
+        value = compute(candles)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return copy(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_LATEST = WindowCache()
+
+
+def _latest_indicators(candles: Sequence[Candle]) -> dict[str, float | None]:
     row = indicator_frame(candle_frame(candles)).iloc[-1]
     return {
         name: (float(value) if value is not None and math.isfinite(value) else None)
         for name, value in row.items()
     }
+
+
+def latest_indicators(candles: Sequence[Candle]) -> dict[str, float | None]:
+    """The indicators at the newest candle (None where there is not enough history);
+    computed once per window however many agents ask (see :class:`WindowCache`)."""
+    if not candles:
+        return {}
+    return _LATEST.get(candles, _latest_indicators, dict)

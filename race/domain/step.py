@@ -73,17 +73,27 @@ class StepResult:
 
 
 class ViewSummary:
-    """Per-view facts computed once per cycle and shared by every agent's record."""
+    """Per-view facts computed once per cycle and shared by every agent's record.
 
-    def __init__(self, view: MarketView, primary: str | None) -> None:
+    ``returns``: the primary asset's per-candle returns over the view's window as
+    :func:`race.domain.regime.detect_regime` takes them, when the caller already has them
+    (a replay's candle tape computes each candle's return once)."""
+
+    def __init__(
+        self,
+        view: MarketView,
+        primary: str | None,
+        returns: Sequence[float | None] | None = None,
+    ) -> None:
         self.view = view
         self.primary = primary
+        self.returns = returns
 
     @cached_property
     def regime(self) -> str:
         if self.primary is None:
             return UNKNOWN
-        return detect_regime(self.view.closes(self.primary))
+        return detect_regime(self.view.closes(self.primary), returns=self.returns)
 
     @cached_property
     def conditions(self) -> dict[str, Any]:
@@ -150,6 +160,24 @@ def _well_formed(answer: Any) -> tuple[AgentAnswer, str | None]:
         return AgentAnswer(), None
     if not isinstance(answer, AgentAnswer):
         return AgentAnswer(), f"agent answer malformed: {type(answer).__name__}, not an answer"
+    if (
+        # The common shape (every baseline's, most adapters'): nothing below can object.
+        type(answer.orders) is list
+        and type(answer.reasoning) is str
+        and type(answer.cited_rules) is list
+        and type(answer.details) is dict
+        and answer.raw_output is None
+        and answer.prompt is None
+        and (answer.model is None or type(answer.model) is str)
+        and answer.regime is None
+        and answer.fallback_reason is None
+        and answer.latency_ms is None
+        and answer.prompt_tokens is None
+        and answer.completion_tokens is None
+        and answer.cost_usd is None
+        and answer.confidence is None
+    ):
+        return answer, None
     problems = []
     if not isinstance(answer.orders, list | tuple):
         problems.append(f"orders is {type(answer.orders).__name__}, not a list")
@@ -243,14 +271,14 @@ def judge(
         asset=asset,
         quantity=quantity,
         rationale=truncate_text(rationale, MAX_TEXT),
-        cited_rules=[str(r)[:64] for r in answer.cited_rules][:20],
+        cited_rules=[str(r)[:64] for r in answer.cited_rules][:20] if answer.cited_rules else [],
         regime=(answer.regime or summary.regime)[:32],
         market_conditions=summary.conditions,
         value_before=before,
         value_after=equity.total_value,
         was_validated=not fallback and not notes,
         notes=notes,
-        proposed_orders=_proposed(answer.orders),
+        proposed_orders=_proposed(answer.orders) if answer.orders else [],
         fallback=fallback,
         fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
         raw_output=None if answer.raw_output is None else truncate_text(answer.raw_output, MAX_RAW),

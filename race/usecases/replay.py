@@ -204,7 +204,7 @@ async def _decide_chunk(run: Replay, position: int, limits: ChunkLimits) -> Chun
         if reason is not None:
             chunk.stale.append((cycle_time, len(specs), reason))
         elif due:
-            summary = ViewSummary(view, run.symbols[0] if run.symbols else None)
+            summary = run.tape.summary(view, run.symbols[0] if run.symbols else None)
             steps = await decide_all(run, due, batches, view, summary, cycle_time)
             chunk.cycles.append(
                 (
