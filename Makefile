@@ -76,7 +76,7 @@ $(BENCH_VENV)/.installed: requirements-dev.lock requirements-bench.txt
 bench-backtrader: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/vs_backtrader.py $(BENCH_ARGS)
 
-# Mutation testing of the pure core (race/domain/, market/validation.py) against its fast unit
+# Mutation testing of the pure core (race/domain/, market/validation.py and candle_rows.py) against its fast unit
 # tests; configured in pyproject's [tool.mutmut]. Not part of `make test` or CI: it takes
 # minutes. mutmut is installed on first use only (not in the lock files).
 MUTMUT_VERSION := 3.8.1
