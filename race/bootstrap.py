@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import ChainMap
 from collections.abc import Mapping
@@ -47,6 +48,9 @@ class App:
     engine: RaceEngine
     services: AgentServices
     telemetry: Telemetry
+    warmed: WarmUp | None = field(default=None, init=False, repr=False)
+    """What the warm-up did, once :meth:`warmed_up` has run it."""
+    _warming: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def close(self) -> None:
         self.telemetry.flush()
@@ -86,6 +90,13 @@ class App:
         log.info("warm-up: %d agent(s) ready in %.2f s", done.agents, done.seconds)
         return done
 
+    def warmed_up(self) -> WarmUp:
+        """:meth:`warm_up` once for this app (callers at once wait for the one warm-up)."""
+        with self._warming:
+            if self.warmed is None:
+                self.warmed = self.warm_up()
+            return self.warmed
+
 
 def bootstrap(
     settings: Settings | None = None,
@@ -121,5 +132,5 @@ def bootstrap(
         settings=settings, db=db, clock=clock, engine=engine, services=services, telemetry=telemetry
     )
     if warm_up:
-        app.warm_up()
+        app.warmed_up()
     return app
