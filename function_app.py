@@ -2,7 +2,8 @@
 calls a ``race`` service. The only module that imports ``azure.functions``.
 
 - ``ingest_market`` (timer, RACE_INGEST_SCHEDULE): new candles, then mark to market.
-- ``run_cycle`` (timer, RACE_DECISION_SCHEDULE): the cycle of the scheduled slot.
+- ``run_cycle`` (timer, RACE_DECISION_SCHEDULE): the cycle of the scheduled slot. The
+  functions that run cycles warm the app up once first (:func:`cycle_runtime`).
 - ``admin_cycles``, ``admin_agent_run``, ``admin_ingest``, ``admin_job`` (HTTP, auth level
   FUNCTION): the admin routes of the ASGI app, behind a function key on Azure; the app
   checks ``X-API-Key`` as well.
@@ -18,6 +19,7 @@ On SQLite the app refuses to start unless ``RACE_ALLOW_SQLITE_ON_HOST=true`` (a 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -79,6 +81,16 @@ def runtime() -> App:
     return bootstrap()
 
 
+async def cycle_runtime() -> App:
+    """The object graph for the functions that run cycles, warmed up before its first one
+    (:meth:`App.warm_up`: agents built, SDK imported, a pooled connection; never raises),
+    off the event loop. A worker's first cycle then costs what the others do."""
+    race = runtime()
+    if race.warmed is None:
+        await asyncio.to_thread(race.warmed_up)
+    return race
+
+
 @functools.cache
 def asgi() -> func.AsgiMiddleware:
     # Backfills travel on the queue here: no in-process runner resumes them.
@@ -109,7 +121,7 @@ async def ingest_market(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule=SETTINGS.decision_schedule, use_monitor=True)
 async def run_cycle(timer: func.TimerRequest) -> None:
-    race = runtime()
+    race = await cycle_runtime()
     cycle_time = scheduled_time(SETTINGS.decision_schedule, race.clock.now())
     if timer.past_due:
         log.warning("run_cycle is running late (past due): cycle %s", cycle_time.isoformat())
@@ -118,11 +130,13 @@ async def run_cycle(timer: func.TimerRequest) -> None:
 
 @app.route(route="api/admin/cycles", methods=["POST"], auth_level=ADMIN)
 async def admin_cycles(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    await cycle_runtime()
     return await _forward(req, context)
 
 
 @app.route(route="api/admin/agents/{id}/run", methods=["POST"], auth_level=ADMIN)
 async def admin_agent_run(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    await cycle_runtime()
     return await _forward(req, context)
 
 

@@ -124,6 +124,14 @@ class LlamaAgent:
     def model(self) -> str | None:
         return self.routes[0].model
 
+    def warm_up(self) -> None:
+        """Start-up work for the providers this agent may call (configured ones only): the
+        SDK imported, the CA bundle loaded (:meth:`ProviderRuntime.warm_up`). No call."""
+        for key in dict.fromkeys(route.key for route in self.routes):
+            runtime = provider_runtime(self.shared, self.settings, self.clock, key)
+            if runtime.endpoint.missing is None:
+                runtime.warm_up()
+
     def _price(self, model: str) -> Price | None:
         return self.price_override or price_for(self.prices, model)
 

@@ -11,6 +11,8 @@ minute and calls in flight), one circuit breaker, and one client per event loop.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -172,14 +174,29 @@ class ProviderRuntime:
             self._new_client, _close_client
         )
 
-    def _new_client(self) -> openai.AsyncOpenAI:
+    def warm_up(self) -> None:
+        """Start-up work, so that the first cycle pays none of it: the SDK imported (about
+        a second), the CA bundle loaded, and a client made whose chat resource is touched
+        (its modules are imported on first use), then dropped unused — clients are made
+        per event loop (:attr:`clients`). Nothing is sent: no connection is opened."""
+        client = self._new_client()
+        client.chat.completions  # noqa: B018 - imports the resource the calls go through
+        with contextlib.suppress(ImportError):  # the async backend the first request loads
+            importlib.import_module("anyio._backends._asyncio")
+
+    def _tls_context(self) -> ssl.SSLContext:
         import httpx2
+
+        if self._tls is None:  # loading the CA bundle costs ~50 ms: once per provider
+            self._tls = httpx2.create_ssl_context()
+        return self._tls
+
+    def _new_client(self) -> openai.AsyncOpenAI:
         import openai
 
         e = self.endpoint
         key = e.api_key.get_secret_value() if e.api_key else ""
-        if self._tls is None:  # loading the CA bundle costs ~50 ms: once per provider
-            self._tls = httpx2.create_ssl_context()
+        self._tls = self._tls_context()
         http_client = openai.DefaultAsyncHttpxClient(verify=self._tls, timeout=self.timeout)
         if e.key == "azure":
             return openai.AsyncAzureOpenAI(

@@ -1,12 +1,21 @@
 """The composition root: settings → database → agents → engine. ``function_app.py``, the
-CLI and the tests all build the object graph here, and nowhere else."""
+CLI and the tests all build the object graph here, and nowhere else.
+
+The paths that run cycles (``serve``, the Functions host's cycle functions, the latency
+benchmark) also warm the app up at start-up (:meth:`App.warm_up`), so that the first cycle
+costs what the others do: the active agents are built (which imports their kinds' modules:
+pandas for the prompt's indicators), their providers' SDK is imported and CA bundle loaded,
+and the database pool holds a connection. One-shot CLI commands do not warm up."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.registry import AgentServices, build_agent
@@ -15,8 +24,20 @@ from race.domain.agent import Agent, AgentSpec
 from race.engine import AgentBuilder, RaceEngine
 from race.settings import Settings, load_settings
 from race.settings_files import read_sources
+from race.store import repository as repo
 from race.store.database import Database
 from race.telemetry import Telemetry, telemetry_from_settings
+
+log = logging.getLogger("race.bootstrap")
+
+
+@dataclass
+class WarmUp:
+    """What :meth:`App.warm_up` did: agents built, and what failed (logged, not raised)."""
+
+    agents: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -27,10 +48,54 @@ class App:
     engine: RaceEngine
     services: AgentServices
     telemetry: Telemetry
+    warmed: WarmUp | None = field(default=None, init=False, repr=False)
+    """What the warm-up did, once :meth:`warmed_up` has run it."""
+    _warming: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def close(self) -> None:
         self.telemetry.flush()
         self.db.dispose()
+
+    def warm_up(self) -> WarmUp:
+        """Start-up work the first cycle would otherwise pay: a pooled database connection
+        (reading the active agents), every active agent built and cached exactly as the
+        cycle builds it (:meth:`RaceEngine.agent_for`), and each built agent's own
+        ``warm_up()`` when it has one (a language-model agent imports the SDK and loads the
+        CA bundle of its configured providers). Nothing is sent to a provider. A failure is
+        logged and the start-up goes on: the cycle then pays, or reports, it as before."""
+        started = time.perf_counter()
+        done = WarmUp()
+        redact = self.engine.policy.redact
+        try:
+            self.db.require_file()  # reading a missing SQLite file would create it empty
+            with self.db.read() as session:
+                specs = repo.active_agents(session)
+        except Exception as exc:
+            done.failures.append(f"active agents not read: {redact(str(exc))}")
+            specs = []
+        for spec in specs:
+            try:
+                agent = self.engine.agent_for(spec)  # a build failure comes back as a reason
+                if isinstance(agent, str):
+                    continue
+                done.agents += 1
+                prepare = getattr(agent, "warm_up", None)
+                if callable(prepare):
+                    prepare()
+            except Exception as exc:
+                done.failures.append(f"agent {spec.id} ({spec.name}): {redact(str(exc))}")
+        done.seconds = time.perf_counter() - started
+        for failure in done.failures:
+            log.warning("warm-up incomplete (the first cycle pays for it): %s", failure)
+        log.info("warm-up: %d agent(s) ready in %.2f s", done.agents, done.seconds)
+        return done
+
+    def warmed_up(self) -> WarmUp:
+        """:meth:`warm_up` once for this app (callers at once wait for the one warm-up)."""
+        with self._warming:
+            if self.warmed is None:
+                self.warmed = self.warm_up()
+            return self.warmed
 
 
 def bootstrap(
@@ -40,7 +105,10 @@ def bootstrap(
     clock: Clock | None = None,
     db: Database | None = None,
     agent_builder: AgentBuilder | None = None,
+    warm_up: bool = False,
 ) -> App:
+    """The app; ``warm_up=True`` (the paths that run cycles) also runs :meth:`App.warm_up`,
+    which never raises."""
     sources = read_sources()
     settings = settings or load_settings(overrides, sources=sources)
     clock = clock or SystemClock()
@@ -60,6 +128,9 @@ def bootstrap(
     engine = RaceEngine(
         db, settings, agent_builder or default_builder, clock=clock, telemetry=telemetry
     )
-    return App(
+    app = App(
         settings=settings, db=db, clock=clock, engine=engine, services=services, telemetry=telemetry
     )
+    if warm_up:
+        app.warmed_up()
+    return app

@@ -423,6 +423,20 @@ def test_late_timers_log_past_due(hosted, caplog):
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
 
 
+def test_the_functions_that_run_cycles_warm_the_app_up_first(hosted):
+    """The worker's first cycle finds its agents built (App.warm_up); the dashboard's
+    requests do not warm up."""
+    response = call("http_api", admin_request("GET", "api/leaderboard"), _Context())
+    assert response.status_code == 200
+    assert hosted.warmed is None
+    slot = LAST_CANDLE + 2 * HOUR
+    with freeze_time(slot + HOUR / 60):
+        call("run_cycle", TimerRequest(past_due=False))
+    assert hosted.warmed is not None
+    assert hosted.warmed.agents == 5 and hosted.warmed.failures == []
+    assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
+
+
 def test_the_llm_stack_is_imported_with_the_app():
     import sys
 

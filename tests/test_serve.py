@@ -46,6 +46,8 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(sqlite_url, clock):
         board = serve.get("/api/leaderboard")
         assert board.status_code == 200
         assert len(board.json()) == 6
+        # Its agents were built at start-up (App.warm_up), before the first cycle.
+        serve.wait_for("the warm-up's log line", lambda: "warm-up: 5 agent(s) ready" in serve.log)
     finally:
         returncode = serve.stop()
     assert returncode == 0, serve.log

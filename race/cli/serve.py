@@ -210,6 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     app = open_app(require_schema=False)
     ready = database_ready(app)
+    if ready:  # start-up work the first cycle would pay (App.warm_up: logged, never raised)
+        app.warmed_up()
     runner = LocalJobRunner(app)
     api = create_api(app, jobs=runner)
     config = server_config(app, api, args.host, args.port)
