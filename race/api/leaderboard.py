@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from race.api import analysis_views, views
 from race.api import models as m
-from race.api import queries as q
 from race.api.context import Context
 from race.api.errors import ERRORS
 from race.api.routing import AreaRouter
+from race.leaderboard import ranked
+from race.store.reads.standings import agent_records
 
 router = AreaRouter(tags=["leaderboard"])
 
 
 @router.get("/api/leaderboard", response_model=list[m.LeaderboardEntry], responses=ERRORS)
 def get_leaderboard(context: Context) -> list[m.LeaderboardEntry]:
+    """The standings, each with its analytics (intervals, PSR, P(beat buy-and-hold),
+    behaviour, cost efficiency, contamination) as extra keys, cached per agent."""
     with context.reading() as session:
-        return q.leaderboard(session)
+        records = agent_records(session)
+        analyses = context.analyser.agents(session, records)
+    return [
+        views.leaderboard_entry(s).model_copy(
+            update=analysis_views.leaderboard_extras(analyses[s.agent_id])
+        )
+        for s in ranked(records)
+    ]

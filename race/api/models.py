@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from race.api.analysis_models import BehaviourSummary, CostEfficiency, Interval
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -109,6 +111,17 @@ class LeaderboardEntry(Model):
     degraded: bool
     costUsd: float
     lastUpdated: str | None
+    returnInterval: Interval | None = None
+    sharpeInterval: Interval | None = None
+    psr: float | None = None
+    minTrackRecordDays: float | None = None
+    buyAndHoldReturnPct: float | None = None
+    pBeatBuyAndHold: float | None = None
+    significant: bool | None = None
+    behaviour: BehaviourSummary | None = None
+    costEfficiency: CostEfficiency | None = None
+    possiblyContaminated: bool | None = None
+    trainingCutoff: str | None = None
 
 
 class Trade(Model):

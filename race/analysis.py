@@ -1,0 +1,327 @@
+"""The one place that assembles an agent's analytics: its stored curve, trades and decisions
+(:mod:`race.store.reads.analysis`) through the pure functions of :mod:`race.domain`
+(significance, behaviour, efficiency, contamination). Formulas: ``docs/analytics.md``.
+
+Public entry points:
+
+* :func:`analyse` ``(db, settings, clock) -> RaceAnalysis`` — every agent's figures (the
+  HTML report calls this);
+* :class:`Analyser` — the same per agent, cached: the API keeps one per app.
+
+**Benchmark.** Buy-and-hold over the agent's own period: the starting capital split equally
+over the assets that have a close at or before the agent's first snapshot, bought at those
+closes (no fee) and marked at each snapshot time at the latest close at or before it. The
+two curves are paired on the agent's snapshot times.
+
+**Cache.** An agent's analysis is kept with its *version*: the stored stats the engine
+updates with every snapshot, trade and decision (snapshot count, last snapshot time,
+decision and trade counts, current value), which the leaderboard reads anyway. A read whose
+version matches costs nothing; an agent whose stats changed is recomputed once — one read
+of its curve, trades and decisions (O(n) rows) and a bootstrap of O(B · n / L) — by the
+first request after the change, and every later request until the next change is a hit.
+The cache holds one entry per agent, so its size is bounded by the number of agents.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from race.domain.behaviour import Behaviour, Decision, Trade, behaviour
+from race.domain.contamination import (
+    ContaminationFlag,
+    contamination,
+    cutoff_table,
+    parse_cutoffs,
+)
+from race.domain.efficiency import Efficiency, efficiency
+from race.domain.model import Action, Side
+from race.domain.significance import Significance, significance
+from race.store.reads import analysis as reads
+from race.store.reads.standings import AgentRecord, agent_records
+
+__all__ = [
+    "AgentAnalysis",
+    "Analyser",
+    "DecisionAnalytics",
+    "RaceAnalysis",
+    "TradeExtremes",
+    "analyse",
+    "buy_and_hold",
+    "decision_analytics",
+    "trade_extremes",
+]
+
+
+@dataclass(frozen=True)
+class DecisionAnalytics:
+    """What an agent's decisions were: counts by action, cited rule, recorded regime and
+    fallback reason (each by count, descending, then name)."""
+
+    decisions: int
+    actions: dict[str, int]
+    cited_rules: dict[str, int]
+    regimes: dict[str, int]
+    fallbacks: int
+    fallback_reasons: dict[str, int]
+    mean_confidence: float | None
+
+
+@dataclass(frozen=True)
+class TradeExtremes:
+    """Per asset, the biggest realised win and loss of a single SELL (None without one)."""
+
+    biggest_win: Decimal | None
+    biggest_loss: Decimal | None
+
+
+@dataclass(frozen=True)
+class AgentAnalysis:
+    """Everything the analytics say about one agent, independent of how curves are drawn."""
+
+    agent_id: int
+    name: str
+    model: str | None
+    starting_capital: Decimal
+    final_equity: Decimal
+    period_start: datetime | None
+    period_end: datetime | None
+    snapshots: int
+    max_drawdown_pct: float | None
+    buy_and_hold_return: float | None
+    """Total return (fraction) of the buy-and-hold benchmark over the agent's period."""
+    significance: Significance
+    behaviour: Behaviour
+    efficiency: Efficiency
+    contamination: ContaminationFlag
+    decisions: DecisionAnalytics
+    trade_extremes: dict[str, TradeExtremes]
+
+
+@dataclass(frozen=True)
+class RaceAnalysis:
+    computed_at: datetime
+    agents: dict[int, AgentAnalysis]
+    """By agent id, every agent that has a portfolio."""
+
+
+def _ranked(counter: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def decision_analytics(facts: Sequence[reads.DecisionFact]) -> DecisionAnalytics:
+    rules: Counter[str] = Counter()
+    for f in facts:
+        rules.update(str(r) for r in (f.cited_rules or []))
+    confidences = [f.confidence for f in facts if f.confidence is not None]
+    return DecisionAnalytics(
+        decisions=len(facts),
+        actions=_ranked(Counter(f.action for f in facts)),
+        cited_rules=_ranked(rules),
+        regimes=_ranked(Counter(f.regime or "UNKNOWN" for f in facts)),
+        fallbacks=sum(1 for f in facts if f.fallback),
+        fallback_reasons=_ranked(
+            Counter((f.fallback_reason or "unspecified") for f in facts if f.fallback)
+        ),
+        mean_confidence=sum(confidences) / len(confidences) if confidences else None,
+    )
+
+
+def trade_extremes(trades: Sequence[reads.TradeFact]) -> dict[str, TradeExtremes]:
+    out: dict[str, TradeExtremes] = {}
+    for asset in sorted({t.asset for t in trades}):
+        pnl = [t.realized_pnl for t in trades if t.asset == asset and t.realized_pnl is not None]
+        wins = [p for p in pnl if p > 0]
+        losses = [p for p in pnl if p < 0]
+        out[asset] = TradeExtremes(
+            biggest_win=max(wins) if wins else None,
+            biggest_loss=min(losses) if losses else None,
+        )
+    return out
+
+
+def _latest(
+    series: Sequence[tuple[datetime, Decimal]], times: list[datetime], at: datetime
+) -> Decimal | None:
+    i = bisect.bisect_right(times, at)
+    return series[i - 1][1] if i else None
+
+
+def buy_and_hold(
+    capital: Decimal,
+    times: Sequence[datetime],
+    closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
+) -> list[tuple[datetime, Decimal]]:
+    """The benchmark's value at each of ``times``: ``capital`` split equally over the assets
+    with a positive close at or before ``times[0]``, bought there and marked at the latest
+    close at or before each time. Empty when no asset has such a close."""
+    if not times:
+        return []
+    index = {a: [t for t, _ in s] for a, s in closes.items()}
+    entry = {
+        a: p for a in closes if (p := _latest(closes[a], index[a], times[0])) is not None and p > 0
+    }
+    if not entry:
+        return []
+    share = capital / len(entry)
+    out = []
+    for t in times:
+        value = Decimal(0)
+        for asset, price in entry.items():
+            mark = _latest(closes[asset], index[asset], t) or price
+            value += share * mark / price
+        out.append((t, value))
+    return out
+
+
+def _max_drawdown_pct(values: Sequence[Decimal]) -> float | None:
+    peak: Decimal | None = None
+    worst = 0.0
+    for v in values:
+        peak = v if peak is None or v > peak else peak
+        if peak > 0:
+            worst = max(worst, float((peak - v) / peak * 100))
+    return worst if values else None
+
+
+def analyse_agent(
+    session: Session,
+    record: AgentRecord,
+    cutoffs: Mapping[str, date],
+    closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
+) -> AgentAnalysis:
+    """One agent's analysis from the database (uncached)."""
+    points = reads.curve(session, record.agent_id)
+    trades = reads.trade_facts(session, record.agent_id)
+    facts = reads.decision_facts(session, record.agent_id)
+    capital = record.starting_capital
+    curve = [(p.time, p.total_value) for p in points]
+    bench = buy_and_hold(capital, [t for t, _ in curve], closes)
+    final = curve[-1][1] if curve else capital
+    sig = significance(curve, origin=capital, benchmark=bench or None, benchmark_origin=capital)
+    marks = {a: s[-1][1] for a, s in closes.items() if s}
+    stats = record.stats
+    start = curve[0][0] if curve else None
+    return AgentAnalysis(
+        agent_id=record.agent_id,
+        name=record.name,
+        model=record.model,
+        starting_capital=capital,
+        final_equity=final,
+        period_start=start,
+        period_end=curve[-1][0] if curve else None,
+        snapshots=len(curve),
+        max_drawdown_pct=_max_drawdown_pct([v for _, v in curve]),
+        buy_and_hold_return=float(bench[-1][1] / capital - 1) if bench and capital else None,
+        significance=sig,
+        behaviour=behaviour(
+            points,
+            [
+                Trade(t.time, t.asset, Side(t.side), t.quantity, t.notional, t.fee, t.realized_pnl)
+                for t in trades
+            ],
+            [Decision(f.time, Action(f.action), f.asset, f.confidence, f.fallback) for f in facts],
+            marks=marks,
+            prices=closes,
+        ),
+        efficiency=efficiency(
+            capital,
+            final,
+            stats.cost_usd if stats else None,
+            stats.prompt_tokens if stats else None,
+            stats.completion_tokens if stats else None,
+        ),
+        contamination=(
+            contamination(record.model, start, cutoffs)
+            if start is not None
+            else ContaminationFlag(record.model, None, None, "no snapshot yet: no race period")
+        ),
+        decisions=decision_analytics(facts),
+        trade_extremes=trade_extremes(trades),
+    )
+
+
+def version_of(record: AgentRecord) -> Hashable:
+    """What changes whenever the agent's analysis would (its stored stats)."""
+    s = record.stats
+    if s is None:
+        return (record.model, None)
+    return (
+        record.model,
+        s.snapshot_count,
+        s.last_captured_at,
+        s.decisions,
+        s.total_trades,
+        s.current_value,
+        s.cost_usd,
+    )
+
+
+class Analyser:
+    """Per-agent analyses cached by :func:`version_of` (one entry per agent)."""
+
+    def __init__(self, cutoffs: Sequence[str] | str = ()) -> None:
+        self.cutoffs = cutoff_table(parse_cutoffs(cutoffs))
+        self._entries: dict[int, tuple[Hashable, AgentAnalysis]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Analyser:
+        return cls(settings.race_model_cutoffs)
+
+    def agent(self, session: Session, record: AgentRecord) -> AgentAnalysis:
+        version = version_of(record)
+        with self._lock:
+            found = self._entries.get(record.agent_id)
+            if found is not None and found[0] == version:
+                self.hits += 1
+                return found[1]
+        computed = analyse_agent(session, record, self.cutoffs, reads.close_series(session))
+        with self._lock:
+            self.misses += 1
+            self._entries[record.agent_id] = (version, computed)
+        return computed
+
+    def agents(self, session: Session, records: Sequence[AgentRecord]) -> dict[int, AgentAnalysis]:
+        """Every record's analysis; the closes are read once for all agents that missed."""
+        out: dict[int, AgentAnalysis] = {}
+        stale: list[AgentRecord] = []
+        with self._lock:
+            for record in records:
+                found = self._entries.get(record.agent_id)
+                if found is not None and found[0] == version_of(record):
+                    self.hits += 1
+                    out[record.agent_id] = found[1]
+                else:
+                    stale.append(record)
+        if stale:
+            closes = reads.close_series(session)
+            for record in stale:
+                computed = analyse_agent(session, record, self.cutoffs, closes)
+                out[record.agent_id] = computed
+                with self._lock:
+                    self.misses += 1
+                    self._entries[record.agent_id] = (version_of(record), computed)
+        return out
+
+
+def analyse(db: Any, settings: Any, clock: Any, analyser: Analyser | None = None) -> RaceAnalysis:
+    """Every agent's analysis (inactive ones included), as of ``clock.now()``.
+
+    ``db`` is a :class:`race.store.database.Database`, ``settings`` the app's settings (its
+    ``RACE_MODEL_CUTOFFS`` extend the cut-off table), ``clock`` a :class:`race.clock.Clock`.
+    Pass an ``analyser`` to reuse its cache across calls."""
+    worker = analyser or Analyser.from_settings(settings)
+    with db.read() as session:
+        agents = worker.agents(session, agent_records(session))
+    return RaceAnalysis(computed_at=clock.now(), agents=dict(sorted(agents.items())))
