@@ -27,7 +27,13 @@ REGIME_CLOSES = 50
 """Closes per asset the current regime is detected over (the slow mean's window)."""
 
 DecisionId = Annotated[
-    str, Path(description="decision id (a positive integer)", max_length=40, pattern=ID_PATTERN)
+    str,
+    Path(
+        alias="decisionId",
+        description="decision id (a positive integer)",
+        max_length=40,
+        pattern=ID_PATTERN,
+    ),
 ]
 
 
@@ -50,7 +56,7 @@ def get_decision_analytics(agent_id: AgentId, context: Context) -> a.DecisionAna
 
 
 @router.get(
-    "/api/agents/{agent_id}/decisions/{decision_id}",
+    "/api/agents/{agent_id}/decisions/{decisionId}",
     response_model=a.DecisionDetail,
     responses=ERRORS,
 )
