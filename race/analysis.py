@@ -25,14 +25,17 @@ The cache holds one entry per agent, so its size is bounded by the number of age
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from race.domain.behaviour import Behaviour, Decision, Trade, behaviour
@@ -44,9 +47,13 @@ from race.domain.contamination import (
 )
 from race.domain.efficiency import Efficiency, efficiency
 from race.domain.model import Action, Side
-from race.domain.significance import Significance, significance
+from race.domain.significance import Comparison, Significance, compare, significance
+from race.leaderboard import ranked
 from race.store.reads import analysis as reads
 from race.store.reads.standings import AgentRecord, agent_records
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 __all__ = [
     "AgentAnalysis",
@@ -57,6 +64,7 @@ __all__ = [
     "analyse",
     "buy_and_hold",
     "decision_analytics",
+    "ranked_records",
     "trade_extremes",
 ]
 
@@ -111,6 +119,11 @@ class RaceAnalysis:
     computed_at: datetime
     agents: dict[int, AgentAnalysis]
     """By agent id, every agent that has a portfolio."""
+    rank_order: list[int]
+    """Agent ids in leaderboard order (current value descending, then id)."""
+    rank_steps: dict[int, Comparison]
+    """By agent id: its paired comparison with the next rank down (``significant`` False:
+    the two ranks may be swapped by luck). The last rank has none."""
 
 
 def _ranked(counter: Counter[str]) -> dict[str, int]:
@@ -199,6 +212,30 @@ def analyse_agent(
     closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
 ) -> AgentAnalysis:
     """One agent's analysis from the database (uncached)."""
+    return _analyse(session, record, cutoffs, closes)[0]
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """A compact copy of a curve for the rank comparisons: epoch microseconds and values."""
+
+    times: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    origin: float
+
+    def points(self) -> list[tuple[datetime, float]]:
+        return [
+            (EPOCH + timedelta(microseconds=t), v)
+            for t, v in zip(self.times.tolist(), self.values.tolist(), strict=True)
+        ]
+
+
+def _analyse(
+    session: Session,
+    record: AgentRecord,
+    cutoffs: Mapping[str, date],
+    closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
+) -> tuple[AgentAnalysis, _Curve]:
     points = reads.curve(session, record.agent_id)
     trades = reads.trade_facts(session, record.agent_id)
     facts = reads.decision_facts(session, record.agent_id)
@@ -210,7 +247,12 @@ def analyse_agent(
     marks = {a: s[-1][1] for a, s in closes.items() if s}
     stats = record.stats
     start = curve[0][0] if curve else None
-    return AgentAnalysis(
+    compact = _Curve(
+        times=np.array([(t - EPOCH) // MICROSECOND for t, _ in curve], dtype=np.int64),
+        values=np.array([float(v) for _, v in curve], dtype=float),
+        origin=float(capital),
+    )
+    analysis = AgentAnalysis(
         agent_id=record.agent_id,
         name=record.name,
         model=record.model,
@@ -247,6 +289,7 @@ def analyse_agent(
         decisions=decision_analytics(facts),
         trade_extremes=trade_extremes(trades),
     )
+    return analysis, compact
 
 
 def version_of(record: AgentRecord) -> Hashable:
@@ -266,11 +309,13 @@ def version_of(record: AgentRecord) -> Hashable:
 
 
 class Analyser:
-    """Per-agent analyses cached by :func:`version_of` (one entry per agent)."""
+    """Per-agent analyses cached by :func:`version_of` (one entry per agent), and the
+    paired comparison of each rank with the next, cached by both agents' versions."""
 
     def __init__(self, cutoffs: Sequence[str] | str = ()) -> None:
         self.cutoffs = cutoff_table(parse_cutoffs(cutoffs))
-        self._entries: dict[int, tuple[Hashable, AgentAnalysis]] = {}
+        self._entries: dict[int, tuple[Hashable, AgentAnalysis, _Curve]] = {}
+        self._steps: dict[tuple[int, int], tuple[Hashable, Comparison]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -280,17 +325,7 @@ class Analyser:
         return cls(settings.race_model_cutoffs)
 
     def agent(self, session: Session, record: AgentRecord) -> AgentAnalysis:
-        version = version_of(record)
-        with self._lock:
-            found = self._entries.get(record.agent_id)
-            if found is not None and found[0] == version:
-                self.hits += 1
-                return found[1]
-        computed = analyse_agent(session, record, self.cutoffs, reads.close_series(session))
-        with self._lock:
-            self.misses += 1
-            self._entries[record.agent_id] = (version, computed)
-        return computed
+        return self.agents(session, [record])[record.agent_id]
 
     def agents(self, session: Session, records: Sequence[AgentRecord]) -> dict[int, AgentAnalysis]:
         """Every record's analysis; the closes are read once for all agents that missed."""
@@ -307,21 +342,58 @@ class Analyser:
         if stale:
             closes = reads.close_series(session)
             for record in stale:
-                computed = analyse_agent(session, record, self.cutoffs, closes)
+                computed, compact = _analyse(session, record, self.cutoffs, closes)
                 out[record.agent_id] = computed
                 with self._lock:
                     self.misses += 1
-                    self._entries[record.agent_id] = (version_of(record), computed)
+                    self._entries[record.agent_id] = (version_of(record), computed, compact)
+        return out
+
+    def rank_steps(self, ranked: Sequence[AgentRecord]) -> dict[int, Comparison]:
+        """For agents in rank order (analysed first, by :meth:`agents`), each one's paired
+        comparison with the next rank down (:func:`race.domain.significance.compare`, the
+        same seed): by the upper agent's id; the last rank has none."""
+        out: dict[int, Comparison] = {}
+        for upper, lower in itertools.pairwise(ranked):
+            key = (upper.agent_id, lower.agent_id)
+            version = (version_of(upper), version_of(lower))
+            with self._lock:
+                found = self._steps.get(key)
+                a = self._entries.get(upper.agent_id)
+                b = self._entries.get(lower.agent_id)
+            if found is not None and found[0] == version:
+                out[upper.agent_id] = found[1]
+                continue
+            if a is None or b is None:
+                continue
+            step = compare(a[2].points(), b[2].points(), origin_a=a[2].origin, origin_b=b[2].origin)
+            with self._lock:
+                self._steps[key] = (version, step)
+            out[upper.agent_id] = step
         return out
 
 
+def ranked_records(records: Sequence[AgentRecord]) -> list[AgentRecord]:
+    """``records`` in leaderboard order (:func:`race.leaderboard.ranked`)."""
+    by_id = {r.agent_id: r for r in records}
+    return [by_id[s.agent_id] for s in ranked(list(records))]
+
+
 def analyse(db: Any, settings: Any, clock: Any, analyser: Analyser | None = None) -> RaceAnalysis:
-    """Every agent's analysis (inactive ones included), as of ``clock.now()``.
+    """Every agent's analysis (inactive ones included), as of ``clock.now()``, and the
+    paired comparison of each leaderboard rank with the next one down.
 
     ``db`` is a :class:`race.store.database.Database`, ``settings`` the app's settings (its
     ``RACE_MODEL_CUTOFFS`` extend the cut-off table), ``clock`` a :class:`race.clock.Clock`.
     Pass an ``analyser`` to reuse its cache across calls."""
     worker = analyser or Analyser.from_settings(settings)
     with db.read() as session:
-        agents = worker.agents(session, agent_records(session))
-    return RaceAnalysis(computed_at=clock.now(), agents=dict(sorted(agents.items())))
+        records = agent_records(session)
+        agents = worker.agents(session, records)
+    order = ranked_records(records)
+    return RaceAnalysis(
+        computed_at=clock.now(),
+        agents=dict(sorted(agents.items())),
+        rank_order=[r.agent_id for r in order],
+        rank_steps=worker.rank_steps(order),
+    )

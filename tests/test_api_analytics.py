@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from race.analysis import analyse
 from race.api import analysis_models, create_api
 from race.api.analysis_views import decision_detail, split_prompt
 from race.bootstrap import bootstrap
@@ -184,6 +185,41 @@ def test_leaderboard_extra_keys_match_an_independent_computation(race):
     # The idle agent never ran: too few points, every figure null, never NaN.
     idle = board[str(agents["idle"])]
     assert idle["returnInterval"] is None and idle["psr"] is None and idle["significant"] is None
+
+
+def returns_of(app, agent_id, capital=100000.0):
+    points = curve(app, agent_id)
+    values = [capital] + [float(v) for _, v in points]
+    return {t: b / a - 1 for (t, _), (a, b) in zip(points, itertools.pairwise(values), strict=True)}
+
+
+def test_rank_steps_and_analyse_match_an_independent_paired_bootstrap(race):
+    app, client, agents = race
+    board = get(client, "/api/leaderboard")
+    upper, lower = int(board[0]["agent"]["id"]), int(board[1]["agent"]["id"])
+    ra, rb = returns_of(app, upper), returns_of(app, lower)
+    shared = sorted(ra.keys() & rb.keys())
+    xa = np.array([ra[t] for t in shared])
+    xb = np.array([rb[t] for t in shared])
+    wins, diffs = 0.0, []
+    for idx in resample_indices(len(shared)):
+        ta, tb = np.prod(1 + xa[idx]) - 1, np.prod(1 + xb[idx]) - 1
+        wins += 1.0 if ta > tb else 0.5 if ta == tb else 0.0
+        diffs.append(ta - tb)
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    assert board[0]["pBeatNextRank"] == pytest.approx(wins / RESAMPLES, abs=1e-9)
+    assert board[0]["rankSignificant"] is bool(low > 0 or high < 0)
+    assert board[-1]["pBeatNextRank"] is None and board[-1]["rankSignificant"] is None
+    # The report's entry point gives the same figures, every agent, in the same order.
+    result = analyse(app.db, app.settings, app.clock)
+    assert result.computed_at == app.clock.now()
+    assert result.rank_order == [int(e["agent"]["id"]) for e in board]
+    assert set(result.agents) == set(agents.values())
+    assert result.rank_steps[upper].p_a_beats_b == pytest.approx(wins / RESAMPLES, abs=1e-9)
+    mine = result.agents[agents["buy_and_hold"]]
+    entry = next(e for e in board if e["agent"]["id"] == str(agents["buy_and_hold"]))
+    assert mine.significance.psr == pytest.approx(entry["psr"], abs=1e-6)
+    assert mine.contamination.possibly_contaminated is True
 
 
 def test_cost_efficiency_and_the_cache(race):

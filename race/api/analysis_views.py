@@ -12,7 +12,7 @@ from race.api import analysis_models as a
 from race.api.activity import validation_fields
 from race.api.views import as_float, rounded
 from race.domain.regime import UNKNOWN, detect_regime
-from race.domain.significance import Interval, Significance
+from race.domain.significance import Comparison, Interval, Significance
 from race.domain.timeutil import iso
 from race.secrets import SecretPolicy
 from race.store.reads.agents import OrderRecord
@@ -88,8 +88,8 @@ def contamination(x: AgentAnalysis) -> a.Contamination:
     )
 
 
-def leaderboard_extras(x: AgentAnalysis) -> dict[str, Any]:
-    """The leaderboard entry's extra keys."""
+def leaderboard_extras(x: AgentAnalysis, step: Comparison | None = None) -> dict[str, Any]:
+    """The leaderboard entry's extra keys; ``step`` compares the agent with the next rank."""
     sig = x.significance
     cutoff = x.contamination.cutoff
     return {
@@ -104,6 +104,8 @@ def leaderboard_extras(x: AgentAnalysis) -> dict[str, Any]:
         "costEfficiency": cost_efficiency(x),
         "possiblyContaminated": x.contamination.possibly_contaminated,
         "trainingCutoff": None if cutoff is None else cutoff.isoformat(),
+        "pBeatNextRank": None if step is None else rounded(step.p_a_beats_b),
+        "rankSignificant": None if step is None else step.significant,
     }
 
 

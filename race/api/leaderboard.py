@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from race.analysis import ranked_records
 from race.api import analysis_views, views
 from race.api import models as m
 from race.api.context import Context
@@ -20,9 +21,10 @@ def get_leaderboard(context: Context) -> list[m.LeaderboardEntry]:
     with context.reading() as session:
         records = agent_records(session)
         analyses = context.analyser.agents(session, records)
+    steps = context.analyser.rank_steps(ranked_records(records))
     return [
         views.leaderboard_entry(s).model_copy(
-            update=analysis_views.leaderboard_extras(analyses[s.agent_id])
+            update=analysis_views.leaderboard_extras(analyses[s.agent_id], steps.get(s.agent_id))
         )
         for s in ranked(records)
     ]

@@ -122,6 +122,8 @@ class LeaderboardEntry(Model):
     costEfficiency: CostEfficiency | None = None
     possiblyContaminated: bool | None = None
     trainingCutoff: str | None = None
+    pBeatNextRank: float | None = None
+    rankSignificant: bool | None = None
 
 
 class Trade(Model):
