@@ -502,6 +502,28 @@ def test_cli_decisions_show_prints_the_same_record(race, monkeypatch, capsys):
     assert "clipped (max_order_notional)" in out and "812 ms" in out
     assert main(["decisions", "show", "99999999"]) == 2
     assert "no decision 99999999" in capsys.readouterr().err
+    # agents show NAME --decision ID: the same record, refused for another agent's.
+    assert main(["agents", "show", "SMA Cross 10/30", "--decision", str(decision), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == api
+    assert main(["agents", "show", str(key), "--decision", str(decision)]) == 0
+    assert "── user prompt ──" in capsys.readouterr().out
+    assert main(["agents", "show", str(agents["random"]), "--decision", str(decision)]) == 2
+    assert "is not agent" in capsys.readouterr().err
+    assert main(["agents", "show", str(key), "--limit", "1"]) == 0
+    assert "recent decisions (1" in capsys.readouterr().out
+
+
+def test_model_cutoffs_setting_is_checked_at_start_up():
+    from pydantic import ValidationError
+
+    from race.settings import Settings
+
+    assert Settings(RACE_MODEL_CUTOFFS="a=2024-01, b=2023-06-30").race_model_cutoffs == [
+        "a=2024-01",
+        "b=2023-06-30",
+    ]
+    with pytest.raises(ValidationError, match="gpt-x=June"):
+        Settings(RACE_MODEL_CUTOFFS="gpt-x=June")
 
 
 def test_analytics_shapes_are_documented():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from race.api import analysis_models as a
@@ -24,6 +25,31 @@ def register(commands: Any) -> None:
     show.add_argument("decision", metavar="ID", type=_decision_id)
     show.add_argument("--json", action="store_true", help="JSON (the API's field names)")
     show.set_defaults(handler=cmd_show)
+
+
+def add_chat_option(show: argparse.ArgumentParser, handler: Callable[..., int]) -> None:
+    """``agents show NAME|ID --decision ID``: that decision's model chat (as ``decisions show
+    ID``) instead of the summary; refused when the decision is another agent's."""
+    show.add_argument(
+        "--decision",
+        type=_decision_id,
+        metavar="ID",
+        help="print that decision's model chat instead (as `decisions show ID`)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        if args.decision is None:
+            return handler(args)
+        from race.cli.agents import agent_report
+
+        detail = load(args.decision)
+        owner = str(agent_report(open_app(), args.agent, 1)["id"])
+        if detail.agentId != owner:
+            raise LookupError(f"decision {args.decision} is not agent {args.agent}'s")
+        print(detail.model_dump_json(indent=2) if args.json else render(detail))
+        return 0
+
+    show.set_defaults(handler=run)
 
 
 def _decision_id(text: str) -> int:
