@@ -317,6 +317,7 @@ class Analyser:
         self._entries: dict[int, tuple[Hashable, AgentAnalysis, _Curve]] = {}
         self._steps: dict[tuple[int, int], tuple[Hashable, Comparison]] = {}
         self._lock = threading.Lock()
+        self._computing = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -339,9 +340,20 @@ class Analyser:
                     out[record.agent_id] = found[1]
                 else:
                     stale.append(record)
-        if stale:
-            closes = reads.close_series(session)
+        if not stale:
+            return out
+        # One computation at a time: concurrent requests after a change wait for the first
+        # one's results instead of each recomputing the same agents.
+        with self._computing:
+            closes: dict[str, list[tuple[datetime, Decimal]]] | None = None
             for record in stale:
+                with self._lock:
+                    found = self._entries.get(record.agent_id)
+                if found is not None and found[0] == version_of(record):
+                    out[record.agent_id] = found[1]
+                    continue
+                if closes is None:
+                    closes = reads.close_series(session)
                 computed, compact = _analyse(session, record, self.cutoffs, closes)
                 out[record.agent_id] = computed
                 with self._lock:
