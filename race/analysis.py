@@ -20,12 +20,16 @@ version matches costs nothing; an agent whose stats changed is recomputed once �
 of its curve, trades and decisions (O(n) rows) and a bootstrap of O(B · n / L) — by the
 first request after the change, and every later request until the next change is a hit.
 The cache holds one entry per agent, so its size is bounded by the number of agents.
+The leaderboard never waits for a computation: it serves what is cached (``latest``; an
+agent analysed one cycle ago shows that cycle's figures, with ``analyticsAsOf``) and starts
+one background refresh (``refresh``); the per-agent endpoints and :func:`analyse` compute
+what is missing before they answer.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
+import logging
 import threading
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
@@ -51,6 +55,8 @@ from race.domain.significance import Comparison, Significance, compare, signific
 from race.leaderboard import ranked
 from race.store.reads import analysis as reads
 from race.store.reads.standings import AgentRecord, agent_records
+
+log = logging.getLogger("race.analysis")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -161,38 +167,38 @@ def trade_extremes(trades: Sequence[reads.TradeFact]) -> dict[str, TradeExtremes
     return out
 
 
-def _latest(
-    series: Sequence[tuple[datetime, Decimal]], times: list[datetime], at: datetime
-) -> Decimal | None:
-    i = bisect.bisect_right(times, at)
-    return series[i - 1][1] if i else None
+def _micros(times: Sequence[datetime]) -> npt.NDArray[np.int64]:
+    return np.array([(t - EPOCH) // MICROSECOND for t in times], dtype=np.int64)
 
 
 def buy_and_hold(
     capital: Decimal,
     times: Sequence[datetime],
     closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
-) -> list[tuple[datetime, Decimal]]:
-    """The benchmark's value at each of ``times``: ``capital`` split equally over the assets
-    with a positive close at or before ``times[0]``, bought there and marked at the latest
-    close at or before each time. Empty when no asset has such a close."""
+) -> list[tuple[datetime, float]]:
+    """The benchmark's value at each of ``times`` (ascending): ``capital`` split equally
+    over the assets with a positive close at or before ``times[0]``, bought there and marked
+    at the latest close at or before each time. Empty when no asset has such a close.
+    Floats (a statistic's input), vectorised: one binary search per time and asset."""
     if not times:
         return []
-    index = {a: [t for t, _ in s] for a, s in closes.items()}
-    entry = {
-        a: p for a in closes if (p := _latest(closes[a], index[a], times[0])) is not None and p > 0
-    }
-    if not entry:
+    at = _micros(times)
+    total = np.zeros(len(times), dtype=float)
+    count = 0
+    for series in closes.values():
+        if not series:
+            continue
+        close_times = _micros([t for t, _ in series])
+        values = np.array([float(v) for _, v in series], dtype=float)
+        entry = int(np.searchsorted(close_times, at[0], side="right")) - 1
+        if entry < 0 or values[entry] <= 0:
+            continue
+        marks = np.searchsorted(close_times, at, side="right") - 1  # ≥ entry: times ascend
+        total += values[marks] / values[entry]
+        count += 1
+    if count == 0:
         return []
-    share = capital / len(entry)
-    out = []
-    for t in times:
-        value = Decimal(0)
-        for asset, price in entry.items():
-            mark = _latest(closes[asset], index[asset], t) or price
-            value += share * mark / price
-        out.append((t, value))
-    return out
+    return list(zip(times, (total * (float(capital) / count)).tolist(), strict=True))
 
 
 def _max_drawdown_pct(values: Sequence[Decimal]) -> float | None:
@@ -223,11 +229,10 @@ class _Curve:
     values: npt.NDArray[np.float64]
     origin: float
 
-    def points(self) -> list[tuple[datetime, float]]:
-        return [
-            (EPOCH + timedelta(microseconds=t), v)
-            for t, v in zip(self.times.tolist(), self.values.tolist(), strict=True)
-        ]
+    def points(self) -> list[tuple[Any, float]]:
+        """``(epoch microseconds, value)``: :func:`~race.domain.significance.compare` only
+        orders and matches the labels, so integers serve (no datetime is rebuilt)."""
+        return list(zip(self.times.tolist(), self.values.tolist(), strict=True))
 
 
 def _analyse(
@@ -248,7 +253,7 @@ def _analyse(
     stats = record.stats
     start = curve[0][0] if curve else None
     compact = _Curve(
-        times=np.array([(t - EPOCH) // MICROSECOND for t, _ in curve], dtype=np.int64),
+        times=_micros([t for t, _ in curve]),
         values=np.array([float(v) for _, v in curve], dtype=float),
         origin=float(capital),
     )
@@ -262,7 +267,7 @@ def _analyse(
         period_end=curve[-1][0] if curve else None,
         snapshots=len(curve),
         max_drawdown_pct=_max_drawdown_pct([v for _, v in curve]),
-        buy_and_hold_return=float(bench[-1][1] / capital - 1) if bench and capital else None,
+        buy_and_hold_return=bench[-1][1] / float(capital) - 1 if bench and capital else None,
         significance=sig,
         behaviour=behaviour(
             points,
@@ -318,6 +323,7 @@ class Analyser:
         self._steps: dict[tuple[int, int], tuple[Hashable, Comparison]] = {}
         self._lock = threading.Lock()
         self._computing = threading.Lock()
+        self._refreshing: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
 
@@ -360,6 +366,66 @@ class Analyser:
                     self.misses += 1
                     self._entries[record.agent_id] = (version_of(record), computed, compact)
         return out
+
+    def latest(
+        self, ranked: Sequence[AgentRecord]
+    ) -> tuple[dict[int, AgentAnalysis], dict[int, Comparison]]:
+        """What is cached for these agents (in rank order), whatever its version: never
+        computes. The leaderboard serves this and lets :meth:`refresh` catch up."""
+        with self._lock:
+            analyses = {
+                r.agent_id: found[1]
+                for r in ranked
+                if (found := self._entries.get(r.agent_id)) is not None
+            }
+            steps = {
+                upper.agent_id: found[1]
+                for upper, lower in itertools.pairwise(ranked)
+                if (found := self._steps.get((upper.agent_id, lower.agent_id))) is not None
+            }
+        return analyses, steps
+
+    def stale(self, ranked: Sequence[AgentRecord]) -> bool:
+        """Whether an agent's analysis or a rank comparison is missing or out of date."""
+        with self._lock:
+            for record in ranked:
+                found = self._entries.get(record.agent_id)
+                if found is None or found[0] != version_of(record):
+                    return True
+            for upper, lower in itertools.pairwise(ranked):
+                step = self._steps.get((upper.agent_id, lower.agent_id))
+                if step is None or step[0] != (version_of(upper), version_of(lower)):
+                    return True
+        return False
+
+    def refresh(self, db: Any, ranked: Sequence[AgentRecord]) -> bool:
+        """Bring the cache up to date in a background thread (one at a time), reading
+        through ``db``; True when a refresh was started."""
+        if not self.stale(ranked):
+            return False
+        with self._lock:
+            if self._refreshing is not None and self._refreshing.is_alive():
+                return False
+            worker = threading.Thread(
+                target=self._refresh, args=(db, list(ranked)), name="race-analysis", daemon=True
+            )
+            self._refreshing = worker
+        worker.start()
+        return True
+
+    def _refresh(self, db: Any, ranked: list[AgentRecord]) -> None:
+        try:
+            with db.read() as session:
+                self.agents(session, ranked)
+            self.rank_steps(ranked)
+        except Exception:  # the next request tries again; the leaderboard never fails on it
+            log.warning("analytics refresh failed", exc_info=True)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a running refresh (tests, shutdown)."""
+        worker = self._refreshing
+        if worker is not None:
+            worker.join(timeout)
 
     def rank_steps(self, ranked: Sequence[AgentRecord]) -> dict[int, Comparison]:
         """For agents in rank order (analysed first, by :meth:`agents`), each one's paired

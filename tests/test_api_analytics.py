@@ -54,7 +54,15 @@ def race(database_url, clock):
     clock.advance((LAST_CANDLE + HOUR - clock.now()).total_seconds())
     client = TestClient(create_api(application), raise_server_exceptions=False)
     yield application, client, agents
+    client.app.state.context.analyser.join(120)
     application.close()
+
+
+def settled_board(client):
+    """The leaderboard once its background analytics caught up with the stored stats."""
+    get(client, "/api/leaderboard")  # starts the refresh when something is stale
+    client.app.state.context.analyser.join(120)
+    return get(client, "/api/leaderboard")
 
 
 def get(client, url, status=200):
@@ -150,7 +158,7 @@ def expected_figures(app, agent_id, capital=Decimal(100000)):
 
 def test_leaderboard_extra_keys_match_an_independent_computation(race):
     app, client, agents = race
-    board = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
+    board = {e["agent"]["id"]: e for e in settled_board(client)}
     for name in ("buy_and_hold", "random"):
         entry = board[str(agents[name])]
         want = expected_figures(app, agents[name])
@@ -195,7 +203,7 @@ def returns_of(app, agent_id, capital=100000.0):
 
 def test_rank_steps_and_analyse_match_an_independent_paired_bootstrap(race):
     app, client, agents = race
-    board = get(client, "/api/leaderboard")
+    board = settled_board(client)
     upper, lower = int(board[0]["agent"]["id"]), int(board[1]["agent"]["id"])
     ra, rb = returns_of(app, upper), returns_of(app, lower)
     shared = sorted(ra.keys() & rb.keys())
@@ -225,10 +233,15 @@ def test_rank_steps_and_analyse_match_an_independent_paired_bootstrap(race):
 def test_cost_efficiency_and_the_cache(race):
     app, client, agents = race
     key = str(agents["random"])
-    first = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
     analyser = client.app.state.context.analyser
+    cold = get(client, "/api/leaderboard")
+    # The leaderboard never waits for the analytics: nothing is cached yet.
+    assert all(e["analyticsAsOf"] is None and e["psr"] is None for e in cold)
+    analyser.join(120)
+    first = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
+    assert all(e["analyticsAsOf"] == e["lastUpdated"] for e in first.values())
     misses = analyser.misses
-    again = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
+    again = {e["agent"]["id"]: e for e in settled_board(client)}
     assert analyser.misses == misses, "an unchanged race is served from the cache"
     assert again == first
     assert first[key]["costEfficiency"]["returnPctPerUsd"] is None  # a baseline spends nothing
@@ -238,6 +251,10 @@ def test_cost_efficiency_and_the_cache(race):
             .where(AgentStatsRow.agent_id == agents["random"])
             .values(cost_usd=Decimal(2), prompt_tokens=150000, completion_tokens=50000)
         )
+    stale = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
+    assert stale[key]["costEfficiency"] == first[key]["costEfficiency"], "served from the cache"
+    assert stale[key]["costUsd"] == 2.0, "the stored stats themselves are current"
+    analyser.join(120)
     changed = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
     assert analyser.misses == misses + 1, "only the agent whose stats changed is recomputed"
     pct = first[key]["performancePercent"]
@@ -300,7 +317,7 @@ def test_equity_performance_agrees_with_the_leaderboard(race):
     app, client, agents = race
     key = agents["buy_and_hold"]
     body = get(client, f"/api/agents/{key}/equity/performance")
-    entry = next(e for e in get(client, "/api/leaderboard") if e["agent"]["id"] == str(key))
+    entry = next(e for e in settled_board(client) if e["agent"]["id"] == str(key))
     points = curve(app, key)
     sig = body["significance"]
     assert body["snapshots"] == len(points) and sig["returns"] == len(points)

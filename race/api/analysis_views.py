@@ -88,8 +88,11 @@ def contamination(x: AgentAnalysis) -> a.Contamination:
     )
 
 
-def leaderboard_extras(x: AgentAnalysis, step: Comparison | None = None) -> dict[str, Any]:
-    """The leaderboard entry's extra keys; ``step`` compares the agent with the next rank."""
+def leaderboard_extras(x: AgentAnalysis | None, step: Comparison | None = None) -> dict[str, Any]:
+    """The leaderboard entry's extra keys (none before the first computation); ``step``
+    compares the agent with the next rank."""
+    if x is None:
+        return {}
     sig = x.significance
     cutoff = x.contamination.cutoff
     return {
@@ -106,6 +109,7 @@ def leaderboard_extras(x: AgentAnalysis, step: Comparison | None = None) -> dict
         "trainingCutoff": None if cutoff is None else cutoff.isoformat(),
         "pBeatNextRank": None if step is None else rounded(step.p_a_beats_b),
         "rankSignificant": None if step is None else step.significant,
+        "analyticsAsOf": iso(x.period_end),
     }
 
 

@@ -17,14 +17,21 @@ router = AreaRouter(tags=["leaderboard"])
 @router.get("/api/leaderboard", response_model=list[m.LeaderboardEntry], responses=ERRORS)
 def get_leaderboard(context: Context) -> list[m.LeaderboardEntry]:
     """The standings, each with its analytics (intervals, PSR, P(beat buy-and-hold),
-    behaviour, cost efficiency, contamination) as extra keys, cached per agent."""
+    behaviour, cost efficiency, contamination, rank significance) as extra keys: those
+    cached, refreshed in the background (``analyticsAsOf`` says as of when; null before the
+    first computation)."""
     with context.reading() as session:
         records = agent_records(session)
-        analyses = context.analyser.agents(session, records)
-    steps = context.analyser.rank_steps(ranked_records(records))
+    order = ranked_records(records)
+    # Never waits for the analytics: what is cached now, and a background refresh when an
+    # agent's stats moved on (race/analysis.py).
+    analyses, steps = context.analyser.latest(order)
+    context.analyser.refresh(context.app.db, order)
     return [
         views.leaderboard_entry(s).model_copy(
-            update=analysis_views.leaderboard_extras(analyses[s.agent_id], steps.get(s.agent_id))
+            update=analysis_views.leaderboard_extras(
+                analyses.get(s.agent_id), steps.get(s.agent_id)
+            )
         )
         for s in ranked(records)
     ]

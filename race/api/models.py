@@ -124,6 +124,7 @@ class LeaderboardEntry(Model):
     trainingCutoff: str | None = None
     pBeatNextRank: float | None = None
     rankSignificant: bool | None = None
+    analyticsAsOf: str | None = None
 
 
 class Trade(Model):
