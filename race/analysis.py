@@ -20,10 +20,11 @@ version matches costs nothing; an agent whose stats changed is recomputed once �
 of its curve, trades and decisions (O(n) rows) and a bootstrap of O(B · n / L) — by the
 first request after the change, and every later request until the next change is a hit.
 The cache holds one entry per agent, so its size is bounded by the number of agents.
-The leaderboard never waits for a computation: it serves what is cached (``latest``; an
-agent analysed one cycle ago shows that cycle's figures, with ``analyticsAsOf``) and starts
-one background refresh (``refresh``); the per-agent endpoints and :func:`analyse` compute
-what is missing before they answer.
+The leaderboard computes small stale work (≤ ``INLINE_SNAPSHOTS`` snapshots in all) within
+the request; above that it never waits: it serves what is cached (``latest``; an agent
+analysed one cycle ago shows that cycle's figures, with ``analyticsAsOf``) and starts one
+background refresh (``refresh``). The per-agent endpoints and :func:`analyse` compute what
+is missing before they answer.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ from race.store.reads import analysis as reads
 from race.store.reads.standings import AgentRecord, agent_records
 
 log = logging.getLogger("race.analysis")
+
+INLINE_SNAPSHOTS = 10_000
+"""Stale work up to this many snapshots (in all) is computed within the leaderboard
+request; more goes to a background refresh, so the request never waits for it."""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -317,8 +322,11 @@ class Analyser:
     """Per-agent analyses cached by :func:`version_of` (one entry per agent), and the
     paired comparison of each rank with the next, cached by both agents' versions."""
 
-    def __init__(self, cutoffs: Sequence[str] | str = ()) -> None:
+    def __init__(
+        self, cutoffs: Sequence[str] | str = (), inline_snapshots: int = INLINE_SNAPSHOTS
+    ) -> None:
         self.cutoffs = cutoff_table(parse_cutoffs(cutoffs))
+        self.inline_snapshots = inline_snapshots
         self._entries: dict[int, tuple[Hashable, AgentAnalysis, _Curve]] = {}
         self._steps: dict[tuple[int, int], tuple[Hashable, Comparison]] = {}
         self._lock = threading.Lock()
@@ -397,6 +405,29 @@ class Analyser:
                 if step is None or step[0] != (version_of(upper), version_of(lower)):
                     return True
         return False
+
+    def for_leaderboard(
+        self, session: Session, db: Any, ranked: Sequence[AgentRecord]
+    ) -> tuple[dict[int, AgentAnalysis], dict[int, Comparison]]:
+        """The figures the leaderboard serves. Stale work of at most ``inline_snapshots``
+        snapshots is done now; more is left to a background :meth:`refresh`, and what is
+        cached (possibly a cycle old, or nothing yet) is served meanwhile."""
+        if self.stale(ranked):
+            if self.stale_snapshots(ranked) <= self.inline_snapshots:
+                self.agents(session, ranked)
+                self.rank_steps(ranked)
+            else:
+                self.refresh(db, ranked)
+        return self.latest(ranked)
+
+    def stale_snapshots(self, ranked: Sequence[AgentRecord]) -> int:
+        """Snapshots to read to bring every out-of-date agent up to date."""
+        with self._lock:
+            return sum(
+                r.stats.snapshot_count if r.stats is not None else 0
+                for r in ranked
+                if (found := self._entries.get(r.agent_id)) is None or found[0] != version_of(r)
+            )
 
     def refresh(self, db: Any, ranked: Sequence[AgentRecord]) -> bool:
         """Bring the cache up to date in a background thread (one at a time), reading

@@ -234,6 +234,7 @@ def test_cost_efficiency_and_the_cache(race):
     app, client, agents = race
     key = str(agents["random"])
     analyser = client.app.state.context.analyser
+    analyser.inline_snapshots = 0  # as with a big race: everything in the background
     cold = get(client, "/api/leaderboard")
     # The leaderboard never waits for the analytics: nothing is cached yet.
     assert all(e["analyticsAsOf"] is None and e["psr"] is None for e in cold)
@@ -253,6 +254,7 @@ def test_cost_efficiency_and_the_cache(race):
         )
     stale = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
     assert stale[key]["costEfficiency"] == first[key]["costEfficiency"], "served from the cache"
+    assert stale[key]["analyticsAsOf"] == first[key]["analyticsAsOf"]
     assert stale[key]["costUsd"] == 2.0, "the stored stats themselves are current"
     analyser.join(120)
     changed = {e["agent"]["id"]: e for e in get(client, "/api/leaderboard")}
@@ -265,6 +267,13 @@ def test_cost_efficiency_and_the_cache(race):
     assert cost["pnlPerUsd"] == pytest.approx(pnl / 2, rel=1e-6)
     assert cost["returnPctPerMillionTokens"] == pytest.approx(pct / 0.2, rel=1e-6)
     assert cost["pnlPerMillionTokens"] == pytest.approx(pnl / 0.2, rel=1e-6)
+
+
+def test_a_small_race_is_analysed_within_the_request(race):
+    _, client, agents = race
+    board = get(client, "/api/leaderboard")  # no join: computed inline (a small race)
+    assert all(e["analyticsAsOf"] == e["lastUpdated"] for e in board)
+    assert next(e for e in board if e["agent"]["id"] == str(agents["random"]))["psr"] is not None
 
 
 # --- per-agent endpoints ---------------------------------------------------------------

@@ -18,15 +18,14 @@ router = AreaRouter(tags=["leaderboard"])
 def get_leaderboard(context: Context) -> list[m.LeaderboardEntry]:
     """The standings, each with its analytics (intervals, PSR, P(beat buy-and-hold),
     behaviour, cost efficiency, contamination, rank significance) as extra keys: those
-    cached, refreshed in the background (``analyticsAsOf`` says as of when; null before the
-    first computation)."""
+    cached, refreshed within the request when small, else in the background
+    (``analyticsAsOf`` says as of when; null before the first computation)."""
     with context.reading() as session:
         records = agent_records(session)
-    order = ranked_records(records)
-    # Never waits for the analytics: what is cached now, and a background refresh when an
-    # agent's stats moved on (race/analysis.py).
-    analyses, steps = context.analyser.latest(order)
-    context.analyser.refresh(context.app.db, order)
+        order = ranked_records(records)
+        # Small stale work is done now; more is refreshed in the background while the
+        # cached figures are served (race/analysis.py): the request never waits for it.
+        analyses, steps = context.analyser.for_leaderboard(session, context.app.db, order)
     return [
         views.leaderboard_entry(s).model_copy(
             update=analysis_views.leaderboard_extras(
