@@ -20,7 +20,7 @@ import functools
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from race.analysis import Analyser
+from race.analysis_cache import Analyser
 from race.api import admin, agents, analytics, health, leaderboard, market
 from race.api import models as m
 from race.api._cache import VersionedCache

@@ -15,7 +15,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from race.analysis import Analyser
+from race.analysis_cache import Analyser
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
 from race.bootstrap import App
