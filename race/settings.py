@@ -197,6 +197,9 @@ class Settings(BaseSettings):
         ],
     )
     """Price table, USD per million input/output tokens: ``model=input/output`` entries."""
+    race_model_cutoffs: CsvList = _env("RACE_MODEL_CUTOFFS", default=[])
+    """Training cut-offs extending or overriding the known table
+    (``race.domain.contamination``): ``model=YYYY-MM-DD`` or ``model=YYYY-MM`` entries."""
     remote_ml_url: str | None = _env("REMOTE_ML_URL", default=None)
     remote_ml_api_key: SecretStr | None = _env("REMOTE_ML_API_KEY", default=None)
     remote_ml_timeout_seconds: float = _env("REMOTE_ML_TIMEOUT_SECONDS", default=10.0)
@@ -274,6 +277,14 @@ class Settings(BaseSettings):
     def _positive(cls, value: Decimal) -> Decimal:
         if not value.is_finite() or value < 0:
             raise ValueError("must be a finite number ≥ 0")
+        return value
+
+    @field_validator("race_model_cutoffs")
+    @classmethod
+    def _cutoffs(cls, value: list[str]) -> list[str]:
+        from race.domain.contamination import parse_cutoffs
+
+        parse_cutoffs(value)  # a malformed entry fails at start-up, naming it
         return value
 
     @field_validator("fee_rate", "max_position_fraction")

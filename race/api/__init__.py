@@ -8,9 +8,9 @@ sent as ``application/json`` (400 when it is not JSON, or nests too deep), 502 w
 admin ingest could fetch no asset, 503 when the database is unreachable.
 
 One router per area (:mod:`~race.api.agents`, :mod:`~race.api.leaderboard`,
-:mod:`~race.api.market`, :mod:`~race.api.health`, :mod:`~race.api.admin`) over the read
-repositories of :mod:`race.store.reads`; the middleware in :mod:`~race.api.middleware`,
-the error handlers in :mod:`~race.api.errors`.
+:mod:`~race.api.market`, :mod:`~race.api.analytics`, :mod:`~race.api.health`,
+:mod:`~race.api.admin`) over the read repositories of :mod:`race.store.reads`; the
+middleware in :mod:`~race.api.middleware`, the error handlers in :mod:`~race.api.errors`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import functools
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from race.api import admin, agents, health, leaderboard, market
+from race.analysis_cache import Analyser
+from race.api import admin, agents, analytics, health, leaderboard, market
 from race.api import models as m
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
@@ -97,13 +98,15 @@ def create_api(
         runner=runner,
         curves=VersionedCache(int(app.settings.api_curve_cache_mb * 1024 * 1024)),
         read_timeout=app.settings.db_read_timeout_seconds,
+        analyser=Analyser.from_settings(app.settings),
     )
     api.state.race = app
     api.state.jobs = runner
     api.state.curves = context.curves
     api.state.context = context
     install_error_handlers(api, context.unavailable)
-    for area in (agents, leaderboard, market, health, admin):
+    # analytics first: its /decisions/analytics precedes agents' parametrised routes
+    for area in (analytics, agents, leaderboard, market, health, admin):
         area.router.install(api)
     install_middleware(api, app.settings)
     api.openapi = functools.partial(openapi_without_422, api)  # type: ignore[method-assign]

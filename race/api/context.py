@@ -15,6 +15,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from race.analysis_cache import Analyser
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
 from race.bootstrap import App
@@ -31,6 +32,8 @@ class ApiContext:
     runner: LocalJobRunner
     curves: VersionedCache
     read_timeout: float | None
+    analyser: Analyser = field(default_factory=Analyser)
+    """Per-agent analytics, cached by the agent's stored stats (:mod:`race.analysis`)."""
     degraded: list[bool] = field(default_factory=lambda: [False])
     """Whether the last health probe was degraded (health logs the change, not each probe)."""
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.registry import PROVIDER_NAMES
+from race.api.analysis_models import BehaviourSummary, CostEfficiency, Interval
 
 
 class Model(BaseModel):
@@ -111,6 +112,20 @@ class LeaderboardEntry(Model):
     degraded: bool
     costUsd: float
     lastUpdated: str | None
+    returnInterval: Interval | None = None
+    sharpeInterval: Interval | None = None
+    psr: float | None = None
+    minTrackRecordDays: float | None = None
+    buyAndHoldReturnPct: float | None = None
+    pBeatBuyAndHold: float | None = None
+    significant: bool | None = None
+    behaviour: BehaviourSummary | None = None
+    costEfficiency: CostEfficiency | None = None
+    possiblyContaminated: bool | None = None
+    trainingCutoff: str | None = None
+    pBeatNextRank: float | None = None
+    rankSignificant: bool | None = None
+    analyticsAsOf: str | None = None
 
 
 class Trade(Model):

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "race.cli.market",
     "race.cli.demo",
     "race.cli.agents",
+    "race.cli.decisions",
     "race.cli.ml",
     "race.cli.serve",
     "race.cli.report",

@@ -70,6 +70,9 @@ def register(commands: Any) -> None:
     )
     show.add_argument("--json", action="store_true", help="JSON (the API's field names)")
     show.set_defaults(handler=cmd_show)
+    from race.cli.decisions import add_chat_option  # issue 15: --decision ID, the model chat
+
+    add_chat_option(show, cmd_show)
 
     disable = sub.add_parser("disable", help="stop an agent from deciding (keeps its history)")
     disable.add_argument("agent", metavar="NAME|ID")

@@ -1,0 +1,207 @@
+"""The cache of :mod:`race.analysis`: each agent's analysis kept with the version of its
+stored stats, each rank comparison with both agents' versions; what the leaderboard serves
+without waiting, and the background refresh (see :mod:`race.analysis` for the costs)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Hashable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from race.analysis import AgentAnalysis, _analyse, _Curve
+from race.domain.contamination import cutoff_table, parse_cutoffs
+from race.domain.significance import Comparison, compare
+from race.store.reads import analysis as reads
+from race.store.reads.standings import AgentRecord
+
+log = logging.getLogger("race.analysis")
+
+INLINE_SNAPSHOTS = 10_000
+"""Stale work up to this many snapshots (in all) is computed within the leaderboard
+request; more goes to a background refresh, so the request never waits for it."""
+
+
+def version_of(record: AgentRecord) -> Hashable:
+    """What changes whenever the agent's analysis would (its stored stats)."""
+    s = record.stats
+    if s is None:
+        return (record.model, None)
+    return (
+        record.model,
+        s.snapshot_count,
+        s.last_captured_at,
+        s.decisions,
+        s.total_trades,
+        s.current_value,
+        s.cost_usd,
+    )
+
+
+class Analyser:
+    """Per-agent analyses cached by :func:`version_of` (one entry per agent), and the
+    paired comparison of each rank with the next, cached by both agents' versions."""
+
+    def __init__(
+        self, cutoffs: Sequence[str] | str = (), inline_snapshots: int = INLINE_SNAPSHOTS
+    ) -> None:
+        self.cutoffs = cutoff_table(parse_cutoffs(cutoffs))
+        self.inline_snapshots = inline_snapshots
+        self._entries: dict[int, tuple[Hashable, AgentAnalysis, _Curve]] = {}
+        self._steps: dict[tuple[int, int], tuple[Hashable, Comparison]] = {}
+        self._lock = threading.Lock()
+        self._computing = threading.Lock()
+        self._refreshing: threading.Thread | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Analyser:
+        return cls(settings.race_model_cutoffs)
+
+    def agent(self, session: Session, record: AgentRecord) -> AgentAnalysis:
+        return self.agents(session, [record])[record.agent_id]
+
+    def agents(self, session: Session, records: Sequence[AgentRecord]) -> dict[int, AgentAnalysis]:
+        """Every record's analysis; the closes are read once for all agents that missed."""
+        out: dict[int, AgentAnalysis] = {}
+        stale: list[AgentRecord] = []
+        with self._lock:
+            for record in records:
+                found = self._entries.get(record.agent_id)
+                if found is not None and found[0] == version_of(record):
+                    self.hits += 1
+                    out[record.agent_id] = found[1]
+                else:
+                    stale.append(record)
+        if not stale:
+            return out
+        # One computation at a time: concurrent requests after a change wait for the first
+        # one's results instead of each recomputing the same agents.
+        with self._computing:
+            closes: dict[str, list[tuple[datetime, Decimal]]] | None = None
+            for record in stale:
+                with self._lock:
+                    found = self._entries.get(record.agent_id)
+                if found is not None and found[0] == version_of(record):
+                    out[record.agent_id] = found[1]
+                    continue
+                if closes is None:
+                    closes = reads.close_series(session)
+                computed, compact = _analyse(session, record, self.cutoffs, closes)
+                out[record.agent_id] = computed
+                with self._lock:
+                    self.misses += 1
+                    self._entries[record.agent_id] = (version_of(record), computed, compact)
+        return out
+
+    def latest(
+        self, ranked: Sequence[AgentRecord]
+    ) -> tuple[dict[int, AgentAnalysis], dict[int, Comparison]]:
+        """What is cached for these agents (in rank order), whatever its version: never
+        computes. The leaderboard serves this and lets :meth:`refresh` catch up."""
+        with self._lock:
+            analyses = {
+                r.agent_id: found[1]
+                for r in ranked
+                if (found := self._entries.get(r.agent_id)) is not None
+            }
+            steps = {
+                upper.agent_id: found[1]
+                for upper, lower in itertools.pairwise(ranked)
+                if (found := self._steps.get((upper.agent_id, lower.agent_id))) is not None
+            }
+        return analyses, steps
+
+    def stale(self, ranked: Sequence[AgentRecord]) -> bool:
+        """Whether an agent's analysis or a rank comparison is missing or out of date."""
+        with self._lock:
+            for record in ranked:
+                found = self._entries.get(record.agent_id)
+                if found is None or found[0] != version_of(record):
+                    return True
+            for upper, lower in itertools.pairwise(ranked):
+                step = self._steps.get((upper.agent_id, lower.agent_id))
+                if step is None or step[0] != (version_of(upper), version_of(lower)):
+                    return True
+        return False
+
+    def for_leaderboard(
+        self, session: Session, db: Any, ranked: Sequence[AgentRecord]
+    ) -> tuple[dict[int, AgentAnalysis], dict[int, Comparison]]:
+        """The figures the leaderboard serves. Stale work of at most ``inline_snapshots``
+        snapshots is done now; more is left to a background :meth:`refresh`, and what is
+        cached (possibly a cycle old, or nothing yet) is served meanwhile."""
+        if self.stale(ranked):
+            if self.stale_snapshots(ranked) <= self.inline_snapshots:
+                self.agents(session, ranked)
+                self.rank_steps(ranked)
+            else:
+                self.refresh(db, ranked)
+        return self.latest(ranked)
+
+    def stale_snapshots(self, ranked: Sequence[AgentRecord]) -> int:
+        """Snapshots to read to bring every out-of-date agent up to date."""
+        with self._lock:
+            return sum(
+                r.stats.snapshot_count if r.stats is not None else 0
+                for r in ranked
+                if (found := self._entries.get(r.agent_id)) is None or found[0] != version_of(r)
+            )
+
+    def refresh(self, db: Any, ranked: Sequence[AgentRecord]) -> bool:
+        """Bring the cache up to date in a background thread (one at a time), reading
+        through ``db``; True when a refresh was started."""
+        if not self.stale(ranked):
+            return False
+        with self._lock:
+            if self._refreshing is not None and self._refreshing.is_alive():
+                return False
+            worker = threading.Thread(
+                target=self._refresh, args=(db, list(ranked)), name="race-analysis", daemon=True
+            )
+            self._refreshing = worker
+        worker.start()
+        return True
+
+    def _refresh(self, db: Any, ranked: list[AgentRecord]) -> None:
+        try:
+            with db.read() as session:
+                self.agents(session, ranked)
+            self.rank_steps(ranked)
+        except Exception:  # the next request tries again; the leaderboard never fails on it
+            log.warning("analytics refresh failed", exc_info=True)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a running refresh (tests, shutdown)."""
+        worker = self._refreshing
+        if worker is not None:
+            worker.join(timeout)
+
+    def rank_steps(self, ranked: Sequence[AgentRecord]) -> dict[int, Comparison]:
+        """For agents in rank order (analysed first, by :meth:`agents`), each one's paired
+        comparison with the next rank down (:func:`race.domain.significance.compare`, the
+        same seed): by the upper agent's id; the last rank has none."""
+        out: dict[int, Comparison] = {}
+        for upper, lower in itertools.pairwise(ranked):
+            key = (upper.agent_id, lower.agent_id)
+            version = (version_of(upper), version_of(lower))
+            with self._lock:
+                found = self._steps.get(key)
+                a = self._entries.get(upper.agent_id)
+                b = self._entries.get(lower.agent_id)
+            if found is not None and found[0] == version:
+                out[upper.agent_id] = found[1]
+                continue
+            if a is None or b is None:
+                continue
+            step = compare(a[2].points(), b[2].points(), origin_a=a[2].origin, origin_b=b[2].origin)
+            with self._lock:
+                self._steps[key] = (version, step)
+            out[upper.agent_id] = step
+        return out
