@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from race.analysis import analyse, buy_and_hold
 from race.bootstrap import bootstrap
 from race.cli import main
 from race.domain.model import Provider
 from race.domain.significance import significance
 from race.domain.timeutil import parse_iso
 from race.leaderboard import standings
-from race.report.data import report_data
+from race.report.data import BENCHMARK_NAME, report_data
+from race.store.reads.analysis import close_series
 from race.store.reads.equity import equity_points
 from tests.factories import (
     HOUR,
@@ -47,20 +49,24 @@ def replay(app, hours: int = 48) -> None:
     asyncio.run(app.engine.backfill(START + 30 * HOUR, START + (30 + hours) * HOUR, HOUR))
 
 
-def test_report_data_is_the_leaderboard_and_the_domain_analytics(app):
+def test_report_data_is_the_leaderboard_and_the_race_analysis(app):
     replay(app)
     llm = seed_agent(app, "GPT 4.1", provider=Provider.OPENAI, model="gpt-4.1")
+    analysis = analyse(app.db, app.settings, app.clock)
     with app.db.read() as session:
-        data = report_data(session, now=app.clock.now())
+        data = report_data(session, analysis, now=app.clock.now())
         board = standings(session)
         curves = {s.agent_id: equity_points(session, s.agent_id, None, None, None) for s in board}
+        closes = close_series(session)
     assert [a.agent_id for a in data.agents] == [s.agent_id for s in board]
     assert data.start == START + 30 * HOUR and data.end == START + 78 * HOUR
     assert data.generated_at == app.clock.now()
-    hold = next(s for s in board if s.model == "buy_and_hold")
-    assert data.buy_and_hold_name == hold.name
-    hold_curve = [(parse_iso(p.captured_at), p.total_value) for p in curves[hold.agent_id]]
-    assert [(p.time, p.value) for p in data.buy_and_hold] == hold_curve
+    # The benchmark drawn: equal weights bought at the first snapshot, marked at every one.
+    times = [parse_iso(p.captured_at) for p in max(curves.values(), key=len)]
+    capital = board[0].starting_capital
+    assert data.buy_and_hold_name == BENCHMARK_NAME
+    assert [(p.time, p.value) for p in data.buy_and_hold] == buy_and_hold(capital, times, closes)
+    assert data.buy_and_hold[0].value == pytest.approx(float(capital))
     for a, s in zip(data.agents, board, strict=True):
         row = a.leaderboard
         assert (row.rank, a.name) == (s.rank, s.name)
@@ -68,30 +74,32 @@ def test_report_data_is_the_leaderboard_and_the_domain_analytics(app):
         assert row.return_pct == s.return_pct
         points = [(parse_iso(p.captured_at), p.total_value) for p in curves[s.agent_id]]
         assert [(p.time, p.value) for p in a.equity] == points
-        assert a.is_benchmark == (s.agent_id == hold.agent_id)
+        figures = analysis.agents[s.agent_id]
+        # The same figures the API serves, computed in one place.
+        assert row.significance == figures.significance
+        assert a.cost == figures.efficiency and a.contamination == figures.contamination
+        if s.agent_id == llm:  # no snapshot: no behaviour, no period to compare a cut-off with
+            assert a.behaviour is None and a.equity == []
+            assert a.contamination.possibly_contaminated is None
+            continue
+        assert a.behaviour == figures.behaviour
+        assert a.behaviour.trades == s.total_trades
+        assert a.behaviour.decisions == s.decisions
+        assert row.significance.p_beat_benchmark is not None
         expected = significance(
             points,
             origin=s.starting_capital,
-            benchmark=None if a.is_benchmark else hold_curve,
-            benchmark_origin=None if a.is_benchmark else hold.starting_capital,
+            benchmark=buy_and_hold(s.starting_capital, [t for t, _ in points], closes),
+            benchmark_origin=s.starting_capital,
         )
         assert row.significance == expected
-        if s.agent_id == llm:  # no snapshot: no behaviour; its model's cut-off is after
-            assert a.behaviour is None and a.equity == []
-            assert a.contamination.possibly_contaminated is True
-            continue
-        assert a.behaviour is not None
-        assert a.behaviour.trades == s.total_trades
-        assert a.behaviour.decisions == s.decisions
-        assert a.contamination.model is None  # baselines call no language model
-        if not a.is_benchmark:
-            assert row.significance.p_beat_benchmark is not None
-    assert next(a for a in data.agents if a.is_benchmark).behaviour.trades > 0
 
 
 def test_only_the_live_race_exists(app):
     with app.db.read() as session, pytest.raises(LookupError, match="only 'live'"):
-        report_data(session, now=app.clock.now(), race="2024-q1")
+        report_data(
+            session, analyse(app.db, app.settings, app.clock), now=app.clock.now(), race="2024-q1"
+        )
 
 
 @pytest.fixture
@@ -121,7 +129,8 @@ def test_report_writes_the_html_and_the_pngs(replayed, tmp_path, capsys):
         board = standings(session)
     for chart in CHARTS:
         assert f'<figure id="chart-{chart}">' in text
-    assert [s["name"] for s in embedded(text, "equity")["series"]] == [s.name for s in board]
+    names = [s["name"] for s in embedded(text, "equity")["series"]]
+    assert names == [s.name for s in board] + [BENCHMARK_NAME]  # the agents, then the benchmark
     for standing in board:
         assert f'<td class="name">{standing.name.replace("&", "&amp;")}</td>' in text
     assert sorted(p.name for p in charts.iterdir()) == sorted(f"{c}.png" for c in CHARTS)

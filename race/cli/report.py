@@ -43,11 +43,13 @@ def register(commands: Any) -> None:
 def write_report(app: App, out: Path, *, race: str = LIVE, png: Path | None = None) -> list[Path]:
     """Write the report of ``race`` to ``out`` (and the charts to ``png``); the files
     written, the HTML first. LookupError for an unknown race or a race without snapshots."""
+    from race.analysis import analyse
     from race.report.data import report_data
     from race.report.render import write_html, write_pngs
 
+    analysis = analyse(app.db, app.settings, app.clock)
     with app.db.read() as session:
-        data = report_data(session, now=app.clock.now(), race=race)
+        data = report_data(session, analysis, now=app.clock.now(), race=race)
     if data.start is None:
         raise LookupError(
             "no agent has an equity snapshot yet: nothing to report "
