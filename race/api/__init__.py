@@ -20,7 +20,7 @@ import functools
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from race.api import admin, agents, health, leaderboard, market
+from race.api import admin, agents, health, leaderboard, market, models_router
 from race.api import models as m
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
@@ -103,7 +103,7 @@ def create_api(
     api.state.curves = context.curves
     api.state.context = context
     install_error_handlers(api, context.unavailable)
-    for area in (agents, leaderboard, market, health, admin):
+    for area in (agents, leaderboard, market, health, admin, models_router):
         area.router.install(api)
     install_middleware(api, app.settings)
     api.openapi = functools.partial(openapi_without_422, api)  # type: ignore[method-assign]

@@ -389,6 +389,7 @@ def _decision_row(agent_id: int, step: StepResult) -> dict[str, Any]:
         "cost_usd": d.cost_usd,
         "confidence": d.confidence,
         "details": d.details,
+        "model_version": d.model_version,
     }
 
 
