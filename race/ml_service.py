@@ -321,7 +321,7 @@ def promotion(
     old = edge(current.metrics)
     if old is None:
         return True, f"held-out edge {new:+.4f}; the promoted {current.version} has none"
-    if new >= old - margin:
+    if round(new - old + margin, 9) >= 0:  # metrics carry 6 decimals: no float noise
         return True, (
             f"held-out edge {new:+.4f} ≥ {current.version}'s {old:+.4f} − margin {margin:g}"
         )

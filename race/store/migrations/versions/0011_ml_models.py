@@ -55,8 +55,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name="uq_ml_models_name"),
     )
     op.create_index("ix_ml_models_name_status", "ml_models", ["name", "status"])
-    with op.batch_alter_table("decisions") as batch:
-        batch.add_column(sa.Column("model_version", sa.String(100), nullable=True))
+    op.add_column("decisions", sa.Column("model_version", sa.String(100), nullable=True))
 
 
 def downgrade() -> None:
