@@ -343,17 +343,22 @@ class RetrainOutcome:
 def retrain(app: App, slot: datetime) -> list[RetrainOutcome]:
     """The retraining timer's run for ``slot``: every stored model name (or the default one
     when none is stored) is trained on the candles closed before ``slot`` with the promoted
-    model's horizon, and promoted or not by the rule. A repeated slot finds its model
+    model's horizon and assets (all enabled ones when none is promoted), and promoted or
+    not by the rule. A repeated slot finds its model
     stored and trains nothing. One name's failure (too few candles…) is logged and does
     not stop the others."""
     slot = ensure_utc(slot, field="slot")
     with app.db.read() as session:
-        plans = []
+        plans: list[tuple[str, int, list[str] | None]] = []
         for name in ml_models.names(session) or [DEFAULT_MODEL_NAME]:
             current = ml_models.promoted(session, name)
-            plans.append((name, current.horizon if current is not None else DEFAULT_HORIZON))
+            if current is None:
+                plans.append((name, DEFAULT_HORIZON, None))
+            else:
+                symbols = (current.info or {}).get("symbols")
+                plans.append((name, current.horizon, list(symbols) if symbols else None))
     outcomes = []
-    for name, horizon in plans:
+    for name, horizon, symbols in plans:
         version = f"{slot.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
         with app.db.read() as session:
             exists = ml_models.find(session, name, version) is not None
@@ -362,7 +367,7 @@ def retrain(app: App, slot: datetime) -> list[RetrainOutcome]:
             log.info("retrain %s for %s: %s@%s is already stored", name, slot, name, version)
             continue
         try:
-            report = train_model(app, slot, name=name, horizon=horizon)
+            report = train_model(app, slot, name=name, horizon=horizon, symbols=symbols)
         except ValueError as exc:
             log.warning("retrain %s for %s failed: %s", name, slot.isoformat(), exc)
             outcomes.append(RetrainOutcome(name, None, "failed", str(exc)))
