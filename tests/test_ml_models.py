@@ -87,7 +87,6 @@ def _versions_by_cycle(app, agent_id: int) -> dict[datetime, str | None]:
 # ---------------------------------------------------------------- migration 0011
 
 
-@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_0011_adds_the_models_table_and_the_decisions_model_version(empty_db):
     db = empty_db
     db.upgrade("0010")

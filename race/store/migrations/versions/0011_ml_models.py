@@ -59,7 +59,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("decisions") as batch:
-        batch.drop_column("model_version")
+    # A plain DROP COLUMN (SQLite 3.35+): the column has no index or constraint, and a batch
+    # rebuild of ``decisions`` would reflect (and warn about) the agents' expression index.
+    op.drop_column("decisions", "model_version")
     op.drop_index("ix_ml_models_name_status", table_name="ml_models")
     op.drop_table("ml_models")
