@@ -4,6 +4,9 @@ calls a ``race`` service. The only module that imports ``azure.functions``.
 - ``ingest_market`` (timer, RACE_INGEST_SCHEDULE): new candles, then mark to market.
 - ``run_cycle`` (timer, RACE_DECISION_SCHEDULE): the cycle of the scheduled slot. The
   functions that run cycles warm the app up once first (:func:`cycle_runtime`).
+- ``retrain_ml`` (timer, RACE_ML_RETRAIN_SCHEDULE; absent when ``off``): the ML models
+  retrained on the candles before the slot, promoted only when not worse
+  (:func:`race.ml_service.retrain`).
 - ``admin_cycles``, ``admin_agent_run``, ``admin_ingest``, ``admin_job`` (HTTP, auth level
   FUNCTION): the admin routes of the ASGI app, behind a function key on Azure; the app
   checks ``X-API-Key`` as well.
@@ -126,6 +129,27 @@ async def run_cycle(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("run_cycle is running late (past due): cycle %s", cycle_time.isoformat())
     await race.engine.run_scheduled(cycle_time, trigger="timer")
+
+
+if SETTINGS.ml_retrain_schedule is not None:
+
+    @app.timer_trigger(arg_name="timer", schedule=SETTINGS.ml_retrain_schedule, use_monitor=True)
+    async def retrain_ml(timer: func.TimerRequest) -> None:
+        from race.ml_service import retrain  # scikit-learn: imported when a slot trains
+
+        race = runtime()
+        slot = scheduled_time(SETTINGS.ml_retrain_schedule or "", race.clock.now())
+        if timer.past_due:
+            log.warning("retrain_ml is running late (past due): slot %s", slot.isoformat())
+        for outcome in await asyncio.to_thread(retrain, race, slot):
+            log.info(
+                "retrain_ml %s: %s@%s %s (%s)",
+                slot.isoformat(),
+                outcome.name,
+                outcome.version,
+                outcome.status,
+                outcome.reason,
+            )
 
 
 @app.route(route="api/admin/cycles", methods=["POST"], auth_level=ADMIN)

@@ -1,10 +1,17 @@
-"""The in-process ML agent (provider ``CustomML``) and its versioned model artifacts.
+"""The in-process ML agent (provider ``CustomML``) and its versioned models.
 
 A model is trained by :func:`race.ml_service.train_model` (``python -m race ml train --until
-ISO``) and saved as ``{RACE_ML_ARTIFACT_DIR}/{name}/{version}/`` with ``model.joblib`` and
-``metrics.json``. At decision time T the agent uses the newest artifact trained on data
-before T — never one trained on T's future — and HOLDs with the reason when there is none
-or it is older than ``RACE_ML_MAX_ARTIFACT_AGE``.
+ISO``, or the retraining timer) and stored in the database (``ml_models``: the artifact's
+bytes, its SHA-256, training window, features and metrics), so every instance and process
+decides with the same model. At decision time T the agent uses the promoted model of its
+name when it was trained on data before T — never one trained on T's future (a replay of
+the past uses the latest-promoted one that was) — and HOLDs with the reason when there is
+none or it is older than ``RACE_ML_MAX_ARTIFACT_AGE``. Every answer carries the model's
+version (``decisions.model_version``).
+
+``RACE_ML_ARTIFACT_DIR`` is only a cache: ``{dir}/cache/{sha256}.joblib``. A cached file is
+used only when its bytes hash to the stored SHA-256; a missing or corrupt one is (re)written
+from the database.
 
 It predicts the probability that each asset's close rises over the model's horizon, and
 turns it into BUY (p ≥ ``buy_threshold``), SELL (p ≤ ``sell_threshold``, when holding) or
@@ -21,11 +28,10 @@ Params (all optional): ``buy_threshold`` (0.55), ``sell_threshold`` (0.45),
 
 from __future__ import annotations
 
-import json
+import io
+import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -39,13 +45,15 @@ from agents.config import AgentConfigError, number, reject_unknown
 from agents.features import FEATURES, MIN_CANDLES, latest_features
 from race.domain.agent import AgentAnswer, AgentContext, AgentSpec
 from race.domain.money import ZERO, quantize_down
-from race.domain.timeutil import parse_iso
 from race.settings import Settings
+from race.store import ml_models
+from race.store.database import Database
+
+log = logging.getLogger("agents.ml")
 
 DEFAULT_MODEL_NAME = "direction-gb"
 SCHEMA_VERSION = 1
-MODEL_FILE = "model.joblib"
-METRICS_FILE = "metrics.json"
+CACHE_FOLDER = "cache"
 PARAMS = (
     "buy_threshold",
     "sell_threshold",
@@ -56,75 +64,120 @@ PARAMS = (
 )
 
 
+def check_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 100:
+        raise AgentConfigError(f"model name {name!r} must be a plain name like 'direction-gb'")
+    return name
+
+
+def dump_model(model: Any) -> bytes:
+    """The fitted estimator as the bytes stored in the database."""
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes) -> Any:
+    return joblib.load(io.BytesIO(data))
+
+
 @dataclass(frozen=True)
 class ArtifactInfo:
+    """A stored model, without its bytes."""
+
+    id: int
     name: str
     version: str
-    path: Path
+    sha256: str
     trained_until: datetime
     created_at: datetime | None
     horizon: int
     features: tuple[str, ...]
-    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+    status: str
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return dict(self.metadata.get("metrics", {}))
+    @classmethod
+    def of(cls, row: Any) -> ArtifactInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            sha256=row.sha256,
+            trained_until=row.trained_until,
+            created_at=row.created_at,
+            horizon=row.horizon,
+            features=tuple(row.features),
+            metrics=dict(row.metrics or {}),
+            status=row.status,
+        )
 
 
-class ArtifactStore:
-    """The versions of one model name under the artifact directory."""
+class ArtifactCache:
+    """The local folder as a cache of artifact bytes keyed by their SHA-256."""
 
-    def __init__(self, root: str | os.PathLike[str], name: str = DEFAULT_MODEL_NAME) -> None:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise AgentConfigError(f"model name {name!r} must be a plain name like 'direction-gb'")
-        self.root = Path(root)
-        self.name = name
-        self.directory = self.root / name
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.directory = Path(root) / CACHE_FOLDER
 
-    def list(self) -> list[ArtifactInfo]:
-        """Readable versions, oldest training cut-off first (unreadable ones are skipped)."""
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for entry in self.directory.iterdir():
-            meta_path = entry / METRICS_FILE
-            if not entry.is_dir() or not (entry / MODEL_FILE).is_file():
-                continue
+    def path(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.joblib"
+
+    def read(self, sha256: str) -> bytes | None:
+        """The cached bytes when they hash to ``sha256``; None when missing or corrupt."""
+        path = self.path(sha256)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if ml_models.sha256_of(data) != sha256:
+            log.warning("cached model %s is corrupt: replaced from the database", path)
+            return None
+        return data
+
+    def write(self, sha256: str, data: bytes) -> None:
+        """Atomically (a temporary file renamed into place); a cache that cannot be written
+        is logged and skipped — the database stays the source."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, staging = tempfile.mkstemp(prefix=f".{sha256[:12]}-", dir=self.directory)
             try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                found.append(
-                    ArtifactInfo(
-                        name=self.name,
-                        version=entry.name,
-                        path=entry,
-                        trained_until=parse_iso(meta["trainedUntil"]),
-                        created_at=parse_iso(meta["createdAt"]) if meta.get("createdAt") else None,
-                        horizon=int(meta["horizon"]),
-                        features=tuple(meta["features"]),
-                        metadata=meta,
-                    )
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        found.sort(key=lambda a: (a.trained_until, a.version))
-        return found
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(staging, self.path(sha256))
+            except BaseException:
+                Path(staging).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            log.warning("model cache %s not written: %s", self.directory, exc)
+
+
+class ModelStore:
+    """The stored versions of one model name (the database), with the local cache."""
+
+    def __init__(self, db: Database, cache_root: str | os.PathLike[str], name: str) -> None:
+        self.db = db
+        self.name = check_name(name)
+        self.cache = ArtifactCache(cache_root)
 
     def select(self, at: datetime, max_age: timedelta) -> ArtifactInfo | str:
-        """The newest version trained on data before ``at``, or why there is none usable."""
-        versions = self.list()
-        if not versions:
-            return (
-                f"no trained model {self.name!r} in {self.directory}: run "
-                "`python -m race ml train --until ISO`"
-            )
-        usable = [a for a in versions if a.trained_until <= at]
-        if not usable:
+        """The model to decide with at ``at``, or why there is none usable."""
+        with self.db.read() as session:
+            row = ml_models.usable(session, self.name, at)
+            if row is None:
+                stored = [
+                    r for r in ml_models.listing(session, self.name) if r.promoted_at is not None
+                ]
+                oldest = min((r.trained_until for r in stored), default=None)
+            chosen = None if row is None else ArtifactInfo.of(row)
+        if chosen is None:
+            if oldest is None:
+                return (
+                    f"no trained model {self.name!r} promoted in the database: run "
+                    "`python -m race ml train --until ISO`"
+                )
             return (
                 f"no model {self.name!r} trained before {at.isoformat()} (the oldest uses data "
-                f"up to {versions[0].trained_until.isoformat()}: using it would look ahead)"
+                f"up to {oldest.isoformat()}: using it would look ahead)"
             )
-        chosen = usable[-1]
         if at - chosen.trained_until > max_age:
             return (
                 f"model {self.name}@{chosen.version} is stale: trained on data up to "
@@ -135,26 +188,28 @@ class ArtifactStore:
             return f"model {self.name}@{chosen.version} was trained on other features; retrain it"
         return chosen
 
-    def save(self, version: str, model: Any, metadata: Mapping[str, Any]) -> ArtifactInfo:
-        """Write a version atomically (a temporary directory renamed into place)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / version
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.directory))
-        try:
-            joblib.dump(model, staging / MODEL_FILE)
-            (staging / METRICS_FILE).write_text(
-                json.dumps(dict(metadata), indent=2, sort_keys=True), encoding="utf-8"
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        saved = [a for a in self.list() if a.version == version]
-        if not saved:
-            raise RuntimeError(f"artifact {final} was written but cannot be read back")
-        return saved[0]
+    def load(self, info: ArtifactInfo, shared: dict[str, Any]) -> Any:
+        """The fitted estimator, loaded once per process (keyed by hash): from the cache when
+        its bytes hash right, else from the database (and cached)."""
+        key = f"ml.model:{info.sha256}"
+        model = shared.get(key)
+        if model is not None:
+            return model
+        data = self.cache.read(info.sha256)
+        if data is None:
+            with self.db.read() as session:
+                stored = ml_models.artifact_of(session, info.id)
+            if stored is None:
+                raise LookupError(f"model {info.name}@{info.version} is no longer stored")
+            data, digest = stored
+            if ml_models.sha256_of(data) != digest:
+                raise ValueError(
+                    f"model {info.name}@{info.version}: stored bytes do not match its SHA-256"
+                )
+            self.cache.write(info.sha256, data)
+        model = model_from_bytes(data)
+        shared[key] = model
+        return model
 
 
 def confidence_scale(confidence: float, full_confidence: float) -> Decimal:
@@ -165,27 +220,25 @@ def confidence_scale(confidence: float, full_confidence: float) -> Decimal:
     return Decimal(str(min(1.0, max(0.0, confidence) / full_confidence)))
 
 
-def load_model(info: ArtifactInfo, shared: dict[str, Any]) -> Any:
-    """The fitted estimator of a version, loaded once per process (keyed by path and mtime)."""
-    path = info.path / MODEL_FILE
-    key = f"ml.model:{path.resolve()}:{path.stat().st_mtime_ns}"
-    model = shared.get(key)
-    if model is None:
-        model = joblib.load(path)
-        shared[key] = model
-    return model
-
-
 class MLAgent:
     """Scikit-learn direction classifier over candle features; in-process and deterministic."""
 
     in_process = True
 
-    def __init__(self, spec: AgentSpec, settings: Settings, shared: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        settings: Settings,
+        shared: dict[str, Any],
+        db: Database | None = None,
+    ) -> None:
         params = dict(spec.params)
         reject_unknown(params, PARAMS, what="CustomML agents")
         self.spec = spec
-        self.store = ArtifactStore(settings.ml_artifact_dir, spec.model or DEFAULT_MODEL_NAME)
+        self.name = check_name(spec.model or DEFAULT_MODEL_NAME)
+        self.settings = settings
+        self._db = db
+        self._store: ModelStore | None = None
         self.max_age = settings.ml_max_artifact_age
         self.shared = shared
         self.buy_threshold = number(params, "buy_threshold", 0.55, 0.5, 1.0)
@@ -200,17 +253,38 @@ class MLAgent:
             raise AgentConfigError("param 'assets' must be a list of symbols")
         self.assets = None if assets is None else [a.upper() for a in assets]
 
+    @property
+    def store(self) -> ModelStore:
+        """The models of this agent's name; the database is the app's, or (an agent built
+        outside the composition root) one per process for the settings' URL."""
+        if self._store is None:
+            db = self._db
+            if db is None:
+                key = f"ml.db:{self.settings.database_url}"
+                db = self.shared.get(key)
+                if db is None:
+                    db = self.shared[key] = Database(self.settings.database_url)
+            self._store = ModelStore(db, self.settings.ml_artifact_dir, self.name)
+        return self._store
+
     async def decide(self, context: AgentContext) -> AgentAnswer:
-        chosen = self.store.select(context.cycle_time, self.max_age)
+        try:
+            chosen = self.store.select(context.cycle_time, self.max_age)
+        except Exception as exc:
+            return AgentAnswer.fallback(
+                f"model {self.name!r} cannot be looked up: {exc.__class__.__name__}: {exc}"[:500],
+                model=self.name,
+            )
         if isinstance(chosen, str):
-            return AgentAnswer.fallback(chosen, model=self.store.name)
+            return AgentAnswer.fallback(chosen, model=self.name)
         label = f"{chosen.name}@{chosen.version}"
         try:
-            model = load_model(chosen, self.shared)
+            model = self.store.load(chosen, self.shared)
         except Exception as exc:
             return AgentAnswer.fallback(
                 f"model {label} cannot be loaded: {exc.__class__.__name__}: {exc}"[:500],
                 model=label,
+                model_version=chosen.version,
             )
         rows, ready, notes = self._features(context)
         details: dict[str, Any] = {
@@ -223,7 +297,10 @@ class MLAgent:
         }
         if not rows:
             return AgentAnswer.hold(
-                "ML: no prediction possible — " + "; ".join(notes), model=label, details=details
+                "ML: no prediction possible — " + "; ".join(notes),
+                model=label,
+                model_version=chosen.version,
+                details=details,
             )
         probabilities = model.predict_proba(np.vstack(rows))[:, 1]
         orders: list[dict[str, Any]] = []
@@ -246,6 +323,7 @@ class MLAgent:
             model=label,
             confidence=best if orders else max(s["confidence"] for s in signals.values()),
             details=details,
+            model_version=chosen.version,
         )
 
     def _features(self, context: AgentContext) -> tuple[list[Any], list[str], list[str]]:

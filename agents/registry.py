@@ -131,16 +131,28 @@ def _ensemble(spec: AgentSpec, services: AgentServices) -> Agent:
 def _ml(spec: AgentSpec, services: AgentServices) -> Agent:
     from agents.ml import MLAgent
 
-    return MLAgent(spec, services.settings, services.shared)
+    return MLAgent(spec, services.settings, services.shared, services.db)
 
 
 def _ml_gaps(spec: AgentSpec, settings: Settings, environ: Mapping[str, str]) -> list[str]:
-    from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
+    from agents.ml import DEFAULT_MODEL_NAME
+    from race.store import ml_models
+    from race.store.database import Database
 
-    store = ArtifactStore(settings.ml_artifact_dir, spec.model or DEFAULT_MODEL_NAME)
-    if store.list():
-        return []
-    return [f"no trained model in {store.directory} (run `python -m race ml train --until ISO`)"]
+    name = spec.model or DEFAULT_MODEL_NAME
+    db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            if ml_models.promoted(session, name) is not None:
+                return []
+    except Exception as exc:
+        return [f"model {name!r} cannot be looked up in the database ({exc.__class__.__name__})"]
+    finally:
+        db.dispose()
+    return [
+        f"no trained model {name!r} promoted in the database "
+        "(run `python -m race ml train --until ISO`)"
+    ]
 
 
 def _ml_default(settings: Settings) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from race.clock import Clock, SystemClock
 from race.settings import Settings
+from race.store.database import Database
 
 
 @dataclass
@@ -21,3 +22,5 @@ class AgentServices:
     shared: dict[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     """Where settings named by agent params live (a remote model's ``api_key_setting``)."""
+    db: Database | None = None
+    """The app's database (the ML agent reads its stored models there)."""

@@ -119,7 +119,7 @@ def bootstrap(
     )
     # Settings named by agent params (a remote model's key) are found in the files too.
     environ = ChainMap(os.environ, sources.file_values())  # type: ignore[arg-type]
-    services = AgentServices(settings=settings, clock=clock, environ=environ)
+    services = AgentServices(settings=settings, clock=clock, environ=environ, db=db)
 
     def default_builder(spec: AgentSpec) -> Agent:
         return build_agent(spec, services)

@@ -5,17 +5,33 @@ candle and the ones before it (:mod:`agents.features`); its label is whether the
 over the next ``horizon`` candles — all of which also closed before ``until``. The split is
 by time: the latest ``test_fraction`` of decision times is held out, and training rows
 whose label window reaches into it are purged, so the held-out accuracy and precision are
-measured on a later window the model never saw. The fitted classifier and its metrics are
-saved as a versioned artifact (:class:`agents.ml.ArtifactStore`).
+measured on a later window the model never saw. The fitted classifier, its bytes' SHA-256,
+windows, features and metrics are stored in the database (``ml_models``,
+:mod:`race.store.ml_models`), where every instance finds it.
+
+Promotion. A model's held-out score is its **edge**: held-out accuracy minus the accuracy
+of always answering the held-out window's majority class (so windows with different up
+rates compare fairly; 0 = no better than the trivial answer). A new model is promoted —
+becomes the one the agent decides with — when there is no promoted model of its name, or
+when its edge is at least the promoted model's edge minus ``RACE_ML_PROMOTE_MARGIN``
+(an absolute tolerance in accuracy points: 0.01 lets a new model be up to one percentage
+point of edge worse, the price of fresher data). A model trained on an earlier cut-off
+than the promoted one is never promoted automatically. Otherwise it is stored as a
+``candidate`` with the reason (``ml promote VERSION`` can still promote it).
+
+Retraining (:func:`retrain`, the ``retrain_ml`` timer on ``RACE_ML_RETRAIN_SCHEDULE``):
+at each slot, every stored model name is trained walk-forward on the candles closed
+before the slot, and promoted or not by the rule above.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +42,15 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from agents.features import FEATURES, complete_rows, feature_frame
-from agents.ml import DEFAULT_MODEL_NAME, SCHEMA_VERSION, ArtifactStore
+from agents.ml import DEFAULT_MODEL_NAME, SCHEMA_VERSION, check_name, dump_model
 from race.domain.timeutil import ensure_utc
 from race.store import assets as asset_rows
+from race.store import ml_models
 
 if TYPE_CHECKING:
     from race.bootstrap import App
+
+log = logging.getLogger("race.ml")
 
 DEFAULT_HORIZON = 4
 DEFAULT_HISTORY = timedelta(days=365)
@@ -68,7 +87,11 @@ def new_classifier() -> Pipeline:
 class TrainReport:
     name: str
     version: str
-    path: str
+    sha256: str
+    status: str
+    """``promoted`` or ``candidate`` (see the module's promotion rule)."""
+    reason: str
+    """Why it was (or was not) promoted."""
     trained_until: datetime
     horizon: int
     symbols: list[str]
@@ -120,7 +143,8 @@ class TrainReport:
             lines.append(
                 f"  {symbol}: accuracy {stats['accuracy']:.3f} on {stats['rows']:,} held-out rows"
             )
-        lines.append(f"  artifact {self.path} ({self.seconds:.1f} s)")
+        lines.append(f"  stored in the database, sha256 {self.sha256[:16]}… ({self.seconds:.1f} s)")
+        lines.append(f"  {self.status}: {self.reason}")
         return "\n".join(lines)
 
 
@@ -178,47 +202,87 @@ def train_model(
     name: str = DEFAULT_MODEL_NAME,
     test_fraction: float = 0.2,
     history: timedelta | None = DEFAULT_HISTORY,
+    promote: bool | None = None,
 ) -> TrainReport:
     """Train on candles closed before ``until`` (and, with ``history``, not longer before it
-    than that), evaluate on the latest held-out window, save the artifact under
-    ``RACE_ML_ARTIFACT_DIR`` and return the report."""
+    than that), evaluate on the latest held-out window, store the model in the database and
+    return the report. ``promote``: None applies the promotion rule (module docstring),
+    True promotes, False stores a candidate. ``ValueError`` when that version is stored."""
     started = time.perf_counter()
     until = ensure_utc(until, field="until")
+    check_name(name)
     _check_options(horizon, test_fraction, history)
+    version = f"{until.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
+    with app.db.read() as session:
+        if ml_models.find(session, name, version) is not None:
+            raise ValueError(f"model {name}@{version} is already stored (versions are immutable)")
     frames = _candles(app, until, symbols, None if history is None else until - history)
     train, test = _split(frames, until, horizon, test_fraction)
     model = new_classifier()
     features = list(FEATURES)
     model.fit(train[features].to_numpy(), train["label"].to_numpy())
     scores = _evaluate(model, test, list(frames))
-    version = f"{until.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
-    metadata = {
+    created = app.clock.now()
+    extra = _windows_and_metrics(train, test, scores)
+    info = {
         "schemaVersion": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "trainedUntil": until.isoformat(),
-        "createdAt": app.clock.now().isoformat(),
-        "horizon": horizon,
         "historyDays": None if history is None else history / timedelta(days=1),
         "label": f"close after {horizon} candles > close now",
-        "features": features,
         "symbols": list(frames),
-        **_windows_and_metrics(train, test, scores),
+        "trainWindow": extra["trainWindow"],
+        "testWindow": extra["testWindow"],
+        "classifier": extra["classifier"],
+        "sklearnVersion": extra["sklearnVersion"],
     }
-    info = ArtifactStore(app.settings.ml_artifact_dir, name).save(version, model, metadata)
+    new = ml_models.NewModel(
+        name=name,
+        version=version,
+        artifact=dump_model(model),
+        trained_until=until,
+        train_start=train.index.min().to_pydatetime(),
+        train_end=train.index.max().to_pydatetime(),
+        test_start=test.index.min().to_pydatetime(),
+        test_end=test.index.max().to_pydatetime(),
+        horizon=horizon,
+        features=features,
+        metrics=extra["metrics"],
+        info=info,
+    )
+    margin = app.settings.ml_promote_margin
+    with app.db.write() as session:
+        current = ml_models.promoted(session, name)
+        if promote is None:
+            promoted, reason = promotion(new.metrics, until, current, margin)
+        elif promote:
+            promoted, reason = True, "promoted on request"
+        else:
+            promoted, reason = False, "stored without promotion on request"
+        row = ml_models.add(
+            session,
+            new,
+            created_at=created,
+            status=ml_models.PROMOTED if promoted else ml_models.CANDIDATE,
+            reason=reason,
+        )
+        digest = row.sha256
+    (log.info if promoted else log.warning)(
+        "model %s@%s %s: %s", name, version, "promoted" if promoted else "not promoted", reason
+    )
     return TrainReport(
         name=name,
         version=version,
-        path=str(Path(info.path)),
+        sha256=digest,
+        status=ml_models.PROMOTED if promoted else ml_models.CANDIDATE,
+        reason=reason,
         trained_until=until,
         horizon=horizon,
         symbols=list(frames),
         train_rows=len(train),
         test_rows=len(test),
-        train_start=train.index.min().to_pydatetime(),
-        train_end=train.index.max().to_pydatetime(),
-        test_start=test.index.min().to_pydatetime(),
-        test_end=test.index.max().to_pydatetime(),
+        train_start=new.train_start,
+        train_end=new.train_end,
+        test_start=new.test_start,
+        test_end=new.test_end,
         accuracy=scores.accuracy,
         precision=scores.precision,
         up_rate=scores.up_rate,
@@ -227,6 +291,89 @@ def train_model(
         seconds=time.perf_counter() - started,
         per_symbol=scores.per_symbol,
     )
+
+
+def edge(metrics: Any) -> float | None:
+    """Held-out accuracy minus the always-majority baseline's (None when unknown)."""
+    try:
+        value = float(metrics["accuracy"]) - float(metrics["baselineAccuracy"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def promotion(
+    metrics: Any, until: datetime, current: Any | None, margin: float
+) -> tuple[bool, str]:
+    """(promote?, why) for a new model of held-out ``metrics`` trained before ``until``,
+    against the ``current`` promoted model (a row with ``version``, ``trained_until`` and
+    ``metrics``) and the margin (module docstring)."""
+    new = edge(metrics)
+    if new is None:
+        return False, "its held-out metrics are incomplete: not promoted"
+    if current is None:
+        return True, f"the first promoted model of its name (held-out edge {new:+.4f})"
+    if current.trained_until > until:
+        return False, (
+            f"trained on an earlier cut-off than the promoted {current.version} "
+            f"({current.trained_until.isoformat()}): not promoted"
+        )
+    old = edge(current.metrics)
+    if old is None:
+        return True, f"held-out edge {new:+.4f}; the promoted {current.version} has none"
+    if round(new - old + margin, 9) >= 0:  # metrics carry 6 decimals: no float noise
+        return True, (
+            f"held-out edge {new:+.4f} ≥ {current.version}'s {old:+.4f} − margin {margin:g}"
+        )
+    return False, (
+        f"held-out edge {new:+.4f} < {current.version}'s {old:+.4f} − margin {margin:g}: "
+        f"stored, not promoted ({current.version} stays)"
+    )
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    name: str
+    version: str | None
+    status: str
+    """``promoted``, ``candidate``, ``exists`` (that slot's model is stored) or ``failed``."""
+    reason: str
+
+
+def retrain(app: App, slot: datetime) -> list[RetrainOutcome]:
+    """The retraining timer's run for ``slot``: every stored model name (or the default one
+    when none is stored) is trained on the candles closed before ``slot`` with the promoted
+    model's horizon and assets (all enabled ones when none is promoted), and promoted or
+    not by the rule. A repeated slot finds its model
+    stored and trains nothing. One name's failure (too few candles…) is logged and does
+    not stop the others."""
+    slot = ensure_utc(slot, field="slot")
+    with app.db.read() as session:
+        plans: list[tuple[str, int, list[str] | None]] = []
+        for name in ml_models.names(session) or [DEFAULT_MODEL_NAME]:
+            current = ml_models.promoted(session, name)
+            if current is None:
+                plans.append((name, DEFAULT_HORIZON, None))
+            else:
+                symbols = (current.info or {}).get("symbols")
+                plans.append((name, current.horizon, list(symbols) if symbols else None))
+    outcomes = []
+    for name, horizon, symbols in plans:
+        version = f"{slot.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
+        with app.db.read() as session:
+            exists = ml_models.find(session, name, version) is not None
+        if exists:
+            outcomes.append(RetrainOutcome(name, version, "exists", "already trained"))
+            log.info("retrain %s for %s: %s@%s is already stored", name, slot, name, version)
+            continue
+        try:
+            report = train_model(app, slot, name=name, horizon=horizon, symbols=symbols)
+        except ValueError as exc:
+            log.warning("retrain %s for %s failed: %s", name, slot.isoformat(), exc)
+            outcomes.append(RetrainOutcome(name, None, "failed", str(exc)))
+            continue
+        outcomes.append(RetrainOutcome(name, report.version, report.status, report.reason))
+    return outcomes
 
 
 def _check_options(horizon: int, test_fraction: float, history: timedelta | None) -> None:

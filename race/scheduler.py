@@ -1,4 +1,5 @@
-"""The two schedules of the race, in-process (``python -m race serve``): the same NCRONTAB
+"""The schedules of the race, in-process (``python -m race serve``): ingestion, decisions
+and (unless ``RACE_ML_RETRAIN_SCHEDULE=off``) the ML models' retraining — the same NCRONTAB
 strings the Functions timers use. Each run happens in a worker thread with its own event
 loop, so the API keeps answering while a cycle or an ingestion works; a run never overlaps
 the previous run of the same schedule (a slow one makes the next slot skip, logged)."""
@@ -33,10 +34,20 @@ def race_jobs(app: App) -> list[ScheduledJob]:
     async def cycle(slot: datetime) -> object:
         return await app.engine.run_scheduled(slot, trigger="schedule")
 
-    return [
+    async def retrain_ml(slot: datetime) -> object:
+        from race.ml_service import retrain  # scikit-learn: imported when a slot trains
+
+        return retrain(app, slot)
+
+    jobs = [
         ScheduledJob("ingest_market", validate(app.settings.ingest_schedule), ingest),
         ScheduledJob("run_cycle", validate(app.settings.decision_schedule), cycle),
     ]
+    if app.settings.ml_retrain_schedule is not None:
+        jobs.append(
+            ScheduledJob("retrain_ml", validate(app.settings.ml_retrain_schedule), retrain_ml)
+        )
+    return jobs
 
 
 def _outcome(result: object) -> str:

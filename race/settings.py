@@ -32,6 +32,8 @@ from race.settings_files import SettingsSources, read_sources
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
 INGEST_SCHEDULE = "0 */5 * * * *"
 DECISION_SCHEDULE = "0 */15 * * * *"
+ML_RETRAIN_SCHEDULE = "0 0 3 * * 1"
+"""Weekly: Mondays at 03:00 UTC."""
 
 log = logging.getLogger("race.settings")
 _PLACEHOLDER = re.compile(r"\s*<.*>\s*", re.DOTALL)
@@ -63,6 +65,7 @@ Interval = Annotated[timedelta, BeforeValidator(_interval)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_csv)]
 OptionalDecimal = Annotated[Decimal | None, BeforeValidator(_none_if_blank)]
 OptionalFloat = Annotated[float | None, BeforeValidator(_none_if_blank)]
+OptionalSchedule = Annotated[str | None, BeforeValidator(_none_if_blank)]
 
 
 def _env(name: str, *, default: Any) -> Any:
@@ -205,6 +208,14 @@ class Settings(BaseSettings):
     remote_ml_timeout_seconds: float = _env("REMOTE_ML_TIMEOUT_SECONDS", default=10.0)
     ml_artifact_dir: str = _env("RACE_ML_ARTIFACT_DIR", default="artifacts/ml")
     ml_max_artifact_age: Interval = _env("RACE_ML_MAX_ARTIFACT_AGE", default=timedelta(days=120))
+    ml_retrain_schedule: OptionalSchedule = _env(
+        "RACE_ML_RETRAIN_SCHEDULE", default=ML_RETRAIN_SCHEDULE
+    )
+    """NCRONTAB (UTC) of the retraining timer (weekly by default; ``off`` = no timer): each
+    slot trains the stored models on the candles before it (``race.ml_service.retrain``)."""
+    ml_promote_margin: float = _env("RACE_ML_PROMOTE_MARGIN", default=0.01)
+    """A retrained model is promoted when its held-out edge (accuracy minus the
+    always-majority baseline) is at least the promoted model's minus this (0 to 1)."""
 
     # Market data
     coingecko_plan: Literal["public", "demo", "pro"] | None = _env("COINGECKO_PLAN", default=None)
@@ -330,6 +341,24 @@ class Settings(BaseSettings):
         if not 0 <= value <= 1:
             raise ValueError(f"RACE_DEGRADED_THRESHOLD must be a fraction in [0, 1], not {value}")
         return value
+
+    @field_validator("ml_promote_margin")
+    @classmethod
+    def _ml_promote_margin(cls, value: float) -> float:
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            raise ValueError(
+                f"RACE_ML_PROMOTE_MARGIN must be between 0 and 1 (accuracy points), not {value}"
+            )
+        return value
+
+    @field_validator("ml_retrain_schedule")
+    @classmethod
+    def _ml_retrain_schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from race.schedule import validate
+
+        return validate(value)
 
     @field_validator("catch_up_slots")
     @classmethod

@@ -187,8 +187,8 @@ def test_add_notes_what_an_ensembles_members_still_need(cli_db, capsys, monkeypa
         "abstains until then",
         "note: ensemble member 'gpt': OpenAI not configured (OPENAI_API_KEY is not set): it "
         "abstains until then",
-        f"note: ensemble member 'ml': no trained model in {tmp_path / 'no-artifacts'}"
-        "/direction-gb (run `python -m race ml train --until ISO`): it abstains until then",
+        "note: ensemble member 'ml': no trained model 'direction-gb' promoted in the database "
+        "(run `python -m race ml train --until ISO`): it abstains until then",
     ]
     assert [a["name"] for a in agents_json(capsys)] == ["Committee"]
 

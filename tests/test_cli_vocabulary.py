@@ -122,7 +122,9 @@ def test_ml_train_report_is_camel_case():
     report = TrainReport(
         name="direction-gb",
         version="v",
-        path="p",
+        sha256="0" * 64,
+        status="promoted",
+        reason="the first promoted model of its name",
         trained_until=START,
         horizon=4,
         symbols=["BTC"],

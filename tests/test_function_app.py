@@ -18,7 +18,7 @@ from sqlalchemy import func as sqlfunc
 from sqlalchemy import select, update
 
 from race.bootstrap import bootstrap
-from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE
+from race.settings import DECISION_SCHEDULE, INGEST_SCHEDULE, ML_RETRAIN_SCHEDULE
 from race.store.database import Database
 from race.store.tables import (
     AgentRow,
@@ -74,12 +74,14 @@ def test_functions_are_indexed_with_their_triggers():
     assert set(FUNCTIONS) == {
         "ingest_market",
         "run_cycle",
+        "retrain_ml",
         "backfill_chunk",
         "http_api",
         *ADMIN_ROUTES,
     }
     assert bindings("ingest_market")["timerTrigger"]["schedule"] == INGEST_SCHEDULE
     assert bindings("run_cycle")["timerTrigger"]["schedule"] == DECISION_SCHEDULE
+    assert bindings("retrain_ml")["timerTrigger"]["schedule"] == ML_RETRAIN_SCHEDULE
     http = bindings("http_api")["httpTrigger"]
     assert http["route"] == "{*route}"
     assert http["authLevel"] == func.AuthLevel.ANONYMOUS

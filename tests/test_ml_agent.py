@@ -1,13 +1,14 @@
 """The ML agent on the bundled real candles (Binance BTC/ETH hourly): training strictly
-before ``--until`` with a held-out later window, the versioned artifact, predictions through
-the real engine, and HOLD reasons for missing, stale or look-ahead artifacts."""
+before ``--until`` with a held-out later window, the versioned model stored in the database,
+predictions through the real engine, and HOLD reasons for missing, stale or look-ahead
+models."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import gzip
-import json
+import hashlib
 import os
 import pickle
 import shutil
@@ -22,13 +23,15 @@ import pytest
 from sqlalchemy import delete, select
 
 from agents.features import FEATURES, latest_features
-from agents.ml import ArtifactStore, confidence_scale, load_model
+from agents.ml import confidence_scale, model_from_bytes
 from race.bootstrap import bootstrap
 from race.cli import main
 from race.clock import ManualClock
 from race.domain.model import Candle, Provider
 from race.ml_service import train_model
-from race.store.tables import Asset, CandleRow, DecisionRow
+from race.store import ml_models
+from race.store.database import Database
+from race.store.tables import Asset, CandleRow, DecisionRow, MLModelRow
 from tests.factories import insert_candles, make_candles, seed_agent, seed_assets, wave_prices
 
 DATA_START = datetime(2022, 12, 1, tzinfo=UTC)
@@ -132,6 +135,33 @@ def bundled(tmp_path_factory, sqlite_template):
     return candles, folder, report
 
 
+def install_models(app, folder: Path) -> None:
+    """The models trained into the bundled database, stored in ``app``'s database too (as
+    another instance would find them: the database is where models live)."""
+    source = Database(f"sqlite:///{folder / 'race.db'}")
+    try:
+        with source.read() as session:
+            rows = [
+                {c.key: getattr(r, c.key) for c in MLModelRow.__table__.columns if c.key != "id"}
+                for r in session.scalars(select(MLModelRow))
+            ]
+    finally:
+        source.dispose()
+    with app.db.write() as session:
+        for row in rows:
+            if ml_models.find(session, row["name"], row["version"]) is None:
+                session.add(MLModelRow(**row))
+
+
+def stored_model(app, name: str, version: str | None = None):
+    """(row, fitted estimator) of the stored model ``name`` (its only or given version)."""
+    with app.db.read() as session:
+        rows = [r for r in ml_models.listing(session, name) if version in (None, r.version)]
+        assert len(rows) == 1, rows
+        data, digest = ml_models.artifact_of(session, rows[0].id)
+    return rows[0], model_from_bytes(data), digest, data
+
+
 def with_candles(app, candles, start=None, end=None) -> None:
     insert_candles(
         app,
@@ -164,14 +194,16 @@ def test_training_uses_only_candles_before_until_and_holds_out_a_later_window(re
     assert 0.0 <= report.accuracy <= 1.0
     assert report.precision is None or 0.0 <= report.precision <= 1.0
     assert 0.3 < report.up_rate < 0.7
-    artifact = Path(report.path)
-    assert artifact.name == "20230201T000000Z-h4"
-    assert (artifact / "model.joblib").is_file()
-    metadata = json.loads((artifact / "metrics.json").read_text())
-    assert metadata["trainedUntil"] == UNTIL.isoformat()
-    assert metadata["features"] == list(FEATURES)
-    assert metadata["metrics"]["accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
-    assert metadata["testWindow"][1] < UNTIL.isoformat()
+    assert report.version == "20230201T000000Z-h4"
+    row, _, digest, data = stored_model(real_app, "direction-gb")
+    assert row.version == report.version and row.status == "promoted"
+    assert row.trained_until == UNTIL
+    assert row.features == list(FEATURES)
+    assert row.metrics["accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
+    assert row.test_end < UNTIL and row.train_end < row.test_start
+    assert row.sha256 == digest == report.sha256 == hashlib.sha256(data).hexdigest()
+    assert row.size_bytes == len(data)
+    assert row.info["symbols"] == ["BTC", "ETH"]
     assert "BTC" in report.describe() and "held-out accuracy" in report.describe()
 
 
@@ -189,12 +221,10 @@ def test_candles_at_or_after_until_do_not_change_the_model(real_app, tmp_path):
         second.train_rows,
         second.test_rows,
     )
-    store_a = ArtifactStore(real_app.settings.ml_artifact_dir, "before").list()[0]
-    store_b = ArtifactStore(real_app.settings.ml_artifact_dir, "after").list()[0]
+    model_a = stored_model(real_app, "before")[1]
+    model_b = stored_model(real_app, "after")[1]
     probe = np.random.default_rng(0).normal(0, 0.02, size=(50, len(FEATURES)))
-    np.testing.assert_array_equal(
-        load_model(store_a, {}).predict_proba(probe), load_model(store_b, {}).predict_proba(probe)
-    )
+    np.testing.assert_array_equal(model_a.predict_proba(probe), model_b.predict_proba(probe))
 
 
 def test_training_without_enough_candles_says_so(real_app):
@@ -210,6 +240,7 @@ def prediction_app(bundled, database_url):
     candles, folder, report = bundled
     application = make_app(database_url, folder / "artifacts")
     seed_assets(application)
+    install_models(application, folder)
     with_candles(application, candles, start=UNTIL - timedelta(days=5))
     return application, report
 
@@ -233,6 +264,7 @@ def test_ml_agent_decides_through_the_engine_with_the_artifact_before_t(bundled,
             )
         assert len(rows) == 97
         assert all(r.model == f"direction-gb@{report.version}" for r in rows)
+        assert all(r.model_version == report.version for r in rows)
         assert all(r.details["trainedUntil"] == UNTIL.isoformat() for r in rows)
         assert all(set(r.details["signals"]) == {"BTC", "ETH"} for r in rows)
         assert all(0.0 <= r.confidence <= 1.0 for r in rows)
@@ -323,6 +355,7 @@ def test_missing_stale_and_look_ahead_artifacts_hold_with_the_reason(bundled, sq
     app = make_app(sqlite_url, folder / "artifacts")
     try:
         seed_assets(app)
+        install_models(app, folder)
         with_candles(app, candles, UNTIL - timedelta(days=5), UNTIL + timedelta(days=2))
         missing = seed_agent(app, "ML missing", Provider.CUSTOM_ML, model="never-trained")
         ml = seed_agent(app, "ML", Provider.CUSTOM_ML, model="direction-gb")
@@ -360,7 +393,12 @@ def test_predictions_work_without_volume(bundled):
     from race.domain.model import MarketView, Portfolio
     from race.settings import load_settings
 
-    settings = load_settings({"RACE_ML_ARTIFACT_DIR": str(folder / "artifacts")})
+    settings = load_settings(
+        {
+            "RACE_ML_ARTIFACT_DIR": str(folder / "artifacts"),
+            "RACE_DATABASE_URL": f"sqlite:///{folder / 'race.db'}",
+        }
+    )
     at = UNTIL + timedelta(days=1)
     start = at - timedelta(hours=49)
     view = MarketView(
@@ -404,6 +442,12 @@ def test_ml_train_command_prints_the_metrics(bundled, sqlite_url, tmp_path, monk
     out = capsys.readouterr().out
     assert "trained direction-gb@20230201T000000Z-h4 on BTC" in out
     assert "held-out accuracy" in out and "precision(up)" in out
-    assert (tmp_path / "cli-artifacts" / "direction-gb" / "20230201T000000Z-h4").is_dir()
+    assert "stored in the database" in out and "promoted: the first promoted model" in out
+    app = make_app(sqlite_url, tmp_path / "cli-artifacts")
+    try:
+        row = stored_model(app, "direction-gb", "20230201T000000Z-h4")[0]
+        assert row.status == "promoted" and row.info["symbols"] == ["BTC"]
+    finally:
+        app.close()
     assert main(["ml", "train", "--until", "2020-01-01"]) == 2
     assert "no candles before" in capsys.readouterr().err

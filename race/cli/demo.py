@@ -159,13 +159,16 @@ def _train_ml(app: App, until: Any) -> None:
         has_ml = agent_rows.any_active_of(session, Provider.CUSTOM_ML.value)
     if not has_ml:
         return
-    from agents.ml import DEFAULT_MODEL_NAME, ArtifactStore
+    from agents.ml import DEFAULT_MODEL_NAME
+    from race.store import ml_models
 
-    store = ArtifactStore(app.settings.ml_artifact_dir, DEFAULT_MODEL_NAME)
-    existing = [a for a in store.list() if a.trained_until == until]
+    with app.db.read() as session:
+        existing = [
+            r for r in ml_models.listing(session, DEFAULT_MODEL_NAME) if r.trained_until == until
+        ]
     if existing:
         print(
-            f"ML model {DEFAULT_MODEL_NAME}@{existing[-1].version} already trained on the "
+            f"ML model {DEFAULT_MODEL_NAME}@{existing[0].version} already trained on the "
             f"candles before {until.isoformat()}"
         )
         return

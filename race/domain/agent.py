@@ -74,6 +74,9 @@ class AgentAnswer:
     confidence: float | None = None
     fallback_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    model_version: str | None = None
+    """The version of the stored model that decided (the ML agent's), recorded on the
+    decision (``decisions.model_version``)."""
 
     @classmethod
     def hold(cls, reasoning: str, **kwargs: Any) -> AgentAnswer:

@@ -62,6 +62,7 @@ class DecisionRecord:
     cost_usd: Decimal | None
     confidence: float | None
     details: dict[str, Any]
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,5 +291,13 @@ def judge(
         cost_usd=None if answer.cost_usd is None else quantize(answer.cost_usd),
         confidence=answer.confidence,
         details=answer.details,
+        model_version=_model_version(answer.model_version),
     )
     return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)
+
+
+def _model_version(value: object) -> str | None:
+    """An answer's model version as stored (a string of at most 100 characters, no NUL)."""
+    if value is None:
+        return None
+    return str(value).replace("\x00", "")[:100] or None

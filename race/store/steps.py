@@ -49,6 +49,7 @@ _DECISION_KEYS = (
     "cost_usd",
     "confidence",
     "details",
+    "model_version",
 )
 
 
@@ -81,6 +82,7 @@ def _decision_values(agent_id: int, step: StepResult) -> tuple[Any, ...]:
         d.cost_usd,
         d.confidence,
         d.details,
+        d.model_version,
     )
 
 

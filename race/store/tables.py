@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -191,6 +192,9 @@ class DecisionRow(Base):
     cost_usd: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The version of the stored model (``ml_models.version``) the decision used; NULL for
+    agents without one and for rows written before migration 0011."""
 
 
 class TradeRow(Base):
@@ -299,3 +303,46 @@ class LeaseRow(Base):
     description: Mapped[str | None] = mapped_column(String(400), nullable=True)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MLModelRow(Base):
+    """A trained ML model (migration 0011): the artifact's bytes with what it was trained on,
+    so every instance and process decides with the same model. The local artifact folder
+    is only a cache of ``artifact``, keyed by ``sha256``.
+
+    ``status``: ``candidate`` (stored, never promoted), ``promoted`` (the one the agent uses;
+    at most one per name), ``retired`` (was promoted, replaced: ``ml rollback`` can restore
+    it), ``rolled_back`` (was promoted, rolled back from: never restored by a rollback)."""
+
+    __tablename__ = "ml_models"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        Index("ix_ml_models_name_status", "name", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    """The fitted estimator, ``joblib``-serialised (BYTEA on PostgreSQL)."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of ``artifact``: the cache key, checked on every read of the cache."""
+    size_bytes: Mapped[int] = mapped_column(BigCount)
+    trained_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Only candles closed strictly before this were read."""
+    train_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    train_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    test_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    test_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    horizon: Mapped[int] = mapped_column(Integer)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Held-out metrics, finite numbers only (NaN/inf stored as null)."""
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The rest of the training metadata (symbols, classifier, library versions…)."""
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the model was (or was not) promoted, or rolled back."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When it was last promoted (``ml rollback`` restores the latest-promoted retired one)."""
