@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from race.analysis import ranked_records
-from race.api import analysis_views, views
 from race.api import models as m
+from race.api import queries
 from race.api.context import Context
 from race.api.errors import ERRORS
 from race.api.routing import AreaRouter
-from race.leaderboard import ranked
-from race.store.reads.standings import agent_records
 
 router = AreaRouter(tags=["leaderboard"])
 
@@ -21,16 +18,4 @@ def get_leaderboard(context: Context) -> list[m.LeaderboardEntry]:
     cached, refreshed within the request when small, else in the background
     (``analyticsAsOf`` says as of when; null before the first computation)."""
     with context.reading() as session:
-        records = agent_records(session)
-        order = ranked_records(records)
-        # Small stale work is done now; more is refreshed in the background while the
-        # cached figures are served (race/analysis.py): the request never waits for it.
-        analyses, steps = context.analyser.for_leaderboard(session, context.app.db, order)
-    return [
-        views.leaderboard_entry(s).model_copy(
-            update=analysis_views.leaderboard_extras(
-                analyses.get(s.agent_id), steps.get(s.agent_id)
-            )
-        )
-        for s in ranked(records)
-    ]
+        return queries.leaderboard(session, context.analyser, context.app.db)

@@ -11,10 +11,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from race.api import activity, views
+from race.analysis import ranked_records
+from race.analysis_cache import Analyser
+from race.api import activity, analysis_views, views
 from race.api import models as m
 from race.api.activity import validation_fields
-from race.leaderboard import Standing, standings
+from race.leaderboard import Standing, ranked, standings
 from race.store.reads import agents as agent_reads
 from race.store.reads import equity as equity_reads
 from race.store.reads import health as health_reads
@@ -75,8 +77,28 @@ def equity(
     return views.equity_curve(equity_reads.equity_points(session, agent_id, start, end, max_points))
 
 
-def leaderboard(session: Session) -> list[m.LeaderboardEntry]:
-    return [views.leaderboard_entry(s) for s in standings(session)]
+def leaderboard(session: Session, analyser: Analyser, db: Any = None) -> list[m.LeaderboardEntry]:
+    """The standings, each with its analytics as extra keys (``GET /api/leaderboard``).
+
+    With ``db`` (the API), small stale work is done now and more is refreshed in the
+    background while the cached figures are served (:meth:`Analyser.for_leaderboard`): the
+    request never waits for it. Without (the CLI), every figure is computed first."""
+    records = standing_reads.agent_records(session)
+    order = ranked_records(records)
+    if db is None:
+        analyser.agents(session, order)
+        analyser.rank_steps(order)
+        analyses, steps = analyser.latest(order)
+    else:
+        analyses, steps = analyser.for_leaderboard(session, db, order)
+    return [
+        views.leaderboard_entry(s).model_copy(
+            update=analysis_views.leaderboard_extras(
+                analyses.get(s.agent_id), steps.get(s.agent_id)
+            )
+        )
+        for s in ranked(records)
+    ]
 
 
 def trades(session: Session, agent_id: int, limit: int, offset: int) -> m.TradePage:

@@ -217,10 +217,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     app = open_app()
     if args.json:
         # The API's entries, field for field (GET /api/leaderboard): one vocabulary.
+        from race.analysis_cache import Analyser
         from race.api.queries import leaderboard
 
         with app.db.read() as session:
-            entries = leaderboard(session)
+            entries = leaderboard(session, Analyser.from_settings(app.settings))
         print(json.dumps([entry.model_dump() for entry in entries], indent=2))
         return 0
     with app.db.read() as session:
