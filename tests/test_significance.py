@@ -419,3 +419,101 @@ def test_periods_override_and_resample_count_checked() -> None:
     assert daily.min_track_record_days == pytest.approx(daily.min_track_record, rel=1e-12)
     with pytest.raises(ValueError, match="at least one resample"):
         significance(curve(rets), resamples=0)
+
+
+# --- every reason, exactly --------------------------------------------------------------
+
+
+def test_too_few_points_gives_the_same_reason_for_every_field() -> None:
+    s = significance(curve([0.01] * (MIN_RETURNS - 1)), origin=CAPITAL)
+    why = "too few points: 9 returns, at least 10 needed"
+    assert s.reasons == {
+        name: why
+        for name in (
+            "total_return",
+            "total_return_ci",
+            "sharpe",
+            "sharpe_ci",
+            "psr",
+            "min_track_record",
+            "min_track_record_days",
+            "p_beat_benchmark",
+            "excess_return_ci",
+            "significant",
+        )
+    }
+    assert list(s.reasons)[0] == "total_return" and list(s.reasons)[-1] == "significant"
+
+
+def test_zero_variance_reasons_exactly() -> None:
+    s = significance(curve([0.0] * 30), origin=CAPITAL)
+    why = "zero variance: the Sharpe ratio is undefined"
+    assert s.reasons == {
+        "sharpe": why,
+        "sharpe_ci": why,
+        "psr": why,
+        "min_track_record": why,
+        "significant": why,
+        "min_track_record_days": why,
+        "p_beat_benchmark": "no benchmark given",
+        "excess_return_ci": "no benchmark given",
+    }
+    assert s.min_track_record_days is None
+
+
+def test_mostly_flat_curve_reasons_exactly() -> None:
+    rets = [0.0] * 300
+    rets[100] = 0.02
+    s = significance(curve(rets), origin=CAPITAL)
+    assert s.reasons == {
+        "sharpe_ci": "760 of 2000 resamples have zero variance (more than 5%)",
+        "p_beat_benchmark": "no benchmark given",
+        "excess_return_ci": "no benchmark given",
+    }
+
+
+def test_losing_curve_and_unpairable_benchmark_reasons_exactly() -> None:
+    rets = list(np.random.default_rng(4).normal(-0.002, 0.01, 100))
+    s = significance(
+        curve(rets), origin=CAPITAL, benchmark=curve([0.0] * 3), benchmark_origin=CAPITAL
+    )
+    not_above = "the Sharpe ratio is not above 0: no track record is long enough"
+    too_few = "too few shared points: 3 returns, at least 10 needed"
+    assert s.reasons == {
+        "min_track_record": not_above,
+        "min_track_record_days": not_above,
+        "p_beat_benchmark": too_few,
+        "excess_return_ci": too_few,
+    }
+    assert s.p_beat_benchmark is None and s.excess_return_ci is None
+    assert s.min_track_record_days is None
+
+
+def test_winning_curve_has_every_value_and_no_reason() -> None:
+    rets = list(np.random.default_rng(6).normal(0.003, 0.01, 200))
+    bench = curve([0.001] * 200)
+    s = significance(curve(rets), origin=CAPITAL, benchmark=bench, benchmark_origin=CAPITAL)
+    assert s.reasons == {}
+    assert s.periods_per_year == 365 * 96
+    assert s.block_length == 6 and s.resamples == 2000 and s.seed == 20120701
+    assert s.min_track_record is not None and s.min_track_record_days is not None
+    assert s.min_track_record_days == pytest.approx(s.min_track_record * 365.0 / (365 * 96))
+    direct = compare(curve(rets), bench, origin_a=CAPITAL, origin_b=CAPITAL)
+    assert s.p_beat_benchmark == direct.p_a_beats_b and s.excess_return_ci == direct.difference_ci
+    assert s.sharpe_ci is not None and s.sharpe_ci.contains(s.sharpe)
+    assert s.total_return_ci is not None and s.total_return_ci.contains(s.total_return)
+    assert s.significant is (s.psr >= 0.95)
+
+
+def test_comparison_reasons_exactly() -> None:
+    zero = compare(
+        curve([0.01] * 20),
+        curve([0.01] * 10 + [-1.0] + [0.0] * 9),
+        origin_a=CAPITAL,
+        origin_b=CAPITAL,
+    )
+    assert zero.reason == "a curve reached zero" and zero.n_returns == 11
+    assert zero.p_a_beats_b is None and zero.difference_ci is None and zero.significant is None
+    few = compare(curve([0.01] * 3), curve([0.0] * 3))
+    assert few.reason == "too few shared points: 2 returns, at least 10 needed"
+    assert few.n_returns == 2 and few.difference is None
