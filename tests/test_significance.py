@@ -442,7 +442,7 @@ def test_too_few_points_gives_the_same_reason_for_every_field() -> None:
             "significant",
         )
     }
-    assert list(s.reasons)[0] == "total_return" and list(s.reasons)[-1] == "significant"
+    assert next(iter(s.reasons)) == "total_return" and list(s.reasons)[-1] == "significant"
 
 
 def test_zero_variance_reasons_exactly() -> None:
@@ -517,3 +517,45 @@ def test_comparison_reasons_exactly() -> None:
     few = compare(curve([0.01] * 3), curve([0.0] * 3))
     assert few.reason == "too few shared points: 2 returns, at least 10 needed"
     assert few.n_returns == 2 and few.difference is None
+
+
+# --- bounds of the building blocks ----------------------------------------------------
+
+
+def test_building_blocks_at_their_bounds() -> None:
+    from race.domain.bootstrap import block_starts, quantile_interval
+    from race.domain.sharpe import finite
+
+    assert finite(math.inf) is None and finite(math.nan) is None and finite(2) == 2.0
+    assert periods_per_year([(T0, 1.0)]) is None
+    assert periods_per_year([(T0, 1.0), (T0 + timedelta(days=1), 1.0)]) == 365.0
+    assert periods_per_year([(T0, 1.0), (T0, 1.0)]) is None
+    two = moments([0.01, 0.03])
+    assert two is not None and two.n == 2 and two.mean == pytest.approx(0.02)
+    assert two.std == pytest.approx(math.sqrt(0.0002))
+    assert probabilistic_sharpe_ratio(0.1, 2, 0.0, 3.0) == pytest.approx(
+        statistics.NormalDist().cdf(0.1 / math.sqrt(1.0 + 0.5 * 0.01))
+    )
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=0.0) is None
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=1.0) is None
+    assert min_track_record_length(0.1, 20.0, 3.0, probability=0.5) is None  # term ≤ 0
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=0.5) == pytest.approx(1.0)
+    assert block_starts(5, 2, 1, 7).shape == (1, 3)
+    with pytest.raises(ValueError):
+        block_starts(5, 2, 0, 7)
+    assert quantile_interval(np.array([0.25])) == Interval(0.25, 0.25)
+    assert quantile_interval(np.array([], dtype=float)) is None
+
+
+def test_comparison_at_exactly_min_returns_and_verdicts_with_origins() -> None:
+    rng = np.random.default_rng(8)
+    a = curve(list(rng.normal(0.01, 0.01, MIN_RETURNS)))
+    b = curve(list(rng.normal(0.0, 0.01, MIN_RETURNS)))
+    c = compare(a, b, origin_a=CAPITAL, origin_b=CAPITAL)
+    assert c.reason is None and c.n_returns == MIN_RETURNS and c.p_a_beats_b is not None
+    assert c.significant == c.difference_ci.excludes_zero
+    steps = ranking_verdicts([("a", a), ("b", b)], origins={"a": CAPITAL, "b": CAPITAL})
+    assert [(s.upper, s.lower) for s in steps] == [("a", "b")]
+    assert steps[0].comparison == c
+    assert ranking_verdicts([("a", a), ("b", b)])[0].comparison == compare(a, b)
+    assert compare(a, b).n_returns == MIN_RETURNS - 1
