@@ -106,12 +106,23 @@ class AppInsightsTelemetry(Telemetry):
         export_interval_ms: int = 60_000,
         attach_logs: bool = True,
     ) -> None:
+        self._policy = policy_of(secrets)
+        self._build_providers(connection_string, export_interval_ms)
+        self.log_handler: logging.Handler | None = None
+        if attach_logs:
+            self.log_handler = self._attach_log_handler()
+        self.tracer = self.tracer_provider.get_tracer("race")
+        self._create_instruments(self.meter_provider.get_meter("race"))
+        self._closed = False
+        atexit.register(self.shutdown)
+
+    def _build_providers(self, connection_string: str, export_interval_ms: int) -> None:
+        """The race's own trace, metric and log providers, each exporting to Azure Monitor."""
         from azure.monitor.opentelemetry.exporter import (
             AzureMonitorLogExporter,
             AzureMonitorMetricExporter,
             AzureMonitorTraceExporter,
         )
-        from opentelemetry.instrumentation.logging.handler import LoggingHandler
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
         from opentelemetry.sdk.metrics import MeterProvider
@@ -120,9 +131,6 @@ class AppInsightsTelemetry(Telemetry):
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        from race.logging_setup import ContextFilter, RedactingFilter
-
-        self._policy = policy_of(secrets)
         options: dict[str, Any] = {
             "connection_string": connection_string,
             "disable_offline_storage": True,
@@ -140,15 +148,22 @@ class AppInsightsTelemetry(Telemetry):
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(AzureMonitorLogExporter(**options))
         )
-        self.log_handler: logging.Handler | None = None
-        if attach_logs:
-            handler = LoggingHandler(level=logging.INFO, logger_provider=self.logger_provider)
-            handler.addFilter(ContextFilter())
-            handler.addFilter(RedactingFilter(self._policy))
-            logging.getLogger().addHandler(handler)
-            self.log_handler = handler
-        self.tracer = self.tracer_provider.get_tracer("race")
-        meter = self.meter_provider.get_meter("race")
+
+    def _attach_log_handler(self) -> logging.Handler:
+        """A handler on the root logger sending INFO and above, with context and secrets
+        redacted, to the log provider."""
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+        from race.logging_setup import ContextFilter, RedactingFilter
+
+        handler = LoggingHandler(level=logging.INFO, logger_provider=self.logger_provider)
+        handler.addFilter(ContextFilter())
+        handler.addFilter(RedactingFilter(self._policy))
+        logging.getLogger().addHandler(handler)
+        return handler
+
+    def _create_instruments(self, meter: Any) -> None:
+        """The race's histograms and counters."""
         self.cycle_duration = meter.create_histogram(
             "race.cycle.duration", unit="s", description="decision cycle wall time"
         )
@@ -170,8 +185,6 @@ class AppInsightsTelemetry(Telemetry):
         self.candles_rejected = meter.create_counter(
             "race.candles.rejected", description="candles rejected"
         )
-        self._closed = False
-        atexit.register(self.shutdown)
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -419,3 +419,143 @@ def test_periods_override_and_resample_count_checked() -> None:
     assert daily.min_track_record_days == pytest.approx(daily.min_track_record, rel=1e-12)
     with pytest.raises(ValueError, match="at least one resample"):
         significance(curve(rets), resamples=0)
+
+
+# --- every reason, exactly --------------------------------------------------------------
+
+
+def test_too_few_points_gives_the_same_reason_for_every_field() -> None:
+    s = significance(curve([0.01] * (MIN_RETURNS - 1)), origin=CAPITAL)
+    why = "too few points: 9 returns, at least 10 needed"
+    assert s.reasons == {
+        name: why
+        for name in (
+            "total_return",
+            "total_return_ci",
+            "sharpe",
+            "sharpe_ci",
+            "psr",
+            "min_track_record",
+            "min_track_record_days",
+            "p_beat_benchmark",
+            "excess_return_ci",
+            "significant",
+        )
+    }
+    assert next(iter(s.reasons)) == "total_return" and list(s.reasons)[-1] == "significant"
+
+
+def test_zero_variance_reasons_exactly() -> None:
+    s = significance(curve([0.0] * 30), origin=CAPITAL)
+    why = "zero variance: the Sharpe ratio is undefined"
+    assert s.reasons == {
+        "sharpe": why,
+        "sharpe_ci": why,
+        "psr": why,
+        "min_track_record": why,
+        "significant": why,
+        "min_track_record_days": why,
+        "p_beat_benchmark": "no benchmark given",
+        "excess_return_ci": "no benchmark given",
+    }
+    assert s.min_track_record_days is None
+
+
+def test_mostly_flat_curve_reasons_exactly() -> None:
+    rets = [0.0] * 300
+    rets[100] = 0.02
+    s = significance(curve(rets), origin=CAPITAL)
+    assert s.reasons == {
+        "sharpe_ci": "760 of 2000 resamples have zero variance (more than 5%)",
+        "p_beat_benchmark": "no benchmark given",
+        "excess_return_ci": "no benchmark given",
+    }
+
+
+def test_losing_curve_and_unpairable_benchmark_reasons_exactly() -> None:
+    rets = list(np.random.default_rng(4).normal(-0.002, 0.01, 100))
+    s = significance(
+        curve(rets), origin=CAPITAL, benchmark=curve([0.0] * 3), benchmark_origin=CAPITAL
+    )
+    not_above = "the Sharpe ratio is not above 0: no track record is long enough"
+    too_few = "too few shared points: 3 returns, at least 10 needed"
+    assert s.reasons == {
+        "min_track_record": not_above,
+        "min_track_record_days": not_above,
+        "p_beat_benchmark": too_few,
+        "excess_return_ci": too_few,
+    }
+    assert s.p_beat_benchmark is None and s.excess_return_ci is None
+    assert s.min_track_record_days is None
+
+
+def test_winning_curve_has_every_value_and_no_reason() -> None:
+    rets = list(np.random.default_rng(6).normal(0.003, 0.01, 200))
+    bench = curve([0.001] * 200)
+    s = significance(curve(rets), origin=CAPITAL, benchmark=bench, benchmark_origin=CAPITAL)
+    assert s.reasons == {}
+    assert s.periods_per_year == 365 * 96
+    assert s.block_length == 6 and s.resamples == 2000 and s.seed == 20120701
+    assert s.min_track_record is not None and s.min_track_record_days is not None
+    assert s.min_track_record_days == pytest.approx(s.min_track_record * 365.0 / (365 * 96))
+    direct = compare(curve(rets), bench, origin_a=CAPITAL, origin_b=CAPITAL)
+    assert s.p_beat_benchmark == direct.p_a_beats_b and s.excess_return_ci == direct.difference_ci
+    assert s.sharpe_ci is not None and s.sharpe_ci.contains(s.sharpe)
+    assert s.total_return_ci is not None and s.total_return_ci.contains(s.total_return)
+    assert s.significant is (s.psr >= 0.95)
+
+
+def test_comparison_reasons_exactly() -> None:
+    zero = compare(
+        curve([0.01] * 20),
+        curve([0.01] * 10 + [-1.0] + [0.0] * 9),
+        origin_a=CAPITAL,
+        origin_b=CAPITAL,
+    )
+    assert zero.reason == "a curve reached zero" and zero.n_returns == 11
+    assert zero.p_a_beats_b is None and zero.difference_ci is None and zero.significant is None
+    few = compare(curve([0.01] * 3), curve([0.0] * 3))
+    assert few.reason == "too few shared points: 2 returns, at least 10 needed"
+    assert few.n_returns == 2 and few.difference is None
+
+
+# --- bounds of the building blocks ----------------------------------------------------
+
+
+def test_building_blocks_at_their_bounds() -> None:
+    from race.domain.bootstrap import block_starts, quantile_interval
+    from race.domain.sharpe import finite
+
+    assert finite(math.inf) is None and finite(math.nan) is None and finite(2) == 2.0
+    assert periods_per_year([(T0, 1.0)]) is None
+    assert periods_per_year([(T0, 1.0), (T0 + timedelta(days=1), 1.0)]) == 365.0
+    assert periods_per_year([(T0, 1.0), (T0, 1.0)]) is None
+    two = moments([0.01, 0.03])
+    assert two is not None and two.n == 2 and two.mean == pytest.approx(0.02)
+    assert two.std == pytest.approx(math.sqrt(0.0002))
+    assert probabilistic_sharpe_ratio(0.1, 2, 0.0, 3.0) == pytest.approx(
+        statistics.NormalDist().cdf(0.1 / math.sqrt(1.0 + 0.5 * 0.01))
+    )
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=0.0) is None
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=1.0) is None
+    assert min_track_record_length(0.1, 20.0, 3.0, probability=0.5) is None  # term ≤ 0
+    assert min_track_record_length(0.1, 0.0, 3.0, probability=0.5) == pytest.approx(1.0)
+    assert block_starts(5, 2, 1, 7).shape == (1, 3)
+    with pytest.raises(ValueError):
+        block_starts(5, 2, 0, 7)
+    assert quantile_interval(np.array([0.25])) == Interval(0.25, 0.25)
+    assert quantile_interval(np.array([], dtype=float)) is None
+
+
+def test_comparison_at_exactly_min_returns_and_verdicts_with_origins() -> None:
+    rng = np.random.default_rng(8)
+    a = curve(list(rng.normal(0.01, 0.01, MIN_RETURNS)))
+    b = curve(list(rng.normal(0.0, 0.01, MIN_RETURNS)))
+    c = compare(a, b, origin_a=CAPITAL, origin_b=CAPITAL)
+    assert c.reason is None and c.n_returns == MIN_RETURNS and c.p_a_beats_b is not None
+    assert c.significant == c.difference_ci.excludes_zero
+    steps = ranking_verdicts([("a", a), ("b", b)], origins={"a": CAPITAL, "b": CAPITAL})
+    assert [(s.upper, s.lower) for s in steps] == [("a", "b")]
+    assert steps[0].comparison == c
+    assert ranking_verdicts([("a", a), ("b", b)])[0].comparison == compare(a, b)
+    assert compare(a, b).n_returns == MIN_RETURNS - 1

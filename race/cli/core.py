@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from race.cli._common import iso_arg, open_app, progress_bar
 from race.domain.timeutil import floor_time, format_interval, parse_interval
 from race.leaderboard import render_table, standings
 from race.schedule import scheduled_time
+
+if TYPE_CHECKING:
+    from race.usecases.reports import BackfillReport
 
 
 def register(commands: Any) -> None:
@@ -148,10 +152,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"backfill end {args.end.isoformat()} is before start {args.start.isoformat()}"
         )
     agent_ids = _agent_ids(app, args.agent) if args.agent else None
-    first = floor_time(args.start, interval)
-    if first < args.start:
-        first += interval
-    cycles = 0 if first > args.end else (args.end - first) // interval + 1
+    cycles = _cycle_count(args.start, args.end, interval)
     print(
         f"backfill {args.start.isoformat()} → {args.end.isoformat()} every "
         f"{format_interval(interval)}: {cycles:,} cycle(s)",
@@ -170,6 +171,20 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 3
     finally:
         bar.close()
+    _print_backfill_report(report, args)
+    return 0
+
+
+def _cycle_count(start: datetime, end: datetime, interval: timedelta) -> int:
+    """How many grid times of ``interval`` lie in ``[start, end]``."""
+    first = floor_time(start, interval)
+    if first < start:
+        first += interval
+    return 0 if first > end else (end - first) // interval + 1
+
+
+def _print_backfill_report(report: BackfillReport, args: argparse.Namespace) -> None:
+    """The backfill's waits and skips on stderr, then its report (JSON with ``--json``)."""
     if report.waited_for is not None and report.waited_seconds:
         print(
             f"waited {report.waited_seconds:.1f} s for {report.waited_for}",
@@ -191,7 +206,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"{report.decisions} decisions, {report.fallbacks} fallbacks, "
             f"{report.trades} trades"
         )
-    return 0
 
 
 def _agent_ids(app: Any, refs: list[str]) -> list[int]:

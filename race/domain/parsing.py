@@ -171,6 +171,107 @@ def _field(item: dict[str, Any], *names: str) -> Any:
     return None
 
 
+def _symbol_of(
+    index: int,
+    raw_asset: Any,
+    raw_quantity: Any,
+    allowed: dict[str, str],
+    allowed_assets: Sequence[str],
+) -> str | RiskNote:
+    """The race's spelling of the order's asset, or the note dropping the order."""
+    if not isinstance(raw_asset, str) or not raw_asset.strip():
+        return _drop(index, None, "bad_asset", "order has no asset symbol", raw_quantity)
+    symbol = allowed.get(raw_asset.strip().upper())
+    if symbol is None:
+        return _drop(
+            index,
+            raw_asset[:32],
+            "unknown_asset",
+            f"asset {raw_asset[:32]!r} is not traded in this race "
+            f"(allowed: {', '.join(allowed_assets)})",
+            raw_quantity,
+        )
+    return symbol
+
+
+def _quantity_of(
+    index: int, symbol: str, raw_quantity: Any, limits: RiskLimits
+) -> Decimal | RiskNote:
+    """The order's quantity as a Decimal in ``(0, max_order_quantity]``, or the note
+    dropping the order."""
+    # A JSON number (or a Decimal from an in-process agent); "0.05" is a string, not a
+    # quantity: the answer's types are part of the protocol.
+    if isinstance(raw_quantity, bool) or not isinstance(raw_quantity, int | float | Decimal):
+        return _drop(
+            index,
+            symbol,
+            "bad_quantity",
+            f"quantity must be a number, got {_type_name(raw_quantity)}"
+            + (f" {raw_quantity[:32]!r}" if isinstance(raw_quantity, str) else ""),
+            raw_quantity,
+        )
+    try:
+        quantity = to_decimal(raw_quantity, field="quantity")
+    except ValueError as exc:
+        return _drop(index, symbol, "bad_quantity", str(exc), raw_quantity)
+    if quantity <= ZERO:
+        return _drop(
+            index,
+            symbol,
+            "non_positive_quantity",
+            f"quantity must be > 0, got {quantity}",
+            raw_quantity,
+        )
+    if quantity > limits.max_order_quantity:
+        return _drop(
+            index,
+            symbol,
+            "absurd_quantity",
+            f"quantity {quantity:.6g} exceeds the sanity bound {limits.max_order_quantity}",
+            raw_quantity,
+        )
+    return quantity
+
+
+def _parse_order(
+    index: int,
+    item: Any,
+    allowed: dict[str, str],
+    allowed_assets: Sequence[str],
+    limits: RiskLimits,
+) -> Order | RiskNote:
+    """One proposed order as a typed order, or the note saying why it was dropped."""
+    if isinstance(item, Order):
+        item = {"asset": item.asset, "side": item.side.value, "quantity": item.quantity}
+    if not isinstance(item, dict):
+        return _drop(
+            index,
+            None,
+            "bad_order_shape",
+            f"order must be an object with asset, side and quantity, got {type(item).__name__}",
+            None,
+        )
+    raw_asset = _field(item, "asset", "assetSymbol", "symbol")
+    raw_side = _field(item, "side", "action")
+    raw_quantity = _field(item, "quantity", "qty")
+    symbol = _symbol_of(index, raw_asset, raw_quantity, allowed, allowed_assets)
+    if isinstance(symbol, RiskNote):
+        return symbol
+    if not isinstance(raw_side, str) or raw_side.strip().upper() not in ("BUY", "SELL"):
+        return _drop(
+            index,
+            symbol,
+            "bad_side",
+            f"side must be BUY or SELL, got {raw_side!r:.40}",
+            raw_quantity,
+        )
+    side = Side(raw_side.strip().upper())
+    quantity = _quantity_of(index, symbol, raw_quantity, limits)
+    if isinstance(quantity, RiskNote):
+        return quantity
+    return Order(asset=symbol, side=side, quantity=quantity)
+
+
 def parse_orders(
     raw_orders: Iterable[Any] | None, allowed_assets: Sequence[str], limits: RiskLimits
 ) -> tuple[list[tuple[int, Order]], list[RiskNote]]:
@@ -182,91 +283,9 @@ def parse_orders(
     if raw_orders is None:
         return orders, notes
     for index, item in enumerate(raw_orders):
-        if isinstance(item, Order):
-            item = {"asset": item.asset, "side": item.side.value, "quantity": item.quantity}
-        if not isinstance(item, dict):
-            notes.append(
-                _drop(
-                    index,
-                    None,
-                    "bad_order_shape",
-                    f"order must be an object with asset, side and quantity, got "
-                    f"{type(item).__name__}",
-                    None,
-                )
-            )
-            continue
-        raw_asset = _field(item, "asset", "assetSymbol", "symbol")
-        raw_side = _field(item, "side", "action")
-        raw_quantity = _field(item, "quantity", "qty")
-        if not isinstance(raw_asset, str) or not raw_asset.strip():
-            notes.append(_drop(index, None, "bad_asset", "order has no asset symbol", raw_quantity))
-            continue
-        symbol = allowed.get(raw_asset.strip().upper())
-        if symbol is None:
-            notes.append(
-                _drop(
-                    index,
-                    raw_asset[:32],
-                    "unknown_asset",
-                    f"asset {raw_asset[:32]!r} is not traded in this race "
-                    f"(allowed: {', '.join(allowed_assets)})",
-                    raw_quantity,
-                )
-            )
-            continue
-        if not isinstance(raw_side, str) or raw_side.strip().upper() not in ("BUY", "SELL"):
-            notes.append(
-                _drop(
-                    index,
-                    symbol,
-                    "bad_side",
-                    f"side must be BUY or SELL, got {raw_side!r:.40}",
-                    raw_quantity,
-                )
-            )
-            continue
-        side = Side(raw_side.strip().upper())
-        # A JSON number (or a Decimal from an in-process agent); "0.05" is a string, not a
-        # quantity: the answer's types are part of the protocol.
-        if isinstance(raw_quantity, bool) or not isinstance(raw_quantity, int | float | Decimal):
-            notes.append(
-                _drop(
-                    index,
-                    symbol,
-                    "bad_quantity",
-                    f"quantity must be a number, got {_type_name(raw_quantity)}"
-                    + (f" {raw_quantity[:32]!r}" if isinstance(raw_quantity, str) else ""),
-                    raw_quantity,
-                )
-            )
-            continue
-        try:
-            quantity = to_decimal(raw_quantity, field="quantity")
-        except ValueError as exc:
-            notes.append(_drop(index, symbol, "bad_quantity", str(exc), raw_quantity))
-            continue
-        if quantity <= ZERO:
-            notes.append(
-                _drop(
-                    index,
-                    symbol,
-                    "non_positive_quantity",
-                    f"quantity must be > 0, got {quantity}",
-                    raw_quantity,
-                )
-            )
-            continue
-        if quantity > limits.max_order_quantity:
-            notes.append(
-                _drop(
-                    index,
-                    symbol,
-                    "absurd_quantity",
-                    f"quantity {quantity:.6g} exceeds the sanity bound {limits.max_order_quantity}",
-                    raw_quantity,
-                )
-            )
-            continue
-        orders.append((index, Order(asset=symbol, side=side, quantity=quantity)))
+        parsed = _parse_order(index, item, allowed, allowed_assets, limits)
+        if isinstance(parsed, RiskNote):
+            notes.append(parsed)
+        else:
+            orders.append((index, parsed))
     return orders, notes

@@ -113,77 +113,91 @@ def clean_json(value: Any, *, depth: int = 0, text_limit: int = 2000) -> Any:
     return clean_text(repr(value), 200)
 
 
-def sanitize_decision(decision: Any) -> Any:
-    """A :class:`~race.domain.step.DecisionRecord` every database accepts (see the module
-    doc); what had to change is listed in ``details["sanitized"]``."""
-    d = decision
-    changes: list[str] = []
+def _text_field(name: str, value: Any, limit: int, changes: list[str]) -> str | None:
+    """A text field cleaned and bounded; what changed is added to ``changes``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        changes.append(f"{name} was {type(value).__name__}, not text")
+        value = repr(value)
+    if len(value) <= limit and _CONTROL.search(value) is None:
+        return value
+    cleaned = clean_text(value, limit)
+    if cleaned != value:
+        stripped = strip_controls(value)
+        if stripped != value:
+            changes.append(f"{name}: control characters removed")
+        if len(stripped) > limit:
+            changes.append(f"{name}: cut to {limit} characters")
+    return cleaned
 
-    def text(name: str, value: str | None, limit: int) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            changes.append(f"{name} was {type(value).__name__}, not text")
-            value = repr(value)
-        if len(value) <= limit and _CONTROL.search(value) is None:
-            return value
-        cleaned = clean_text(value, limit)
-        if cleaned != value:
-            stripped = strip_controls(value)
-            if stripped != value:
-                changes.append(f"{name}: control characters removed")
-            if len(stripped) > limit:
-                changes.append(f"{name}: cut to {limit} characters")
-        return cleaned
 
-    def count(name: str, value: Any) -> int | None:
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            changes.append(f"{name} was {type(value).__name__}, not an integer: dropped")
-            return None
-        clamped = clamp_count(value)
-        if clamped != value:
-            changes.append(f"{name} {value} out of range [0, {MAX_COUNT}]: clamped to {clamped}")
-        return clamped
+def _count_field(name: str, value: Any, changes: list[str]) -> int | None:
+    """A count clamped to ``[0, MAX_COUNT]``, None if not an integer; changes noted."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        changes.append(f"{name} was {type(value).__name__}, not an integer: dropped")
+        return None
+    clamped = clamp_count(value)
+    if clamped != value:
+        changes.append(f"{name} {value} out of range [0, {MAX_COUNT}]: clamped to {clamped}")
+    return clamped
 
-    cost = d.cost_usd
-    if cost is not None:
-        if not isinstance(cost, Decimal) or not cost.is_finite():
-            changes.append("cost_usd is not a finite number: dropped")
-            cost = None
-        elif cost < 0 or cost > MAX_COST_USD:
-            clamped_cost = min(max(cost, Decimal(0)), MAX_COST_USD)
-            changes.append(f"cost_usd {cost:.6g} out of range: clamped to {clamped_cost}")
-            cost = quantize(clamped_cost)
-    confidence = d.confidence
+
+def _clean_cost(cost: Any, changes: list[str]) -> Any:
+    """The cost as a finite Decimal in ``[0, MAX_COST_USD]``, or None; changes noted."""
+    if cost is None:
+        return None
+    if not isinstance(cost, Decimal) or not cost.is_finite():
+        changes.append("cost_usd is not a finite number: dropped")
+        return None
+    if cost < 0 or cost > MAX_COST_USD:
+        clamped_cost = min(max(cost, Decimal(0)), MAX_COST_USD)
+        changes.append(f"cost_usd {cost:.6g} out of range: clamped to {clamped_cost}")
+        return quantize(clamped_cost)
+    return cost
+
+
+def _clean_confidence(confidence: Any, changes: list[str]) -> Any:
+    """The confidence if it is a finite number, else None; changes noted."""
     if confidence is not None and (
         not isinstance(confidence, int | float)
         or isinstance(confidence, bool)
         or not math.isfinite(confidence)
     ):
         changes.append("confidence is not a finite number: dropped")
-        confidence = None
+        return None
+    return confidence
+
+
+def _clean_notes(notes: Any) -> list[Any]:
+    """The risk notes with their text fields cleaned and bounded, at most MAX_JSON_ITEMS."""
+    return [
+        replace(
+            n,
+            asset=None if n.asset is None else clean_text(str(n.asset), 32),
+            code=clean_text(str(n.code), 64),
+            message=clean_text(str(n.message), 1000),
+            requested_quantity=(
+                None if n.requested_quantity is None else clean_text(str(n.requested_quantity), 64)
+            ),
+        )
+        for n in list(notes)[:MAX_JSON_ITEMS]
+    ]
+
+
+def _structured_updates(d: Any, changes: list[str]) -> dict[str, Any]:
+    """Updates for the cost, confidence, notes, details, proposed orders and cited rules."""
     updates: dict[str, Any] = {}
+    cost = _clean_cost(d.cost_usd, changes)
+    confidence = _clean_confidence(d.confidence, changes)
     if cost is not d.cost_usd:
         updates["cost_usd"] = cost
     if confidence is not d.confidence:
         updates["confidence"] = confidence
     if d.notes:
-        updates["notes"] = [
-            replace(
-                n,
-                asset=None if n.asset is None else clean_text(str(n.asset), 32),
-                code=clean_text(str(n.code), 64),
-                message=clean_text(str(n.message), 1000),
-                requested_quantity=(
-                    None
-                    if n.requested_quantity is None
-                    else clean_text(str(n.requested_quantity), 64)
-                ),
-            )
-            for n in list(d.notes)[:MAX_JSON_ITEMS]
-        ]
+        updates["notes"] = _clean_notes(d.notes)
     details = clean_json(d.details if isinstance(d.details, dict) else {})
     if details is not d.details:
         updates["details"] = details
@@ -197,15 +211,25 @@ def sanitize_decision(decision: Any) -> Any:
     cited = [_clean_str(str(r), 64) for r in list(d.cited_rules)[:20]]
     if cited != d.cited_rules:
         updates["cited_rules"] = cited
-    for name, limit in (
-        ("rationale", 8000),
-        ("fallback_reason", 1000),
-        ("raw_output", MAX_TEXT_CHARS),
-        ("prompt", MAX_TEXT_CHARS),
-        ("model", 200),
-    ):
+    return updates
+
+
+_TEXT_FIELDS = (
+    ("rationale", 8000),
+    ("fallback_reason", 1000),
+    ("raw_output", MAX_TEXT_CHARS),
+    ("prompt", MAX_TEXT_CHARS),
+    ("model", 200),
+)
+_COUNT_FIELDS = ("latency_ms", "prompt_tokens", "completion_tokens")
+
+
+def _scalar_updates(d: Any, changes: list[str]) -> dict[str, Any]:
+    """Updates for the text fields, the asset, the regime and the counts."""
+    updates: dict[str, Any] = {}
+    for name, limit in _TEXT_FIELDS:
         value = getattr(d, name)
-        cleaned = text(name, value, limit)
+        cleaned = _text_field(name, value, limit, changes)
         if cleaned is not value:
             updates[name] = cleaned if cleaned is not None or name != "rationale" else ""
     if d.asset is not None:
@@ -215,11 +239,21 @@ def sanitize_decision(decision: Any) -> Any:
     regime = _clean_str(str(d.regime), 32)
     if regime is not d.regime:
         updates["regime"] = regime
-    for name in ("latency_ms", "prompt_tokens", "completion_tokens"):
+    for name in _COUNT_FIELDS:
         value = getattr(d, name)
-        counted = count(name, value)
+        counted = _count_field(name, value, changes)
         if counted is not value:
             updates[name] = counted
+    return updates
+
+
+def sanitize_decision(decision: Any) -> Any:
+    """A :class:`~race.domain.step.DecisionRecord` every database accepts (see the module
+    doc); what had to change is listed in ``details["sanitized"]``."""
+    d = decision
+    changes: list[str] = []
+    updates = _structured_updates(d, changes)
+    updates.update(_scalar_updates(d, changes))
     if changes:
         noted = dict(updates.get("details", d.details))
         noted["sanitized"] = changes[:50]
