@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from race.store.bulk import bulk_insert
 from race.store.repository import ViewPin
 from race.store.tables import CycleRow, DecisionRow, TradeRow
 
@@ -247,7 +248,9 @@ def _insert_new(
         if t not in existing
     ]  # fmt: skip
     if new_rows:
-        session.execute(CycleRow.__table__.insert(), new_rows)
+        # One driver executemany (a replay writes a row per cycle); ``attempts`` spelled
+        # out, as the ORM insert's column default would have filled it.
+        bulk_insert(session, CycleRow.__table__, [{**row, "attempts": 0} for row in new_rows])
     return existing
 
 
