@@ -238,9 +238,14 @@ def _insert_new(
     """Insert the backfill cycle rows whose slot has none yet; the slots that had one."""
     if not rows:
         return set()
-    existing = set(
-        session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(list(rows))))
+    # The slots between the first and the last (a range, not thousands of bound values),
+    # kept when they are among ``rows``.
+    in_range = session.scalars(
+        select(CycleRow.cycle_time).where(
+            CycleRow.cycle_time >= min(rows), CycleRow.cycle_time <= max(rows)
+        )
     )
+    existing = {t for t in in_range if t in rows}
     new_rows = [
         {"cycle_time": t, "trigger": "backfill", "started_at": now, "finished_at": now,
          "error": None, **values}
