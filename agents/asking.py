@@ -88,34 +88,32 @@ async def ask_within(
     ``fill_latency``, an answer from an agent that is not in-process and that did not say
     its own latency gets the measured one."""
     in_process = bool(getattr(agent, "in_process", False))
-    started = clock.monotonic()
-
-    def elapsed() -> float:
-        return clock.monotonic() - started
-
-    def failed(reason: str) -> Asked:
-        return Asked(None, wording.cut(reason), int(elapsed() * 1000))
-
+    monotonic = clock.monotonic
+    started = monotonic()
     try:
         if in_process:
             answer = await agent.decide(context)
-            took = elapsed()
+            took = monotonic() - started
             if discard_late and took > seconds:
-                return failed(wording.late.format(timeout=seconds, elapsed=took))
+                reason = wording.late.format(timeout=seconds, elapsed=took)
+                return Asked(None, wording.cut(reason), int((monotonic() - started) * 1000))
         else:
             answer = await asyncio.wait_for(agent.decide(context), seconds)
     except TimeoutError:
-        return failed(wording.timed_out.format(timeout=seconds))
+        reason = wording.timed_out.format(timeout=seconds)
+        return Asked(None, wording.cut(reason), int((monotonic() - started) * 1000))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         message = scrub(str(exc))
         if wording.message_limit is not None:
             message = message[: wording.message_limit]
-        return failed(wording.failed.format(kind=exc.__class__.__name__, message=message))
-    if not isinstance(answer, AgentAnswer):
-        return failed(wording.not_an_answer.format(answered=type(answer).__name__))
-    latency_ms = int(elapsed() * 1000)
+        reason = wording.failed.format(kind=exc.__class__.__name__, message=message)
+        return Asked(None, wording.cut(reason), int((monotonic() - started) * 1000))
+    latency_ms = int((monotonic() - started) * 1000)
+    if type(answer) is not AgentAnswer and not isinstance(answer, AgentAnswer):
+        reason = wording.not_an_answer.format(answered=type(answer).__name__)
+        return Asked(None, wording.cut(reason), latency_ms)
     if fill_latency and answer.latency_ms is None and not in_process:
         answer.latency_ms = latency_ms
     return Asked(answer, None, latency_ms)

@@ -124,10 +124,11 @@ def equity_point(time: datetime, portfolio: Portfolio, view: MarketView) -> Equi
         positions_value += position.cost_basis if price is None else position.quantity * price
         cost += position.cost_basis
     positions_value = quantize(positions_value)
+    cash = quantize(portfolio.cash)
     return EquityPoint(
         time=time,
-        total_value=quantize(portfolio.cash) + positions_value,
-        cash_value=quantize(portfolio.cash),
+        total_value=cash + positions_value,
+        cash_value=cash,
         positions_value=positions_value,
         unrealized_pnl=quantize(positions_value - cost),
     )

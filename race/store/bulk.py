@@ -90,48 +90,57 @@ def insert_values(
     row: the hot path of a replay's decisions and snapshots)."""
     if not rows:
         return
-    omittable = _omittable(table)
+    # Column by column: one comprehension per converted column instead of a loop over the
+    # converters for every row.
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    omittable, count = _omittable(table), len(rows)
     empty = {
-        i for i, key in enumerate(keys) if key in omittable and all(row[i] is None for row in rows)
+        i for i, key in enumerate(keys) if key in omittable and columns[i].count(None) == count
     }
     if empty and len(keys) - len(empty) >= 2:
         # A column NULL in every row is left out: it is stored as NULL all the same (it has
         # no default), and the driver binds nothing for it (binding a None costs a lookup).
-        kept = [i for i in range(len(keys)) if i not in empty]
-        pick = operator.itemgetter(*kept)
-        keys = tuple(keys[i] for i in kept)
-        rows = [pick(row) for row in rows]
+        keys = tuple(key for i, key in enumerate(keys) if i not in empty)
+        columns = [column for i, column in enumerate(columns) if i not in empty]
     connection = session.connection()
     cache_key = (connection.dialect.name, table.name, keys)
     plan = _INSERTS.get(cache_key)
     if plan is None:
         plan = _INSERTS[cache_key] = _plan(connection.dialect, table, keys)
-    memo: dict[Any, Any] = {}
-    converters = plan.converters
-    params: list[Any] = []
-    append = params.append
-    for row in rows:
-        values = list(row)
-        for i, processor, shared in converters:
-            value = values[i]
-            if value is None:
-                continue
-            if shared:
-                # Equal-but-distinct empty containers share a key; other objects go by
-                # identity (they stay alive in ``rows`` for the whole call, so ids are not
-                # reused).
-                marker = id(value) if value or isinstance(value, datetime) else (type(value), 0)
-                converted = memo.get(marker)
-                if converted is None:
-                    converted = memo[marker] = processor(value)
-                values[i] = converted
-            else:
-                values[i] = processor(value)
-        if plan.named:
-            append(dict(zip(keys, values, strict=True)))
-        else:
-            append(tuple(values) if plan.order is None else plan.order(values))
+    for i, processor, shared in plan.converters:
+        columns[i] = _shared(columns[i], processor) if shared else _each(columns[i], processor)
+    params: list[Any]
+    if plan.named:
+        params = [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+    else:
+        if plan.order is not None:
+            columns = list(plan.order(columns))
+        params = list(zip(*columns, strict=True))
     connection.exec_driver_sql(plan.sql, params)
+
+
+def _each(values: Sequence[Any], processor: Any) -> list[Any]:
+    return [None if value is None else processor(value) for value in values]
+
+
+def _shared(values: Sequence[Any], processor: Any) -> list[Any]:
+    """A column whose values are often one object repeated (times, JSON), converted once
+    per object: equal-but-distinct empty containers share a key; other objects go by
+    identity (they stay alive in the caller's rows for the whole call, so ids are not
+    reused)."""
+    memo: dict[Any, Any] = {}
+    out: list[Any] = []
+    append = out.append
+    for value in values:
+        if value is None:
+            append(None)
+            continue
+        marker = id(value) if value or isinstance(value, datetime) else (type(value), 0)
+        converted = memo.get(marker)
+        if converted is None:
+            converted = memo[marker] = processor(value)
+        append(converted)
+    return out
 
 
 def allocate_ids(session: Session, table: type[DecisionRow], count: int) -> list[int] | None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from race.store.bulk import bulk_insert
 from race.store.repository import ViewPin
 from race.store.tables import CycleRow, DecisionRow, TradeRow
 
@@ -237,9 +238,14 @@ def _insert_new(
     """Insert the backfill cycle rows whose slot has none yet; the slots that had one."""
     if not rows:
         return set()
-    existing = set(
-        session.scalars(select(CycleRow.cycle_time).where(CycleRow.cycle_time.in_(list(rows))))
+    # The slots between the first and the last (a range, not thousands of bound values),
+    # kept when they are among ``rows``.
+    in_range = session.scalars(
+        select(CycleRow.cycle_time).where(
+            CycleRow.cycle_time >= min(rows), CycleRow.cycle_time <= max(rows)
+        )
     )
+    existing = {t for t in in_range if t in rows}
     new_rows = [
         {"cycle_time": t, "trigger": "backfill", "started_at": now, "finished_at": now,
          "error": None, **values}
@@ -247,7 +253,9 @@ def _insert_new(
         if t not in existing
     ]  # fmt: skip
     if new_rows:
-        session.execute(CycleRow.__table__.insert(), new_rows)
+        # One driver executemany (a replay writes a row per cycle); ``attempts`` spelled
+        # out, as the ORM insert's column default would have filled it.
+        bulk_insert(session, CycleRow.__table__, [{**row, "attempts": 0} for row in new_rows])
     return existing
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from agents.asking import ask_within
 from race.clock import Clock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
+from race.domain.model import Portfolio
 from race.domain.money import ZERO
 from race.domain.sanitize import sanitize_decision
 from race.domain.step import StepResult, ViewSummary, judge
@@ -34,6 +35,10 @@ class Deciding:
         self.settings = settings
         self.clock = clock
         self.policy = settings.secret_policy()
+        # Settings are frozen: the limits and costs every context carries are built once.
+        self.limits = settings.limits
+        self.costs = settings.costs
+        self._timeout = settings.agent_timeout_seconds
         self._build_agent = build_agent
         self._agents: dict[int, tuple[AgentSpec, Agent | str]] = {}
 
@@ -77,7 +82,7 @@ class Deciding:
         asked = await ask_within(
             agent,
             context,
-            seconds=self.settings.agent_timeout_seconds,
+            seconds=self._timeout,
             clock=self.clock,
             scrub=self.policy.redact,
         )
@@ -93,15 +98,30 @@ class Deciding:
         spent_today: Decimal = ZERO,
     ) -> AgentContext:
         """What the agent sees at ``cycle_time``."""
+        return self.context_of(
+            spec, state.portfolio, state.starting_capital, view, cycle_time, symbols, spent_today
+        )
+
+    def context_of(
+        self,
+        spec: AgentSpec,
+        portfolio: Portfolio,
+        starting_capital: Decimal,
+        view: Any,
+        cycle_time: datetime,
+        symbols: Sequence[str],
+        spent_today: Decimal = ZERO,
+    ) -> AgentContext:
+        """:meth:`context` for a portfolio held in memory (a replay's latest step)."""
         return AgentContext(
             agent=spec,
             cycle_time=cycle_time,
             market=view,
-            portfolio=state.portfolio,
-            limits=self.settings.limits,
-            costs=self.settings.costs,
+            portfolio=portfolio,
+            limits=self.limits,
+            costs=self.costs,
             allowed_assets=tuple(symbols),
-            starting_capital=state.starting_capital,
+            starting_capital=starting_capital,
             spent_today_usd=spent_today,
         )
 

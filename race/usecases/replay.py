@@ -234,25 +234,25 @@ async def decide_all(
     pipeline: one after the other when every agent runs in process, else concurrently
     under the agent concurrency bound)."""
     deciding, states, spend = run.deps.deciding, run.states, run.spend
+    symbols = tuple(run.symbols)
     contexts = []
     for spec in due:
-        batch = batches[spec.id]
+        steps_so_far = batches[spec.id].steps
         current = states[spec.id]
-        if batch.steps:
-            current = repo.PortfolioState(
-                agent_id=current.agent_id,
-                portfolio_id=current.portfolio_id,
-                version=current.version,
-                as_of=batch.steps[-1].decision.cycle_time,
-                portfolio=batch.steps[-1].portfolio,
-                starting_capital=current.starting_capital,
-            )
         contexts.append(
-            deciding.context(
-                spec, current, view, cycle_time, run.symbols, spend.before(spec.id, cycle_time)
+            deciding.context_of(
+                spec,
+                steps_so_far[-1].portfolio if steps_so_far else current.portfolio,
+                current.starting_capital,
+                view,
+                cycle_time,
+                symbols,
+                spend.before(spec.id, cycle_time),
             )
         )
     agents = [deciding.agent_for(spec) for spec in due]
+    # The same log context as a live cycle's steps (the cycle id is set per cycle).
+    cycle_id = cycle_time.isoformat()
 
     async def decide(
         spec: AgentSpec,
@@ -260,12 +260,8 @@ async def decide_all(
         context: AgentContext,
         semaphore: asyncio.Semaphore | None = None,
     ) -> StepResult:
-        # The same log context as a live cycle's steps (the cycle id is set per cycle).
         with log_context(
-            cycle_id=cycle_time.isoformat(),
-            agent_id=spec.id,
-            agent=spec.name,
-            provider=spec.provider.value,
+            cycle_id=cycle_id, agent_id=spec.id, agent=spec.name, provider=spec.provider.value
         ):
             return await deciding.decide(spec, context, summary, semaphore, agent)
 

@@ -17,9 +17,15 @@ class SpendTracker:
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self._days: dict[int, tuple[datetime, Decimal]] = {}
+        self._day_of: tuple[datetime, datetime] | None = None
 
     def before(self, agent_id: int, cycle_time: datetime) -> Decimal:
-        day = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
+        memo = self._day_of  # every agent of a cycle asks for the same time
+        if memo is not None and memo[0] == cycle_time:
+            day = memo[1]
+        else:
+            day = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
+            self._day_of = (cycle_time, day)
         known = self._days.get(agent_id)
         if known is None or known[0] != day:
             if cycle_time == day:
