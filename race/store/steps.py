@@ -145,6 +145,25 @@ def write_batches(
     decision_rows = [_decision_values(batch.state.agent_id, step) for batch, step in owners]
     # Claim the portfolios first: a concurrent writer of the same agent fails here, before
     # anything else is written (and on SQLite the write lock is already ours).
+    _claim_portfolios(session, batches)
+    ids = _insert_decisions(session, decision_rows)
+    trade_rows, snapshot_rows = _trade_and_snapshot_rows(ids, owners, assets)
+    if trade_rows:
+        bulk_insert(session, TradeRow.__table__, trade_rows)
+    _drop_clashing_marks(session, batches)
+    _insert_snapshots(session, snapshot_rows)
+    _replace_positions(session, batches, assets)
+    changed = _update_batch_stats(session, batches, health)
+    for batch in batches:
+        last = batch.steps[-1]
+        batch.state.version += len(batch.steps)
+        batch.state.as_of = last.decision.cycle_time
+        batch.state.portfolio = last.portfolio
+    return changed
+
+
+def _claim_portfolios(session: Session, batches: Sequence[AgentBatch]) -> None:
+    """Compare-and-set each portfolio on its version; :class:`ConcurrentUpdate` if it moved."""
     for batch in batches:
         last = batch.steps[-1]
         result = session.execute(
@@ -163,6 +182,10 @@ def write_batches(
             raise ConcurrentUpdate(
                 f"portfolio of agent {batch.state.agent_id} changed while its step was computed"
             )
+
+
+def _insert_decisions(session: Session, decision_rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert the decision rows in order; their ids, in the same order."""
     ids = allocate_ids(session, DecisionRow, len(decision_rows))
     if ids is None:
         ids = list(
@@ -178,6 +201,15 @@ def write_batches(
             ("id", *_DECISION_KEYS),
             [(decision_id, *row) for decision_id, row in zip(ids, decision_rows, strict=True)],
         )
+    return ids
+
+
+def _trade_and_snapshot_rows(
+    ids: Sequence[int],
+    owners: Sequence[tuple[AgentBatch, StepResult]],
+    assets: Mapping[str, int],
+) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """The trade rows (one per fill) and the cycle snapshot rows (one per step)."""
     trade_rows: list[dict[str, Any]] = []
     snapshot_rows: list[tuple[Any, ...]] = []
     for decision_id, (batch, step) in zip(ids, owners, strict=True):
@@ -203,10 +235,12 @@ def write_batches(
         snapshot_rows.append(
             _snapshot_values(agent_id, batch.state.portfolio_id, step.equity, "cycle")
         )
-    if trade_rows:
-        bulk_insert(session, TradeRow.__table__, trade_rows)
-    # A mark-to-market taken at the same time as a decision gives way to the decision's own
-    # snapshot (the portfolio after the step).
+    return trade_rows, snapshot_rows
+
+
+def _drop_clashing_marks(session: Session, batches: Sequence[AgentBatch]) -> None:
+    """A mark-to-market taken at the same time as a decision gives way to the decision's own
+    snapshot (the portfolio after the step)."""
     for batch in batches:
         first, last = batch.steps[0].decision.cycle_time, batch.steps[-1].decision.cycle_time
         marked = select(EquitySnapshotRow.captured_at).where(
@@ -224,7 +258,12 @@ def write_batches(
                     EquitySnapshotRow.captured_at.in_(sorted(clashes)),
                 )
             )
-    _insert_snapshots(session, snapshot_rows)
+
+
+def _replace_positions(
+    session: Session, batches: Sequence[AgentBatch], assets: Mapping[str, int]
+) -> None:
+    """Replace the batches' positions by those of their last step."""
     portfolio_ids = [b.state.portfolio_id for b in batches]
     session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
     position_rows = [
@@ -240,6 +279,12 @@ def write_batches(
     ]
     if position_rows:
         session.execute(PositionRow.__table__.insert(), position_rows)
+
+
+def _update_batch_stats(
+    session: Session, batches: Sequence[AgentBatch], health: HealthPolicy | None
+) -> dict[int, bool]:
+    """Update each agent's stats; the agents whose ``degraded`` flag changed."""
     changed: dict[int, bool] = {}
     for batch in batches:
         flip = update_stats(
@@ -251,11 +296,6 @@ def write_batches(
         )
         if flip is not None:
             changed[batch.state.agent_id] = flip
-    for batch in batches:
-        last = batch.steps[-1]
-        batch.state.version += len(batch.steps)
-        batch.state.as_of = last.decision.cycle_time
-        batch.state.portfolio = last.portfolio
     return changed
 
 
