@@ -232,26 +232,7 @@ def judge(
     fills: tuple[Fill, ...] = ()
     portfolio = context.portfolio
     if fallback_reason is None and answer.orders:
-        try:
-            parsed, dropped = parse_orders(answer.orders, context.allowed_assets, context.limits)
-        except Exception as exc:
-            parsed, dropped = [], []
-            fallback_reason = f"orders could not be read: {exc.__class__.__name__}"
-        notes.extend(dropped)
-        if parsed:
-            outcome = apply_risk_rules(
-                [order for _, order in parsed],
-                context.portfolio,
-                view.prices,
-                view.marks,
-                context.limits,
-                context.costs,
-                context.allowed_assets,
-                indices=[index for index, _ in parsed],
-            )
-            notes.extend(outcome.notes)
-            fills = outcome.fills
-            portfolio = outcome.portfolio
+        fills, portfolio, fallback_reason = _execute(context, answer.orders, notes)
     fallback = fallback_reason is not None
     equity = equity_point(context.cycle_time, portfolio, view)
     if fills:
@@ -259,14 +240,7 @@ def judge(
         action, asset, quantity = Action(first.side.value), first.asset, first.quantity
     else:
         action, asset, quantity = Action.HOLD, None, None
-    if fallback:
-        rationale = f"HOLD (fallback): {fallback_reason}"
-        if answer.reasoning and answer.fallback_reason is None and answer.reasoning != rationale:
-            rationale += f" | agent said: {answer.reasoning}"
-    else:
-        rationale = answer.reasoning.strip() or (
-            "HOLD: no orders" if action is Action.HOLD else f"{action.value} {asset}"
-        )
+    rationale = _rationale(answer, fallback_reason, action, asset)
     decision = DecisionRecord(
         cycle_time=context.cycle_time,
         action=action,
@@ -295,6 +269,54 @@ def judge(
         model_version=_model_version(answer.model_version),
     )
     return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)
+
+
+def _execute(
+    context: AgentContext, orders: Any, notes: list[RiskNote]
+) -> tuple[tuple[Fill, ...], Portfolio, str | None]:
+    """Read and apply an answer's orders: the fills, the portfolio after them and the
+    fallback reason if the orders could not be read; appends the risk notes to ``notes``."""
+    view = context.market
+    fills: tuple[Fill, ...] = ()
+    portfolio = context.portfolio
+    fallback_reason: str | None = None
+    try:
+        parsed, dropped = parse_orders(orders, context.allowed_assets, context.limits)
+    except Exception as exc:
+        parsed, dropped = [], []
+        fallback_reason = f"orders could not be read: {exc.__class__.__name__}"
+    notes.extend(dropped)
+    if parsed:
+        outcome = apply_risk_rules(
+            [order for _, order in parsed],
+            context.portfolio,
+            view.prices,
+            view.marks,
+            context.limits,
+            context.costs,
+            context.allowed_assets,
+            indices=[index for index, _ in parsed],
+        )
+        notes.extend(outcome.notes)
+        fills = outcome.fills
+        portfolio = outcome.portfolio
+    return fills, portfolio, fallback_reason
+
+
+def _rationale(
+    answer: AgentAnswer, fallback_reason: str | None, action: Action, asset: str | None
+) -> str:
+    """The decision's rationale before truncation: the fallback reason (with what the agent
+    said, if anything new) or the agent's reasoning, else a default naming the action."""
+    if fallback_reason is not None:
+        rationale = f"HOLD (fallback): {fallback_reason}"
+        if answer.reasoning and answer.fallback_reason is None and answer.reasoning != rationale:
+            rationale += f" | agent said: {answer.reasoning}"
+    else:
+        rationale = answer.reasoning.strip() or (
+            "HOLD: no orders" if action is Action.HOLD else f"{action.value} {asset}"
+        )
+    return rationale
 
 
 def _model_version(value: object) -> str | None:
