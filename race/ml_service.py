@@ -27,10 +27,9 @@ before the slot, and promoted or not by the rule above.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,8 @@ from sklearn.pipeline import Pipeline
 from agents.features import FEATURES, complete_rows, feature_frame
 from agents.ml import DEFAULT_MODEL_NAME, SCHEMA_VERSION, check_name, dump_model
 from race.domain.timeutil import ensure_utc
+from race.ml_report import TrainReport
+from race.ml_retrain import RetrainOutcome, edge, promotion, retrain
 from race.store import assets as asset_rows
 from race.store import ml_models
 
@@ -51,6 +52,22 @@ if TYPE_CHECKING:
     from race.bootstrap import App
 
 log = logging.getLogger("race.ml")
+
+__all__ = [
+    "CLASSIFIER_PARAMS",
+    "DEFAULT_HISTORY",
+    "DEFAULT_HORIZON",
+    "MIN_TEST_ROWS",
+    "MIN_TRAIN_ROWS",
+    "RetrainOutcome",
+    "TrainReport",
+    "edge",
+    "labelled_rows",
+    "new_classifier",
+    "promotion",
+    "retrain",
+    "train_model",
+]
 
 DEFAULT_HORIZON = 4
 DEFAULT_HISTORY = timedelta(days=365)
@@ -81,71 +98,6 @@ def new_classifier() -> Pipeline:
             ("model", GradientBoostingClassifier(**CLASSIFIER_PARAMS)),
         ]
     )
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    name: str
-    version: str
-    sha256: str
-    status: str
-    """``promoted`` or ``candidate`` (see the module's promotion rule)."""
-    reason: str
-    """Why it was (or was not) promoted."""
-    trained_until: datetime
-    horizon: int
-    symbols: list[str]
-    train_rows: int
-    test_rows: int
-    train_start: datetime
-    train_end: datetime
-    test_start: datetime
-    test_end: datetime
-    accuracy: float
-    precision: float | None
-    """Of the "up" predictions on the held-out window, the share that did go up."""
-    up_rate: float
-    """Share of "up" labels in the held-out window."""
-    baseline_accuracy: float
-    """Accuracy of always answering the held-out window's majority class."""
-    predicted_up: int
-    seconds: float
-    per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """camelCase, as the API and the model's metadata (``trainRows``, ``perSymbol``…)."""
-        data: dict[str, Any] = {}
-        for key, value in asdict(self).items():
-            head, *rest = key.split("_")
-            data[head + "".join(part.title() for part in rest)] = (
-                value.isoformat() if isinstance(value, datetime) else value
-            )
-        return data
-
-    def render(self) -> str:
-        """The report as printed by ``python -m race ml train`` (and the demo)."""
-        return self.describe()
-
-    def describe(self) -> str:
-        precision = "n/a" if self.precision is None else f"{self.precision:.3f}"
-        lines = [
-            f"trained {self.name}@{self.version} on {', '.join(self.symbols)} "
-            f"(candles before {self.trained_until.isoformat()}, horizon {self.horizon} candles)",
-            f"  training rows  {self.train_rows:>7,}  {self.train_start.isoformat()} → "
-            f"{self.train_end.isoformat()}",
-            f"  held-out rows  {self.test_rows:>7,}  {self.test_start.isoformat()} → "
-            f"{self.test_end.isoformat()}",
-            f"  held-out accuracy {self.accuracy:.3f} (always-majority baseline "
-            f"{self.baseline_accuracy:.3f}), precision(up) {precision} on "
-            f"{self.predicted_up:,} up calls, up rate {self.up_rate:.3f}",
-        ]
-        for symbol, stats in self.per_symbol.items():
-            lines.append(
-                f"  {symbol}: accuracy {stats['accuracy']:.3f} on {stats['rows']:,} held-out rows"
-            )
-        lines.append(f"  stored in the database, sha256 {self.sha256[:16]}… ({self.seconds:.1f} s)")
-        lines.append(f"  {self.status}: {self.reason}")
-        return "\n".join(lines)
 
 
 def _candles(
@@ -223,48 +175,10 @@ def train_model(
     model.fit(train[features].to_numpy(), train["label"].to_numpy())
     scores = _evaluate(model, test, list(frames))
     created = app.clock.now()
-    extra = _windows_and_metrics(train, test, scores)
-    info = {
-        "schemaVersion": SCHEMA_VERSION,
-        "historyDays": None if history is None else history / timedelta(days=1),
-        "label": f"close after {horizon} candles > close now",
-        "symbols": list(frames),
-        "trainWindow": extra["trainWindow"],
-        "testWindow": extra["testWindow"],
-        "classifier": extra["classifier"],
-        "sklearnVersion": extra["sklearnVersion"],
-    }
-    new = ml_models.NewModel(
-        name=name,
-        version=version,
-        artifact=dump_model(model),
-        trained_until=until,
-        train_start=train.index.min().to_pydatetime(),
-        train_end=train.index.max().to_pydatetime(),
-        test_start=test.index.min().to_pydatetime(),
-        test_end=test.index.max().to_pydatetime(),
-        horizon=horizon,
-        features=features,
-        metrics=extra["metrics"],
-        info=info,
+    new = _new_model(
+        model, name, version, until, horizon, history, list(frames), train, test, scores
     )
-    margin = app.settings.ml_promote_margin
-    with app.db.write() as session:
-        current = ml_models.promoted(session, name)
-        if promote is None:
-            promoted, reason = promotion(new.metrics, until, current, margin)
-        elif promote:
-            promoted, reason = True, "promoted on request"
-        else:
-            promoted, reason = False, "stored without promotion on request"
-        row = ml_models.add(
-            session,
-            new,
-            created_at=created,
-            status=ml_models.PROMOTED if promoted else ml_models.CANDIDATE,
-            reason=reason,
-        )
-        digest = row.sha256
+    promoted, reason, digest = _store(app, new, until, promote, created)
     (log.info if promoted else log.warning)(
         "model %s@%s %s: %s", name, version, "promoted" if promoted else "not promoted", reason
     )
@@ -293,87 +207,70 @@ def train_model(
     )
 
 
-def edge(metrics: Any) -> float | None:
-    """Held-out accuracy minus the always-majority baseline's (None when unknown)."""
-    try:
-        value = float(metrics["accuracy"]) - float(metrics["baselineAccuracy"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def promotion(
-    metrics: Any, until: datetime, current: Any | None, margin: float
-) -> tuple[bool, str]:
-    """(promote?, why) for a new model of held-out ``metrics`` trained before ``until``,
-    against the ``current`` promoted model (a row with ``version``, ``trained_until`` and
-    ``metrics``) and the margin (module docstring)."""
-    new = edge(metrics)
-    if new is None:
-        return False, "its held-out metrics are incomplete: not promoted"
-    if current is None:
-        return True, f"the first promoted model of its name (held-out edge {new:+.4f})"
-    if current.trained_until > until:
-        return False, (
-            f"trained on an earlier cut-off than the promoted {current.version} "
-            f"({current.trained_until.isoformat()}): not promoted"
-        )
-    old = edge(current.metrics)
-    if old is None:
-        return True, f"held-out edge {new:+.4f}; the promoted {current.version} has none"
-    if round(new - old + margin, 9) >= 0:  # metrics carry 6 decimals: no float noise
-        return True, (
-            f"held-out edge {new:+.4f} ≥ {current.version}'s {old:+.4f} − margin {margin:g}"
-        )
-    return False, (
-        f"held-out edge {new:+.4f} < {current.version}'s {old:+.4f} − margin {margin:g}: "
-        f"stored, not promoted ({current.version} stays)"
+def _new_model(
+    model: Pipeline,
+    name: str,
+    version: str,
+    until: datetime,
+    horizon: int,
+    history: timedelta | None,
+    symbols: list[str],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    scores: _Scores,
+) -> ml_models.NewModel:
+    """The fitted model with its windows, features, metrics and metadata, ready to store."""
+    features = list(FEATURES)
+    extra = _windows_and_metrics(train, test, scores)
+    info = {
+        "schemaVersion": SCHEMA_VERSION,
+        "historyDays": None if history is None else history / timedelta(days=1),
+        "label": f"close after {horizon} candles > close now",
+        "symbols": symbols,
+        "trainWindow": extra["trainWindow"],
+        "testWindow": extra["testWindow"],
+        "classifier": extra["classifier"],
+        "sklearnVersion": extra["sklearnVersion"],
+    }
+    return ml_models.NewModel(
+        name=name,
+        version=version,
+        artifact=dump_model(model),
+        trained_until=until,
+        train_start=train.index.min().to_pydatetime(),
+        train_end=train.index.max().to_pydatetime(),
+        test_start=test.index.min().to_pydatetime(),
+        test_end=test.index.max().to_pydatetime(),
+        horizon=horizon,
+        features=features,
+        metrics=extra["metrics"],
+        info=info,
     )
 
 
-@dataclass(frozen=True)
-class RetrainOutcome:
-    name: str
-    version: str | None
-    status: str
-    """``promoted``, ``candidate``, ``exists`` (that slot's model is stored) or ``failed``."""
-    reason: str
-
-
-def retrain(app: App, slot: datetime) -> list[RetrainOutcome]:
-    """The retraining timer's run for ``slot``: every stored model name (or the default one
-    when none is stored) is trained on the candles closed before ``slot`` with the promoted
-    model's horizon and assets (all enabled ones when none is promoted), and promoted or
-    not by the rule. A repeated slot finds its model
-    stored and trains nothing. One name's failure (too few candles…) is logged and does
-    not stop the others."""
-    slot = ensure_utc(slot, field="slot")
-    with app.db.read() as session:
-        plans: list[tuple[str, int, list[str] | None]] = []
-        for name in ml_models.names(session) or [DEFAULT_MODEL_NAME]:
-            current = ml_models.promoted(session, name)
-            if current is None:
-                plans.append((name, DEFAULT_HORIZON, None))
-            else:
-                symbols = (current.info or {}).get("symbols")
-                plans.append((name, current.horizon, list(symbols) if symbols else None))
-    outcomes = []
-    for name, horizon, symbols in plans:
-        version = f"{slot.strftime('%Y%m%dT%H%M%SZ')}-h{horizon}"
-        with app.db.read() as session:
-            exists = ml_models.find(session, name, version) is not None
-        if exists:
-            outcomes.append(RetrainOutcome(name, version, "exists", "already trained"))
-            log.info("retrain %s for %s: %s@%s is already stored", name, slot, name, version)
-            continue
-        try:
-            report = train_model(app, slot, name=name, horizon=horizon, symbols=symbols)
-        except ValueError as exc:
-            log.warning("retrain %s for %s failed: %s", name, slot.isoformat(), exc)
-            outcomes.append(RetrainOutcome(name, None, "failed", str(exc)))
-            continue
-        outcomes.append(RetrainOutcome(name, report.version, report.status, report.reason))
-    return outcomes
+def _store(
+    app: App, new: ml_models.NewModel, until: datetime, promote: bool | None, created: datetime
+) -> tuple[bool, str, str]:
+    """Store the model, promoted or as a candidate (``promote``: see :func:`train_model`);
+    (promoted?, why, the artifact's SHA-256)."""
+    margin = app.settings.ml_promote_margin
+    with app.db.write() as session:
+        current = ml_models.promoted(session, new.name)
+        if promote is None:
+            promoted, reason = promotion(new.metrics, until, current, margin)
+        elif promote:
+            promoted, reason = True, "promoted on request"
+        else:
+            promoted, reason = False, "stored without promotion on request"
+        row = ml_models.add(
+            session,
+            new,
+            created_at=created,
+            status=ml_models.PROMOTED if promoted else ml_models.CANDIDATE,
+            reason=reason,
+        )
+        digest = row.sha256
+    return promoted, reason, digest
 
 
 def _check_options(horizon: int, test_fraction: float, history: timedelta | None) -> None:
