@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    BeforeValidator,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from race.domain.model import Costs, RiskLimits
-from race.domain.timeutil import parse_interval
 from race.secrets import SecretPolicy
 from race.settings_files import SettingsSources, read_sources
+from race.settings_types import (
+    CsvList,
+    Interval,
+    OptionalDecimal,
+    OptionalFloat,
+    OptionalSchedule,
+    _env,
+    is_placeholder,
+)
 
 DEFAULT_CORS = ("http://localhost:5173", "http://localhost:4173", "http://localhost:3000")
 INGEST_SCHEDULE = "0 */5 * * * *"
@@ -36,40 +36,6 @@ ML_RETRAIN_SCHEDULE = "0 0 3 * * 1"
 """Weekly: Mondays at 03:00 UTC."""
 
 log = logging.getLogger("race.settings")
-_PLACEHOLDER = re.compile(r"\s*<.*>\s*", re.DOTALL)
-
-
-def is_placeholder(value: Any) -> bool:
-    """A value written ``<like this>``: the comment-like placeholder of
-    ``local.settings.example.json``, never a real value."""
-    return isinstance(value, str) and _PLACEHOLDER.fullmatch(value) is not None
-
-
-def _csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def _none_if_blank(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
-        return None
-    return value
-
-
-def _interval(value: Any) -> Any:
-    return parse_interval(value) if isinstance(value, str | timedelta) else value
-
-
-Interval = Annotated[timedelta, BeforeValidator(_interval)]
-CsvList = Annotated[list[str], NoDecode, BeforeValidator(_csv)]
-OptionalDecimal = Annotated[Decimal | None, BeforeValidator(_none_if_blank)]
-OptionalFloat = Annotated[float | None, BeforeValidator(_none_if_blank)]
-OptionalSchedule = Annotated[str | None, BeforeValidator(_none_if_blank)]
-
-
-def _env(name: str, *, default: Any) -> Any:
-    return Field(default=default, validation_alias=AliasChoices(name, name.lower()))
 
 
 class Settings(BaseSettings):
