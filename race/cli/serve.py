@@ -23,7 +23,8 @@ from race.store.database import DatabaseError
 
 if TYPE_CHECKING:
     from race.bootstrap import App
-    from race.scheduler import ScheduledJob
+    from race.jobs import LocalJobRunner
+    from race.scheduler import ScheduledJob, Scheduler
 
 log = logging.getLogger("race.serve")
 
@@ -218,46 +219,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = _Server(config)
     scheduler = None if args.no_schedule else Scheduler(app, _clear_errors(app, race_jobs(app)))
 
-    async def main() -> None:
-        tasks = []
-        stop_waiting = asyncio.Event()
-        if ready:
-            runner.resume_unfinished()
-        else:
-            tasks.append(
-                asyncio.create_task(
-                    wait_for_database(
-                        app, stop_waiting, runner.resume_unfinished, DATABASE_RETRY_SECONDS
-                    )
-                )
-            )
-        if scheduler is not None:
-            tasks.append(asyncio.create_task(scheduler.run()))
-            log.info(
-                "schedules: ingest %r, decisions %r",
-                app.settings.ingest_schedule,
-                app.settings.decision_schedule,
-            )
-        log.info("serving the API on http://%s:%d/api (docs: /api/docs)", args.host, args.port)
-        try:
-            await server.serve()
-        finally:
-            stop_waiting.set()
-            if scheduler is not None:
-                scheduler.stop()
-            for job_id in runner.running():
-                log.warning(
-                    "backfill job %s interrupted: it resumes from its cursor at the next start",
-                    job_id,
-                    extra={"job_id": job_id},
-                )
-            for task in tasks:
-                try:
-                    await asyncio.wait_for(task, timeout=30)
-                except TimeoutError:
-                    log.warning("a scheduled run is still going; leaving it to finish")
-
-    asyncio.run(main())
+    asyncio.run(_serve(app, server, runner, scheduler, ready, args.host, args.port))
     log.info("stopped")
     app.close()
     return 0
+
+
+async def _serve(
+    app: App,
+    server: Any,
+    runner: LocalJobRunner,
+    scheduler: Scheduler | None,
+    ready: bool,
+    host: str,
+    port: int,
+) -> None:
+    """Serve the API (and the schedules) until stopped; then stop the scheduler, log the
+    interrupted backfill jobs and give running tasks 30 s to finish."""
+    tasks = []
+    stop_waiting = asyncio.Event()
+    if ready:
+        runner.resume_unfinished()
+    else:
+        tasks.append(
+            asyncio.create_task(
+                wait_for_database(
+                    app, stop_waiting, runner.resume_unfinished, DATABASE_RETRY_SECONDS
+                )
+            )
+        )
+    if scheduler is not None:
+        tasks.append(asyncio.create_task(scheduler.run()))
+        log.info(
+            "schedules: ingest %r, decisions %r",
+            app.settings.ingest_schedule,
+            app.settings.decision_schedule,
+        )
+    log.info("serving the API on http://%s:%d/api (docs: /api/docs)", host, port)
+    try:
+        await server.serve()
+    finally:
+        stop_waiting.set()
+        if scheduler is not None:
+            scheduler.stop()
+        for job_id in runner.running():
+            log.warning(
+                "backfill job %s interrupted: it resumes from its cursor at the next start",
+                job_id,
+                extra={"job_id": job_id},
+            )
+        for task in tasks:
+            try:
+                await asyncio.wait_for(task, timeout=30)
+            except TimeoutError:
+                log.warning("a scheduled run is still going; leaving it to finish")

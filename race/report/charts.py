@@ -209,9 +209,8 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else value * 100.0
 
 
-def intervals_chart(report: ReportData) -> Chart:
-    """Each agent's total return with its 95 % bootstrap interval (hollow marker: not
-    significant), rank 1 at the top."""
+def _interval_series(report: ReportData) -> list[dict[str, Any]]:
+    """One row per agent: its total return and 95 % interval (%), and whether significant."""
     series = []
     for a in report.agents:
         sig = a.leaderboard.significance
@@ -226,6 +225,35 @@ def intervals_chart(report: ReportData) -> Chart:
                 "significant": a.leaderboard.significant,
             }
         )
+    return series
+
+
+def _interval_legend(with_benchmark: bool) -> list[Any]:
+    """The intervals chart's legend entries (the buy-and-hold line only when drawn)."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color="#555555", linewidth=2.5, label="95 % interval"),
+        Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            color="#555555",
+            markerfacecolor="white",
+            linestyle="none",
+            label="not significant",
+        ),
+    ]
+    if with_benchmark:
+        handles.append(Line2D([], [], color=BENCHMARK_COLOUR, linestyle="--", label="buy-and-hold"))
+    return handles
+
+
+def intervals_chart(report: ReportData) -> Chart:
+    """Each agent's total return with its 95 % bootstrap interval (hollow marker: not
+    significant), rank 1 at the top."""
+    series = _interval_series(report)
     benchmark = next((a for a in report.agents if a.is_benchmark), None)
     data = {
         "title": "Total return with its 95 % bootstrap interval (%)",
@@ -235,8 +263,6 @@ def intervals_chart(report: ReportData) -> Chart:
     }
 
     def draw(figure: Any) -> None:
-        from matplotlib.lines import Line2D
-
         axes = figure.subplots()
         count = len(series)
         for index, row in enumerate(series):
@@ -267,23 +293,7 @@ def intervals_chart(report: ReportData) -> Chart:
         axes.set_xlabel("total return (%)")
         axes.grid(True, axis="x", color="#dddddd", linewidth=0.6)
         axes.set_title(data["title"], loc="left", fontsize=12)
-        handles = [
-            Line2D([], [], color="#555555", linewidth=2.5, label="95 % interval"),
-            Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant"),
-            Line2D(
-                [],
-                [],
-                marker="o",
-                color="#555555",
-                markerfacecolor="white",
-                linestyle="none",
-                label="not significant",
-            ),
-        ]
-        if data["benchmark_return_pct"] is not None:
-            handles.append(
-                Line2D([], [], color=BENCHMARK_COLOUR, linestyle="--", label="buy-and-hold")
-            )
+        handles = _interval_legend(data["benchmark_return_pct"] is not None)
         axes.legend(
             handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9
         )

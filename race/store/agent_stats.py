@@ -80,6 +80,15 @@ def update_stats(
     if row is None:
         row = _empty_stats(session, agent_id)
         session.add(row)
+    _fold_equity(session, row, agent_id, points)
+    return _fold_steps(row, steps, health)
+
+
+def _fold_equity(
+    session: Session, row: AgentStatsRow, agent_id: int, points: Sequence[EquityPoint]
+) -> None:
+    """Fold the equity points into the row's statistics (a full recompute when out of order
+    or from a legacy state) and its current value."""
     stats = EquityStats.from_state(row.equity_state)
     ordered = sorted(points, key=lambda p: p.time)
     # A state stored before the curve had its origin (the starting capital) lacks the key.
@@ -109,6 +118,12 @@ def update_stats(
     row.sharpe = stats.sharpe
     row.sortino = stats.sortino
     row.volatility_pct = stats.volatility_pct
+
+
+def _fold_steps(
+    row: AgentStatsRow, steps: Sequence[StepResult], health: HealthPolicy | None
+) -> bool | None:
+    """Add the steps' counters to the row; the new ``degraded`` value when they changed it."""
     totals = fold_steps(steps)
     if totals.decisions:
         row.decisions += totals.decisions
