@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from race.store.database import Database
 from race.store.tables import AgentRow, CandleRow, DecisionRow
+from tests.report_html import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,12 @@ def test_demo_runs_the_race_offline_and_is_safe_to_rerun(tmp_path):
     ):
         assert name in out
     assert "held-out accuracy" in out  # the ML model was trained before the window
+    # The demo ends by writing the report and printing its path.
+    report = tmp_path / "race-report.html"
+    assert out.strip().splitlines()[-1] == f"report: {report}"
+    series = embedded(report.read_text(encoding="utf-8"), "equity")["series"]
+    assert {"Buy & Hold", "Cash Keeper"} <= {s["name"] for s in series}
+    assert len(series[0]["points"]) >= 3 * 24
     assert "alembic" not in first.stderr and "still open" not in first.stderr
     db = Database(f"sqlite:///{tmp_path / 'race.db'}")
     with db.read() as session:

@@ -4,11 +4,6 @@ command's files, exit codes and errors, and `make demo` ending with the report."
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +28,7 @@ from tests.factories import (
     seed_baselines,
     wave_prices,
 )
+from tests.report_html import embedded
 
 START = datetime(2023, 12, 1, tzinfo=UTC)  # the replay ends before the clock's now
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,14 +107,6 @@ def replayed(sqlite_url, monkeypatch, clock):
     application.close()
 
 
-def embedded(text: str, chart: str) -> dict:
-    found = re.search(
-        rf'<script type="application/json" id="data-{chart}">(.*?)</script>', text, re.DOTALL
-    )
-    assert found, chart
-    return json.loads(found.group(1))
-
-
 def test_report_writes_the_html_and_the_pngs(replayed, tmp_path, capsys):
     out, charts = tmp_path / "report.html", tmp_path / "png" / "new"
     assert main(["report", "--out", str(out), "--png", str(charts)]) == 0
@@ -165,28 +153,3 @@ def test_help_says_only_the_live_race_exists(capsys):
     assert exit_.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert "only 'live'" in help_text and "--png DIR" in help_text
-
-
-def test_demo_ends_by_writing_the_report(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RACE_", "LLAMA_", "OPENAI_", "AZURE_", "TOGETHER_", "REMOTE_ML"))
-    }
-    env.update({"PYTHONPATH": str(ROOT), "RACE_ML_ARTIFACT_DIR": str(tmp_path / "ml")})
-    done = subprocess.run(
-        [sys.executable, "-m", "race", "demo", "--days", "2"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
-    report = tmp_path / "race-report.html"
-    assert last == f"report: {report}"
-    text = report.read_text(encoding="utf-8")
-    names = [s["name"] for s in embedded(text, "equity")["series"]]
-    assert "Buy & Hold" in names and "Cash Keeper" in names
-    assert len(embedded(text, "equity")["series"][0]["points"]) >= 2 * 24
