@@ -29,7 +29,11 @@ def _starting_capital(session: Session, agent_id: int) -> Decimal | None:
 
 
 def _empty_stats(session: Session, agent_id: int) -> AgentStatsRow:
-    starting = _starting_capital(session, agent_id)
+    return empty_stats(agent_id, _starting_capital(session, agent_id))
+
+
+def empty_stats(agent_id: int, starting: Decimal | None) -> AgentStatsRow:
+    """The stats row of an agent that has not decided yet (``starting``: its capital)."""
     return AgentStatsRow(
         agent_id=agent_id,
         equity_state=EquityStats.starting_at(starting).to_state(),

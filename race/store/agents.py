@@ -11,8 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from race.domain.metrics import EquityStats
-from race.domain.money import ZERO
+from race.store.agent_stats import empty_stats
 from race.store.tables import (
     AgentRow,
     AgentStatsRow,
@@ -99,29 +98,8 @@ def insert(
             created_at=now,
         )
     )
-    session.add(_empty_stats(row.id, starting_capital))
+    session.add(empty_stats(row.id, starting_capital))
     return row
-
-
-def _empty_stats(agent_id: int, starting_capital: Decimal) -> AgentStatsRow:
-    return AgentStatsRow(
-        agent_id=agent_id,
-        equity_state=EquityStats.starting_at(starting_capital).to_state(),
-        snapshot_count=0,
-        current_value=starting_capital,
-        max_drawdown_pct=0.0,
-        total_trades=0,
-        winning_trades=0,
-        losing_trades=0,
-        fees_paid=ZERO,
-        decisions=0,
-        fallbacks=0,
-        prompt_tokens=0,
-        completion_tokens=0,
-        cost_usd=ZERO,
-        recent_fallbacks="",
-        degraded=False,
-    )
 
 
 @dataclass(frozen=True, slots=True)
