@@ -146,13 +146,26 @@ class Analyser:
         return self.latest(ranked)
 
     def stale_snapshots(self, ranked: Sequence[AgentRecord]) -> int:
-        """Snapshots to read to bring every out-of-date agent up to date."""
+        """Snapshots to read or compare to bring everything up to date: each out-of-date
+        agent's curve, and both curves of each out-of-date rank comparison (a paired
+        bootstrap over both: as costly as analysing them)."""
+
+        def count(record: AgentRecord) -> int:
+            return record.stats.snapshot_count if record.stats is not None else 0
+
         with self._lock:
-            return sum(
-                r.stats.snapshot_count if r.stats is not None else 0
+            agents = sum(
+                count(r)
                 for r in ranked
                 if (found := self._entries.get(r.agent_id)) is None or found[0] != version_of(r)
             )
+            steps = sum(
+                count(upper) + count(lower)
+                for upper, lower in itertools.pairwise(ranked)
+                if (step := self._steps.get((upper.agent_id, lower.agent_id))) is None
+                or step[0] != (version_of(upper), version_of(lower))
+            )
+        return agents + steps
 
     def refresh(self, db: Any, ranked: Sequence[AgentRecord]) -> bool:
         """Bring the cache up to date in a background thread (one at a time), reading

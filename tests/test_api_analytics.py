@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from race.analysis import analyse
+from race.analysis import analyse, ranked_records
 from race.api import analysis_models, create_api
 from race.api.analysis_views import decision_detail, split_prompt
 from race.bootstrap import bootstrap
@@ -29,6 +29,7 @@ from race.domain.regime import detect_regime
 from race.secrets import SecretPolicy
 from race.store.reads.agents import OrderRecord
 from race.store.reads.analysis import DecisionDetail
+from race.store.reads.standings import agent_records
 from race.store.tables import (
     AgentStatsRow,
     Asset,
@@ -228,6 +229,31 @@ def test_rank_steps_and_analyse_match_an_independent_paired_bootstrap(race):
     entry = next(e for e in board if e["agent"]["id"] == str(agents["buy_and_hold"]))
     assert mine.significance.psr == pytest.approx(entry["psr"], abs=1e-6)
     assert mine.contamination.possibly_contaminated is True
+
+
+def test_rank_comparisons_are_work_the_leaderboard_leaves_to_the_background(race):
+    """Every agent analysed but no rank compared yet: comparing 49 pairs of long curves is
+    as costly as analysing them, so a big race's leaderboard serves without them and a
+    background refresh adds them (a burst of requests never computes them inline)."""
+    app, client, _ = race
+    analyser = client.app.state.context.analyser
+    with app.db.read() as session:
+        records = ranked_records(agent_records(session))
+        analyser.agents(session, records)
+
+    def count(record):
+        return record.stats.snapshot_count if record.stats is not None else 0
+
+    pairs = sum(count(a) + count(b) for a, b in itertools.pairwise(records))
+    assert pairs > 0
+    assert analyser.stale_snapshots(records) == pairs  # the agents are cached, the pairs not
+    analyser.inline_snapshots = pairs - 1
+    served = get(client, "/api/leaderboard")
+    assert all(e["pBeatNextRank"] is None for e in served), "not compared within the request"
+    analyser.join(120)
+    settled = get(client, "/api/leaderboard")
+    assert analyser.stale_snapshots(records) == 0
+    assert any(e["pBeatNextRank"] is not None for e in settled)
 
 
 def test_cost_efficiency_and_the_cache(race):
