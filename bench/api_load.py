@@ -325,6 +325,21 @@ async def load(
     return samples, errors
 
 
+def settle_analytics(base: str, limit: float = 600.0) -> None:
+    """Wait until the leaderboard's analytics are computed (the background refresh a new
+    server starts): every agent has figures and every rank its comparison."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit:
+        board = httpx.get(f"{base}/api/leaderboard", timeout=60).json()
+        if all(e["analyticsAsOf"] is not None for e in board) and all(
+            e["pBeatNextRank"] is not None for e in board[:-1]
+        ):
+            print(f"analytics settled {time.perf_counter() - began:.1f} s after start-up")
+            return
+        time.sleep(1.0)
+    raise SystemExit(f"analytics not settled within {limit:.0f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
@@ -341,6 +356,12 @@ def main() -> int:
         help="tabs already open that only poll leaderboard and prices (default 100)",
     )
     parser.add_argument("--db", type=Path, help="database file (generated if missing)")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="measure while the new server still computes the analytics in the background "
+        "(default: wait until the leaderboard's analytics are settled, then measure)",
+    )
     args = parser.parse_args()
     temporary = None
     if args.db is None:
@@ -371,6 +392,8 @@ def main() -> int:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        if not args.cold:
+            settle_analytics(base)
         asyncio.run(load(base, 2, 1))  # warm-up
         samples, errors = asyncio.run(load(base, args.seconds, args.dashboards, args.viewers))
     finally:
