@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from statistics import NormalDist
@@ -231,7 +232,7 @@ def test_rank_steps_and_analyse_match_an_independent_paired_bootstrap(race):
     assert mine.contamination.possibly_contaminated is True
 
 
-def test_rank_comparisons_are_work_the_leaderboard_leaves_to_the_background(race):
+def test_rank_comparisons_are_work_the_leaderboard_leaves_to_the_background(race, monkeypatch):
     """Every agent analysed but no rank compared yet: comparing 49 pairs of long curves is
     as costly as analysing them, so a big race's leaderboard serves without them and a
     background refresh adds them (a burst of requests never computes them inline)."""
@@ -248,10 +249,15 @@ def test_rank_comparisons_are_work_the_leaderboard_leaves_to_the_background(race
     assert pairs > 0
     assert analyser.stale_snapshots(records) == pairs  # the agents are cached, the pairs not
     analyser.inline_snapshots = pairs - 1
+    started: list[int] = []
+    refresh = analyser.refresh
+    # Hold the background refresh back, to see what the request itself computed.
+    monkeypatch.setattr(analyser, "refresh", lambda db, ranked: started.append(len(ranked)))
     served = get(client, "/api/leaderboard")
+    assert started == [len(records)], "the comparisons were left to a background refresh"
     assert all(e["pBeatNextRank"] is None for e in served), "not compared within the request"
-    analyser.join(120)
-    settled = get(client, "/api/leaderboard")
+    monkeypatch.setattr(analyser, "refresh", refresh)
+    settled = settled_board(client)
     assert analyser.stale_snapshots(records) == 0
     assert any(e["pBeatNextRank"] is not None for e in settled)
 
@@ -499,11 +505,15 @@ def test_the_view_itself_scrubs_without_the_middleware():
         was_validated=True, validation_errors=[{"message": SECRET}], proposed_orders=[SECRET],
         fallback=True, fallback_reason=SECRET, raw_output=SECRET, prompt=PROMPT, model=None,
         latency_ms=None, prompt_tokens=None, completion_tokens=None, cost_usd=None,
-        confidence=None, details={"responseModel": SECRET},
+        confidence=None, details={"responseModel": SECRET}, model_version=None,
     )  # fmt: skip
     policy = SecretPolicy({"LLAMA_API_KEY": SECRET})
     body = decision_detail(record, [OrderRecord(1, "BTC", "BUY", Decimal(1), Decimal(2))], policy)
     assert SECRET not in body.model_dump_json()
+    assert body.modelVersion is not None  # the provider's response model, scrubbed
+    # The version the agent recorded (the ML agent's stored model) is the one shown.
+    recorded = decision_detail(replace(record, model_version="direction-gb/v3"), [], policy)
+    assert recorded.modelVersion == "direction-gb/v3"
     assert body.executedOrders[0].asset == "BTC"
     assert split_prompt("plain text") == (None, "plain text")
     assert split_prompt(None) == (None, None)

@@ -207,7 +207,9 @@ def decision_detail(
     system, user = split_prompt(d.prompt)
     _, notes = validation_fields(d.validation_errors)
     details = d.details if isinstance(d.details, dict) else {}
-    version = details.get("responseModel")
+    # The version the agent recorded (the ML agent's stored model), else the model the
+    # provider says answered.
+    version = d.model_version or details.get("responseModel")
     proposed = d.proposed_orders if isinstance(d.proposed_orders, list) else []
     return a.DecisionDetail(
         id=str(d.id),

@@ -45,6 +45,7 @@ class DecisionDetail:
     cost_usd: Decimal | None
     confidence: float | None
     details: dict[str, Any] | None
+    model_version: str | None
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def decision_detail(session: Session, decision_id: int) -> DecisionDetail | None
         cost_usd=d.cost_usd,
         confidence=d.confidence,
         details=d.details,
+        model_version=d.model_version,
     )
 
 
