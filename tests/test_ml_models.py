@@ -439,3 +439,40 @@ def test_both_settings_are_in_the_example_and_the_infra_map():
     infra = json.loads((ROOT / "infra" / "settings.json").read_text())["settings"]
     for name in ("RACE_ML_RETRAIN_SCHEDULE", "RACE_ML_PROMOTE_MARGIN"):
         assert name in example and name in infra
+
+
+def test_the_model_decided_with_is_the_promoted_one_or_for_the_past_the_latest_promoted(app):
+    """At T: the promoted model when trained before T; else the latest-promoted retired one
+    trained before T (a replay of the past); never a rolled-back, candidate or future one."""
+    day = timedelta(days=1)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def row(version: str, trained: int, status: str, promoted: int | None) -> MLModelRow:
+        return MLModelRow(
+            name="m", version=version, artifact=b"x", sha256="0" * 64, size_bytes=1,
+            trained_until=t0 + trained * day, train_start=t0, train_end=t0, test_start=t0,
+            test_end=t0, horizon=4, features=[], metrics={}, info={}, status=status,
+            created_at=t0, promoted_at=None if promoted is None else t0 + promoted * day,
+        )  # fmt: skip
+
+    with app.db.write() as session:
+        session.add_all(
+            [
+                row("old", 1, ml_models.RETIRED, 2),
+                row("older-later", 0, ml_models.RETIRED, 5),
+                row("undone", 3, ml_models.ROLLED_BACK, 6),
+                row("candidate", 3, ml_models.CANDIDATE, None),
+                row("current", 10, ml_models.PROMOTED, 11),
+            ]
+        )
+
+    def usable(at_day: int) -> str | None:
+        with app.db.read() as session:
+            found = ml_models.usable(session, "m", t0 + at_day * day)
+            return None if found is None else found.version
+
+    assert usable(12) == "current"  # trained before T: the promoted one
+    assert usable(10) == "current"  # trained exactly up to T
+    assert usable(4) == "older-later"  # the past: latest-promoted of those trained before T
+    assert usable(0) == "older-later"
+    assert usable(-1) is None  # nothing trained before T: never a model of T's future

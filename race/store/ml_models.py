@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, defer
 
 from race.store.tables import MLModelRow
@@ -154,9 +154,8 @@ def usable(session: Session, name: str, at: datetime) -> MLModelRow | None:
     data before ``at``; otherwise (a replay of the past) the latest-promoted model that
     was, among those promoted once and not rolled back from. Never a model of ``at``'s
     future."""
-    current = promoted(session, name)
-    if current is not None and current.trained_until <= at:
-        return current
+    # One query per decision (the ML agent asks at every one): the promoted model sorts
+    # first when it qualifies, else the latest-promoted of the others.
     return session.scalar(
         _listing()
         .where(
@@ -164,7 +163,11 @@ def usable(session: Session, name: str, at: datetime) -> MLModelRow | None:
             MLModelRow.status.in_((PROMOTED, RETIRED)),
             MLModelRow.trained_until <= at,
         )
-        .order_by(MLModelRow.promoted_at.desc(), MLModelRow.id.desc())
+        .order_by(
+            case((MLModelRow.status == PROMOTED, 0), else_=1),
+            MLModelRow.promoted_at.desc(),
+            MLModelRow.id.desc(),
+        )
         .limit(1)
     )
 
