@@ -91,9 +91,15 @@ def _sell_all(context: AgentContext, symbol: str) -> dict[str, Any] | None:
 
 
 class Baseline:
-    """Common shape: ``in_process`` agents are awaited directly by the engine."""
+    """Common shape: ``in_process`` agents are awaited directly by the engine.
+
+    ``answers_clean``: what a baseline says is built from the universe's validated symbols,
+    numbers and fixed text, so its decision records pass the sanitiser unchanged and the
+    engine skips it for them (tests/test_baselines_clean.py checks that over random markets).
+    """
 
     in_process = True
+    answers_clean = True
     name = "baseline"
     PARAMS: tuple[str, ...] = ("assets",)
     """The params this baseline reads; any other is refused, naming these."""

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
+from race.domain.lazy import cached
 from race.domain.model import Costs, MarketView, Portfolio, Provider, RiskLimits
 
 
@@ -47,7 +47,7 @@ class AgentContext:
     spent_today_usd: Decimal = Decimal(0)
     """What this agent's decisions earlier in T's UTC day cost (USD): for daily budgets."""
 
-    @cached_property
+    @cached
     def equity(self) -> Decimal:
         """Total equity at T (latest closes), computed once per context."""
         return self.portfolio.equity(self.market.marks)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
 
+from race.domain.lazy import cached
 from race.domain.money import ZERO, quantize
 
 
@@ -62,7 +62,7 @@ class MarketView:
     close_floats: Mapping[str, list[float]] | None = None
     """Closes as floats, when the caller already has them (a replay's candle tape)."""
 
-    @cached_property
+    @cached
     def prices(self) -> dict[str, Decimal]:
         """Latest close per asset, only where that close is fresh enough to trade on."""
         result: dict[str, Decimal] = {}
@@ -75,12 +75,12 @@ class MarketView:
             result[symbol] = last.close
         return result
 
-    @cached_property
+    @cached
     def marks(self) -> dict[str, Decimal]:
         """Latest close per asset regardless of age: for valuing a portfolio."""
         return {symbol: series[-1].close for symbol, series in self.candles.items() if series}
 
-    @cached_property
+    @cached
     def _closes(self) -> Mapping[str, list[float]]:
         if self.close_floats is not None:
             return self.close_floats

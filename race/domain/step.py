@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
 from race.domain.agent import AgentAnswer, AgentContext
+from race.domain.lazy import assemble, cached
 from race.domain.model import Action, Fill, MarketView, Portfolio, RiskNote
 from race.domain.money import ZERO, quantize
 from race.domain.parsing import parse_orders
@@ -90,13 +90,13 @@ class ViewSummary:
         self.primary = primary
         self.returns = returns
 
-    @cached_property
+    @cached
     def regime(self) -> str:
         if self.primary is None:
             return UNKNOWN
         return detect_regime(self.view.closes(self.primary), returns=self.returns)
 
-    @cached_property
+    @cached
     def conditions(self) -> dict[str, Any]:
         prices = {s: str(p) for s, p in sorted(self.view.marks.items())}
         change: dict[str, float | None] = {}
@@ -241,32 +241,39 @@ def judge(
     else:
         action, asset, quantity = Action.HOLD, None, None
     rationale = _rationale(answer, fallback_reason, action, asset)
-    decision = DecisionRecord(
-        cycle_time=context.cycle_time,
-        action=action,
-        asset=asset,
-        quantity=quantity,
-        rationale=truncate_text(rationale, MAX_TEXT),
-        cited_rules=[str(r)[:64] for r in answer.cited_rules][:20] if answer.cited_rules else [],
-        regime=(answer.regime or summary.regime)[:32],
-        market_conditions=summary.conditions,
-        value_before=before,
-        value_after=equity.total_value,
-        was_validated=not fallback and not notes,
-        notes=notes,
-        proposed_orders=_proposed(answer.orders) if answer.orders else [],
-        fallback=fallback,
-        fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
-        raw_output=None if answer.raw_output is None else truncate_text(answer.raw_output, MAX_RAW),
-        prompt=None if answer.prompt is None else truncate_text(answer.prompt, MAX_RAW),
-        model=answer.model,
-        latency_ms=answer.latency_ms,
-        prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens,
-        cost_usd=None if answer.cost_usd is None else quantize(answer.cost_usd),
-        confidence=answer.confidence,
-        details=answer.details,
-        model_version=_model_version(answer.model_version),
+    decision = assemble(
+        DecisionRecord,
+        dict(
+            cycle_time=context.cycle_time,
+            action=action,
+            asset=asset,
+            quantity=quantity,
+            rationale=truncate_text(rationale, MAX_TEXT),
+            cited_rules=[str(r)[:64] for r in answer.cited_rules][:20]
+            if answer.cited_rules
+            else [],
+            regime=(answer.regime or summary.regime)[:32],
+            market_conditions=summary.conditions,
+            value_before=before,
+            value_after=equity.total_value,
+            was_validated=not fallback and not notes,
+            notes=notes,
+            proposed_orders=_proposed(answer.orders) if answer.orders else [],
+            fallback=fallback,
+            fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
+            raw_output=None
+            if answer.raw_output is None
+            else truncate_text(answer.raw_output, MAX_RAW),
+            prompt=None if answer.prompt is None else truncate_text(answer.prompt, MAX_RAW),
+            model=answer.model,
+            latency_ms=answer.latency_ms,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost_usd=None if answer.cost_usd is None else quantize(answer.cost_usd),
+            confidence=answer.confidence,
+            details=answer.details,
+            model_version=_model_version(answer.model_version),
+        ),
     )
     return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)
 

@@ -25,6 +25,14 @@ from race.domain.money import SCALE, quantize
 _MAX_SQLITE = 2**63 - 1
 _EXACT = Context(prec=MAX_PREC)
 """Shifting a value's exponent at this precision never rounds."""
+_FORMAT_PROBES = tuple(
+    t.replace(tzinfo=None)
+    for t in (
+        datetime(2024, 2, 29, 23, 5, 9, tzinfo=UTC),
+        datetime(7, 1, 2, 3, 4, 5, 60, tzinfo=UTC),
+    )
+)
+"""Naive times SQLite's datetime format is checked against (a small year, microseconds)."""
 
 
 class Fixed(TypeDecorator[Decimal]):
@@ -124,6 +132,32 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        checked = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or checked is None:
+            return checked
+        # The hot path of every replay: a time already in UTC (what the race's own times
+        # and every stored time read back are) goes straight to SQLite's text form.
+        text = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
+        if text is None:
+            return checked
+        if all(text(t) == t.isoformat(" ", "microseconds") for t in _FORMAT_PROBES):
+            # SQLAlchemy's default SQLite format is ISO 8601 with a space and microseconds:
+            # datetime's own (C) formatting writes the same text.
+            def process(value: Any) -> Any:
+                if type(value) is datetime and value.tzinfo is UTC:
+                    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+                return checked(value)
+
+            return process
+
+        def formatted(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is UTC:
+                return text(value.replace(tzinfo=None))
+            return checked(value)
+
+        return formatted
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -15,6 +15,7 @@ from typing import Any
 from agents.asking import ask_within
 from race.clock import Clock
 from race.domain.agent import Agent, AgentAnswer, AgentContext, AgentSpec
+from race.domain.lazy import assemble
 from race.domain.model import Portfolio
 from race.domain.money import ZERO
 from race.domain.sanitize import sanitize_decision
@@ -113,16 +114,19 @@ class Deciding:
         spent_today: Decimal = ZERO,
     ) -> AgentContext:
         """:meth:`context` for a portfolio held in memory (a replay's latest step)."""
-        return AgentContext(
-            agent=spec,
-            cycle_time=cycle_time,
-            market=view,
-            portfolio=portfolio,
-            limits=self.limits,
-            costs=self.costs,
-            allowed_assets=tuple(symbols),
-            starting_capital=starting_capital,
-            spent_today_usd=spent_today,
+        return assemble(  # the hot path of a replay: AgentContext(...) without its setattrs
+            AgentContext,
+            {
+                "agent": spec,
+                "cycle_time": cycle_time,
+                "market": view,
+                "portfolio": portfolio,
+                "limits": self.limits,
+                "costs": self.costs,
+                "allowed_assets": tuple(symbols),
+                "starting_capital": starting_capital,
+                "spent_today_usd": spent_today,
+            },
         )
 
     async def decide(
@@ -135,12 +139,14 @@ class Deciding:
     ) -> StepResult:
         """Ask the agent (``agent``, or the one built for ``spec``; bounded by ``semaphore``
         when given) and judge its answer: the step to store."""
+        chosen = self._chosen(spec, agent)
         if semaphore is None:
-            answer, failure = await self.ask(self._chosen(spec, agent), context)
+            answer, failure = await self.ask(chosen, context)
         else:
             async with semaphore:
-                answer, failure = await self.ask(self._chosen(spec, agent), context)
-        return self.step(context, answer, failure, summary)
+                answer, failure = await self.ask(chosen, context)
+        clean = failure is None and getattr(chosen, "answers_clean", False) is True
+        return self.step(context, answer, failure, summary, clean=clean)
 
     def _chosen(self, spec: AgentSpec, agent: Agent | str | None) -> Agent | str:
         return self.agent_for(spec) if agent is None else agent
@@ -151,14 +157,20 @@ class Deciding:
         answer: AgentAnswer | None,
         failure: str | None,
         summary: ViewSummary,
+        *,
+        clean: bool = False,
     ) -> StepResult:
         """The step to store for an agent's answer: secrets redacted from the answer before
-        it is judged (so no bound cuts a key to a prefix), the record sanitised after."""
+        it is judged (so no bound cuts a key to a prefix), the record sanitised after.
+
+        ``clean``: the answer came from an agent whose answers are clean by construction
+        (``answers_clean``: the baselines, whose text is built from validated symbols and
+        numbers), so its record passes the sanitiser unchanged and skips it."""
         if failure is not None:
             failure = self.policy.redact(failure)
         if isinstance(answer, AgentAnswer) and self.policy:
             answer = self._redact_answer(answer)
-        return self._scrub(judge(context, answer, failure=failure, summary=summary))
+        return self._scrub(judge(context, answer, failure=failure, summary=summary), clean)
 
     def _redact_answer(self, answer: AgentAnswer) -> AgentAnswer:
         clean = self.policy.redact_value  # strings, nested lists and mappings; else as is
@@ -166,11 +178,11 @@ class Deciding:
         more = ("regime", "fallback_reason", "details")
         return replace(answer, **{f: clean(getattr(answer, f)) for f in fields + more})
 
-    def _scrub(self, step: StepResult) -> StepResult:
-        """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`)
-        and every configured secret removed from its text (an agent or a provider may echo
-        a key back; it must never reach the database)."""
-        d = sanitize_decision(step.decision)
+    def _scrub(self, step: StepResult, clean: bool = False) -> StepResult:
+        """The decision as stored: sanitised (:func:`race.domain.sanitize.sanitize_decision`,
+        unless ``clean``) and every configured secret removed from its text (an agent or a
+        provider may echo a key back; it must never reach the database)."""
+        d = step.decision if clean else sanitize_decision(step.decision)
         if not self.policy:
             return step if d is step.decision else replace(step, decision=d)
         clean = self.policy.redact_value

@@ -30,6 +30,8 @@ from race.usecases.spending import SpendTracker
 
 MAX_CONFLICTS = 5
 """Chunks lost to another run (a live cycle moving the same portfolios) before giving up."""
+YIELD_EVERY = 16
+"""Cycles decided between two yields to the event loop (see :func:`_decide_chunk`)."""
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,11 @@ async def _decide_chunk(run: Replay, position: int, limits: ChunkLimits) -> Chun
     chunk = Chunk(batches={s.id: repo.AgentBatch(states[s.id]) for s in specs}, stop=position)
     batches = chunk.batches
     while chunk.stop < len(times):
-        # In-process agents never suspend: yield to the loop once per cycle so a
+        # In-process agents never suspend: yield to the loop every few cycles so a
         # Ctrl-C (asyncio.run cancels the main task) stops the replay here, with
         # the committed chunks kept, instead of after the last cycle.
-        await asyncio.sleep(0)
+        if (chunk.stop - position) % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         cycle_time = times[chunk.stop]
         chunk.stop += 1
         due = [
