@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -213,3 +214,19 @@ def test_backfill_of_named_agents_only(seeded, capsys):
         == 2
     )
     assert "unknown agent(s): Nobody" in capsys.readouterr().err
+
+
+def test_the_cli_starts_without_the_web_stack():
+    """Every CLI process (a backfill restarted after a kill, each test's subprocess) starts
+    without importing FastAPI: only the commands that serve or show an API record load it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from race.cli import build_parser; build_parser(); "
+        "loaded = [m for m in ('fastapi', 'starlette', 'race.api') if m in sys.modules]; "
+        "sys.exit(', '.join(loaded) or None)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from race.api import analysis_models as a
-from race.api.analysis_views import decision_detail
 from race.cli._common import open_app
 from race.store.reads import agents as agent_reads
 from race.store.reads import analysis as reads
+
+if TYPE_CHECKING:  # the API (FastAPI and every router) is imported only when a record is shown
+    from race.api import analysis_models as a
 
 
 def register(commands: Any) -> None:
@@ -61,6 +62,8 @@ def _decision_id(text: str) -> int:
 
 def load(decision_id: int) -> a.DecisionDetail:
     """The decision's record as the API serves it; ``LookupError`` when there is none."""
+    from race.api.analysis_views import decision_detail
+
     app = open_app()
     with app.db.read() as session:
         found = reads.decision_detail(session, decision_id)
