@@ -23,7 +23,6 @@ Pure functions, Decimal only; the caller queries the history and stores what is 
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -111,11 +110,12 @@ class _History:
             if at >= when:
                 continue
             if len(recent) < wanted:
-                bisect.insort(recent, close)
+                recent.append(close)
             if at >= window_start:
                 window.append(close)
             elif len(recent) >= wanted:
                 break
+        recent.sort()  # once, not an insertion per close
         return recent, window
 
 
