@@ -186,3 +186,28 @@ def test_behaviour_defaults_to_no_marks_and_no_prices() -> None:
     assert b.calibration is not None and [x.decisions for x in b.calibration] == [0] * 5
     assert b.turnover == 0.5 and b.turnover_per_day == 2.0 and b.trades_per_day == 4.0
     assert b.fallbacks == 0 and b.decisions == 1 and b.trades == 1
+
+
+def test_a_period_of_one_microsecond_is_a_period() -> None:
+    snaps = [Snap(T0, D(80), D(20)), Snap(T0 + US, D(50), D(50))]
+    assert exposure(snaps) == 0.25
+    assert mean_equity(snaps) == D(80)
+
+
+def test_half_a_unit_closed_is_a_holding_time() -> None:
+    trades = [
+        Trade(T0, "BTC", Side.BUY, D(1), D(10), D(0)),
+        Trade(T0 + 2 * H, "BTC", Side.SELL, D("0.5"), D(5), D(0)),
+    ]
+    assert holding_hours(trades) == 2.0
+
+
+def test_moves_of_prices_below_one() -> None:
+    prices = [(T0, D("0.5")), (T0 + H, D("0.6")), (T0 + 2 * H, D("0.3"))]
+    assert next_move(prices, T0) == D("0.2")
+    assert next_move(prices, T0 + H) == D("-0.5")
+
+
+def test_each_asset_pnl_names_its_asset() -> None:
+    pnl = pnl_by_asset([Trade(T0, "ETH", Side.BUY, D(1), D(10), D(0))], {"ETH": D(10)})
+    assert pnl["ETH"].asset == "ETH" and pnl["ETH"].total == D(0)

@@ -50,3 +50,8 @@ def test_the_pnl_per_usd_is_rounded_to_the_money_scale() -> None:
     assert loss.pnl_per_usd == D(-4)
     assert loss.return_pct_per_usd == -4.0
     assert loss.return_pct_per_million_tokens == -1.0
+
+
+def test_a_negative_zero_spend_is_reported_as_zero() -> None:
+    e = efficiency(D(100), D(101), D("-0"), 10, 0)
+    assert str(e.spend_usd) == "0" and e.pnl_per_usd is None

@@ -148,3 +148,13 @@ def test_exactly_five_percent_of_zero_variance_resamples_still_give_an_interval(
     ]
     reasons = {s.reasons.get("sharpe_ci") for s in over}
     assert "6 of 100 resamples have zero variance (more than 5%)" in reasons
+
+
+def test_a_psr_of_exactly_the_threshold_is_significant() -> None:
+    # twelve daily returns shifted until the PSR lands on 0.95 itself (found by bisection)
+    base = [0.0019, -0.0052, -0.0041, -0.0244, 0.018, 0.0114]
+    base += [-0.0033, 0.0077, 0.0028, -0.0055, 0.0098, -0.0031]
+    shift = 0.006419344721373807
+    s = significance(_daily([b + shift for b in base]), origin=100.0, resamples=20)
+    assert s.psr == 0.95 and s.significant is True
+    assert s.n_returns == 12 and s.block_length == 3
