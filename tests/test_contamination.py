@@ -8,6 +8,7 @@ import pytest
 
 from race.domain.contamination import (
     KNOWN_CUTOFFS,
+    ContaminationFlag,
     contamination,
     cutoff_of,
     cutoff_table,
@@ -119,4 +120,89 @@ def test_flag_unknown_or_no_model() -> None:
     assert contamination("gpt-4o", start, {}).possibly_contaminated is None
     assert contamination("Meta-Llama/Llama-3.3-70B-Instruct-Turbo", start).cutoff == date(
         2023, 12, 31
+    )
+
+
+def test_the_whole_known_table() -> None:
+    december_2023 = date(2023, 12, 31)
+    october_2023 = date(2023, 10, 31)
+    june_2024 = date(2024, 6, 30)
+    assert {
+        "llama-3.3-70b-versatile": december_2023,
+        "llama-3.3-70b-instruct-turbo": december_2023,
+        "llama-3.3-70b-instruct": december_2023,
+        "llama-3.1-8b-instant": december_2023,
+        "llama-3.1-8b-instruct": december_2023,
+        "llama-3.1-70b-instruct": december_2023,
+        "llama-3.1-405b-instruct": december_2023,
+        "meta-llama-3-8b-instruct": date(2023, 3, 31),
+        "meta-llama-3-70b-instruct": december_2023,
+        "llama3-8b-8192": date(2023, 3, 31),
+        "llama3-70b-8192": december_2023,
+        "gpt-4o": october_2023,
+        "gpt-4o-2024-05-13": october_2023,
+        "gpt-4o-2024-08-06": october_2023,
+        "gpt-4o-mini": october_2023,
+        "gpt-4o-mini-2024-07-18": october_2023,
+        "gpt-4.1": june_2024,
+        "gpt-4.1-mini": june_2024,
+        "gpt-4.1-nano": june_2024,
+    } == KNOWN_CUTOFFS
+
+
+def test_normalise_keeps_only_the_last_path_part() -> None:
+    assert normalise("a/b/GPT-4o") == "gpt-4o"
+    assert normalise("org/ sub/ Model ") == "model"
+    assert normalise("Model") == "model"
+
+
+def test_parse_errors_word_for_word() -> None:
+    with pytest.raises(ValueError) as bad_form:
+        parse_cutoff("2023/02")
+    assert str(bad_form.value) == "cut-off '2023/02' must be YYYY-MM-DD or YYYY-MM"
+    with pytest.raises(ValueError) as bad_month:
+        parse_cutoff("2023-13")
+    assert str(bad_month.value).startswith("cut-off '2023-13' is not a date: ")  # + Python's words
+    with pytest.raises(ValueError) as bad_day:
+        parse_cutoff("2023-02-29")
+    assert str(bad_day.value).startswith("cut-off '2023-02-29' is not a date: ")
+    with pytest.raises(ValueError) as no_model:
+        parse_cutoffs(" =2024-01")
+    assert str(no_model.value) == (
+        "cut-off entry ' =2024-01' must look like model=YYYY-MM-DD, "
+        "e.g. llama-3.3-70b-versatile=2023-12-31"
+    )
+    with pytest.raises(ValueError) as bad_date:
+        parse_cutoffs("m=2024")
+    assert str(bad_date.value) == (
+        "cut-off entry 'm=2024': cut-off '2024' must be YYYY-MM-DD or YYYY-MM"
+    )
+
+
+def test_the_flags_word_for_word() -> None:
+    start = datetime(2024, 6, 30, 12, tzinfo=UTC)
+    assert contamination("GPT-4.1", start) == ContaminationFlag(
+        "GPT-4.1",
+        date(2024, 6, 30),
+        True,
+        "race starts 2024-06-30, on or before the training cut-off 2024-06-30 of 'GPT-4.1': "
+        "the model may have seen these prices",
+    )
+    assert contamination("gpt-4.1", start + timedelta(days=1)) == ContaminationFlag(
+        "gpt-4.1",
+        date(2024, 6, 30),
+        False,
+        "race starts 2024-07-01, after the training cut-off 2024-06-30",
+    )
+    assert contamination("mystery", start) == ContaminationFlag(
+        "mystery", None, None, "training cut-off of 'mystery' unknown"
+    )
+    nothing = ContaminationFlag(None, None, None, "no language model: nothing to remember")
+    assert contamination(None, start) == nothing
+    assert contamination(" ", start) == nothing
+    assert cutoff_of(" ", KNOWN_CUTOFFS) is None and cutoff_of(None, KNOWN_CUTOFFS) is None
+    with pytest.raises(ValueError) as naive:
+        contamination("gpt-4o", datetime(2024, 1, 1))
+    assert str(naive.value) == (
+        "race start must be timezone-aware (UTC), got naive 2024-01-01T00:00:00"
     )

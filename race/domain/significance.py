@@ -156,7 +156,9 @@ def significance(
     n = r.shape[0]
     ppy = periods if periods is not None else periods_per_year(points)
     reasons: dict[str, str] = {}
-    if n < MIN_RETURNS:
+    stats = moments(r.tolist())
+    # ≥ MIN_RETURNS returns means ≥ 2 distinct times (a period) and ≥ 2 values (moments)
+    if n < MIN_RETURNS or ppy is None or stats is None:
         why = f"too few points: {n} returns, at least {MIN_RETURNS} needed"
         return Significance(
             n_returns=n,
@@ -169,7 +171,6 @@ def significance(
     length = block_length(n)
     starts = block_starts(n, length, resamples, seed)
     total = finite(float(np.prod(1.0 + r)) - 1.0)
-    stats = moments(r.tolist())
     total_ci = _total_return_interval(r, starts, length, stats, total, reasons)
     sharpe, sharpe_ci = _sharpe_and_interval(r, starts, length, ppy, stats, reasons)
     psr, trl = _psr_and_trl(stats, reasons)
@@ -197,15 +198,12 @@ def significance(
     )
 
 
-def _track_record_days(
-    trl: float | None, ppy: float | None, reasons: dict[str, str]
-) -> float | None:
-    """The minimum track record length in days (None, with its reason, when undefined)."""
-    if trl is not None and ppy is not None:
+def _track_record_days(trl: float | None, ppy: float, reasons: dict[str, str]) -> float | None:
+    """The minimum track record length in days (None, with the track record's reason, when
+    that is undefined)."""
+    if trl is not None:
         return finite(trl * 365.0 / ppy)
-    reasons["min_track_record_days"] = reasons.get(
-        "min_track_record", "no period length (fewer than two distinct times)"
-    )
+    reasons["min_track_record_days"] = reasons["min_track_record"]
     return None
 
 
@@ -240,7 +238,7 @@ def _total_return_interval(
     r: npt.NDArray[np.float64],
     starts: npt.NDArray[np.int64],
     length: int,
-    stats: Moments | None,
+    stats: Moments,
     total: float | None,
     reasons: dict[str, str],
 ) -> Interval | None:
@@ -248,7 +246,7 @@ def _total_return_interval(
     if logs is None:
         reasons["total_return_ci"] = "the curve reached zero: no log growth to resample"
         return None
-    if stats is not None and stats.std <= ZERO_STD and total is not None:
+    if stats.std <= ZERO_STD and total is not None:
         # Every resample of a constant series is the series itself: the distribution is
         # the point (computed from sums it would scatter by rounding alone).
         return Interval(total, total)
@@ -273,14 +271,11 @@ def _sharpe_and_interval(
     r: npt.NDArray[np.float64],
     starts: npt.NDArray[np.int64],
     length: int,
-    ppy: float | None,
-    stats: Moments | None,
+    ppy: float,
+    stats: Moments,
     reasons: dict[str, str],
 ) -> tuple[float | None, Interval | None]:
-    if ppy is None:
-        reasons["sharpe"] = reasons["sharpe_ci"] = "no period length to annualise with"
-        return None, None
-    per_period = stats.sharpe if stats is not None else None
+    per_period = stats.sharpe
     if per_period is None:
         reasons["sharpe"] = reasons["sharpe_ci"] = "zero variance: the Sharpe ratio is undefined"
         return None, None
@@ -295,11 +290,9 @@ def _sharpe_and_interval(
     return sharpe, quantile_interval(samples)
 
 
-def _psr_and_trl(
-    stats: Moments | None, reasons: dict[str, str]
-) -> tuple[float | None, float | None]:
-    sr = stats.sharpe if stats is not None else None
-    if stats is None or sr is None or stats.skewness is None or stats.kurtosis is None:
+def _psr_and_trl(stats: Moments, reasons: dict[str, str]) -> tuple[float | None, float | None]:
+    sr = stats.sharpe
+    if sr is None or stats.skewness is None or stats.kurtosis is None:
         why = "zero variance: the Sharpe ratio is undefined"
         reasons["psr"] = reasons["min_track_record"] = reasons["significant"] = why
         return None, None
