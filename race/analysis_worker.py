@@ -3,9 +3,9 @@
 Analysing a big race (reading 1.3 M snapshots, bootstrapping each curve and each pair of
 neighbouring ranks) is seconds of pure-Python and numpy work; in a thread of the API process
 it holds the GIL the request threads need, so every answer slows while it runs. Here it runs
-in one worker process (``spawn``, created on the first refresh, shut down by
-:meth:`Analyser.close <race.analysis_cache.Analyser.close>`): the parent sends a
-:class:`Job` — how to read the database (:class:`Source`), the cut-off table, the records of
+in one worker process (``spawn``, at a lower CPU priority, created on the first refresh,
+shut down by :meth:`Analyser.close <race.analysis_cache.Analyser.close>`): the parent sends
+a :class:`Job` — how to read the database (:class:`Source`), the cut-off table, the records of
 the agents to analyse, the pairs of ranks to compare and the cached curves those pairs need
 — and gets back a :class:`Result` it caches exactly as the in-process computation would.
 The same functions compute both (:func:`race.analysis._analyse`, :func:`compare_curves`),
@@ -14,6 +14,7 @@ with the same seeds, so the figures are identical.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from dataclasses import dataclass, field
@@ -73,10 +74,18 @@ def compare_curves(upper: _Curve, lower: _Curve) -> Comparison:
     return compare(upper.points(), lower.points(), origin_a=upper.origin, origin_b=lower.origin)
 
 
+WORKER_NICENESS = 10
+"""How much lower the worker's CPU priority is than the API's: where cores are few, the
+requests go first and the analytics take what is left (they are never waited for)."""
+
+
 def quiet_worker() -> None:
     """The worker's initializer: Ctrl-C in a terminal reaches the whole process group, but
-    the parent alone decides when the worker stops (no traceback from the worker)."""
+    the parent alone decides when the worker stops (no traceback from the worker); and the
+    worker yields the CPU to the API (:data:`WORKER_NICENESS`, where the OS has priorities)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
+        os.nice(WORKER_NICENESS)
 
 
 def run(job: Job) -> Result:

@@ -20,6 +20,7 @@ from sqlalchemy import update
 from race import analysis_cache
 from race.analysis import ranked_records
 from race.analysis_cache import Analyser
+from race.analysis_worker import WORKER_NICENESS
 from race.api import create_api, queries
 from race.bootstrap import App, bootstrap
 from race.store.database import Database
@@ -78,6 +79,10 @@ def test_the_refresh_runs_in_a_worker_and_equals_the_in_process_figures(race):
     refreshed(analyser, app.db, ranked)
     assert analyser.worker_pid is not None and analyser.worker_pid != os.getpid()
     assert analyser.worker_pid in children()
+    if hasattr(os, "getpriority"):  # the worker yields the CPU to the requests
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        worker = os.getpriority(os.PRIO_PROCESS, analyser.worker_pid)
+        assert worker == min(19, own + WORKER_NICENESS)
     assert not analyser.stale(ranked) and analyser.misses == len(ranked)
     analyses, steps = analyser.latest(ranked)
     expected_analyses, expected_steps = in_process(app, ranked)
