@@ -261,6 +261,22 @@ class Analyser:
     def _submit(self, job: Job) -> Future[Result] | None:
         """The job sent to the worker process (started if need be); None when no process
         can be started here (the caller computes in its thread, as will later refreshes)."""
+        pool = self._worker()
+        try:
+            try:
+                return pool.submit(run, job)
+            except BrokenProcessPool:  # the worker died since the last refresh: a new one
+                self._drop(pool)
+                pool = self._worker()
+                return pool.submit(run, job)
+        except (OSError, NotImplementedError) as exc:
+            log.warning("analytics computed in this process: no worker process (%s)", exc)
+            self.in_process = True
+            self._drop(pool)
+            return None
+
+    def _worker(self) -> ProcessPoolExecutor:
+        """The pool of the one worker process (which starts with the first job)."""
         with self._lock:
             if self._closed:
                 raise RefreshFailed("the analyser is closed")
@@ -268,23 +284,18 @@ class Analyser:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=get_context("spawn"), initializer=quiet_worker
                 )
-            pool = self._pool
-        try:
-            return pool.submit(run, job)
-        except (OSError, NotImplementedError) as exc:
-            log.warning("analytics computed in this process: no worker process (%s)", exc)
-            self.in_process = True
-            with self._lock:
+            return self._pool
+
+    def _drop(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
                 self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-            return None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, BrokenProcessPool):  # the worker died: the next refresh starts one
-            with self._lock:
-                broken, self._pool = self._pool, None
-            if broken is not None:
-                broken.shutdown(wait=False, cancel_futures=True)
+        pool = self._pool
+        if isinstance(exc, BrokenProcessPool) and pool is not None:  # the worker died
+            self._drop(pool)  # the next refresh starts a new one
         if self._closed:
             log.info("analytics refresh abandoned: the analyser is closed")
             return
