@@ -24,8 +24,9 @@ The cache holds one entry per agent, so its size is bounded by the number of age
 The leaderboard computes small stale work (≤ ``INLINE_SNAPSHOTS`` snapshots in all) within
 the request; above that it never waits: it serves what is cached (``latest``; an agent
 analysed one cycle ago shows that cycle's figures, with ``analyticsAsOf``) and starts one
-background refresh (``refresh``). The per-agent endpoints and :func:`analyse` compute what
-is missing before they answer.
+background refresh (``refresh``), computed in a worker process (:mod:`race.analysis_worker`)
+so that it does not hold the request threads' GIL. The per-agent endpoints and
+:func:`analyse` compute what is missing before they answer.
 """
 
 from __future__ import annotations

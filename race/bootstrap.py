@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,20 @@ class App:
     warmed: WarmUp | None = field(default=None, init=False, repr=False)
     """What the warm-up did, once :meth:`warmed_up` has run it."""
     _warming: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _closing: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
+
+    def on_close(self, step: Callable[[], None]) -> None:
+        """Run ``step`` when the app closes, before the database is disposed (the API's
+        analytics worker process is stopped so)."""
+        self._closing.append(step)
 
     def close(self) -> None:
+        while self._closing:
+            step = self._closing.pop()
+            try:
+                step()
+            except Exception:  # closing goes on: the database is still disposed
+                log.warning("a close step failed", exc_info=True)
         self.telemetry.flush()
         self.db.dispose()
 

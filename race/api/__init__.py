@@ -100,6 +100,7 @@ def create_api(
         read_timeout=app.settings.db_read_timeout_seconds,
         analyser=Analyser.from_settings(app.settings),
     )
+    app.on_close(context.analyser.close)  # its worker process, if a refresh started one
     api.state.race = app
     api.state.jobs = runner
     api.state.curves = context.curves
