@@ -4,7 +4,6 @@ bought, and the money rounding of the per-asset figures."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,18 +22,12 @@ from race.domain.behaviour import (
     turnover,
 )
 from race.domain.model import Action, Side
+from tests.test_behaviour import Snap
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
 US = timedelta(microseconds=1)
 D = Decimal
-
-
-@dataclass(frozen=True)
-class Snap:
-    time: datetime
-    total_value: Decimal
-    positions_value: Decimal
 
 
 def test_exposure_is_exactly_the_microsecond_weighted_mean() -> None:
