@@ -67,6 +67,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     app = open_app(require_schema=False)
     app.db.upgrade(args.revision)
     print(f"database {app.db.describe()} at revision {app.db.current_revision()}")
+    if app.db.has_table("races"):
+        from race.races import record_live_race
+
+        filled = record_live_race(app.db, app.settings, app.clock)
+        if filled:
+            print(f"live race: recorded {', '.join(filled)} from the settings (now frozen)")
     return 0
 
 

@@ -75,6 +75,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     app = open_app(require_schema=False)
     print(f"database: {app.db.describe()}")
     app.db.upgrade()
+    from race.races import record_live_race
+
+    record_live_race(app.db, app.settings, app.clock)
     created = seed(app)
     if created:
         print(f"seeded agents: {', '.join(created)}")
