@@ -3,7 +3,9 @@ deleting races. The SQL lives in :mod:`race.store.races`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from race.clock import Clock
 from race.domain.race import Race, RaceRules
@@ -11,6 +13,10 @@ from race.schedule import next_time
 from race.settings import Settings
 from race.store import races as race_rows
 from race.store.database import Database
+
+if TYPE_CHECKING:
+    from race.bootstrap import App
+    from race.engine import RaceEngine
 
 
 class RaceError(ValueError):
@@ -75,3 +81,51 @@ def delete_race(db: Database, ref: str) -> RaceSummary:
     with db.write() as session:
         race_rows.delete_race(session, summary.race.id)
     return summary
+
+
+def race_settings(settings: Settings, race: Race) -> Settings:
+    """``settings`` with the race's frozen rules and starting capital in place."""
+    update: dict[str, object] = {}
+    if race.rules is not None:
+        update.update(race.rules.to_settings())
+    if race.starting_capital is not None:
+        update["starting_capital"] = race.starting_capital
+    return settings.model_copy(update=update)
+
+
+def engine_for(app: App, race: Race) -> RaceEngine:
+    """The engine of ``race``: its cycles, backfills and marks write that race's rows, judged
+    by its rules (the live race: the app's own engine)."""
+    if race.is_live:
+        return app.engine
+    from race.engine import RaceEngine
+
+    assert app.build_agent is not None
+    return RaceEngine(
+        app.db,
+        race_settings(app.settings, race),
+        app.build_agent,
+        clock=app.clock,
+        telemetry=app.telemetry,
+        race_id=race.id,
+    )
+
+
+def create_race(
+    db: Database, new: race_rows.NewRace, agent_ids: Sequence[int], clock: Clock
+) -> Race:
+    """A new race with ``agent_ids`` as its participants, each with a portfolio of the
+    race's starting capital; one transaction. :class:`RaceError` when the name is taken."""
+    if new.starting_capital is None:
+        raise RaceError("a new race needs its starting capital")
+    now = clock.now()
+    with db.write() as session:
+        if race_rows.by_name(session, new.name) is not None:
+            raise RaceError(f"a race named {new.name!r} already exists")
+        race_id = race_rows.insert(session, new, now)
+        for agent_id in agent_ids:
+            race_rows.enter(session, race_id, agent_id, new.starting_capital, now)
+    with db.read() as session:
+        created = race_rows.get(session, race_id)
+    assert created is not None
+    return created

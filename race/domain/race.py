@@ -63,6 +63,10 @@ class RaceRules:
             max_order_quantity=self.max_order_quantity,
         )
 
+    def to_settings(self) -> dict[str, Any]:
+        """The settings' fields of these rules (``RACE_FEE_RATE``…), by their names there."""
+        return asdict(self)
+
     def to_json(self) -> dict[str, Any]:
         """Decimals as strings (exact), the count as a number."""
         return {

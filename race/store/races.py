@@ -183,6 +183,27 @@ def join(session: Session, race_id: int, agent_id: int) -> None:
         session.add(RaceParticipantRow(race_id=race_id, agent_id=agent_id))
 
 
+def enter(
+    session: Session, race_id: int, agent_id: int, starting_capital: Decimal, now: datetime
+) -> None:
+    """``agent_id`` joins the race with a portfolio (all cash) and empty stats there."""
+    from race.store.agent_stats import empty_stats
+
+    join(session, race_id, agent_id)
+    session.add(
+        PortfolioRow(
+            race_id=race_id,
+            agent_id=agent_id,
+            cash=starting_capital,
+            starting_capital=starting_capital,
+            as_of=None,
+            version=0,
+            created_at=now,
+        )
+    )
+    session.add(empty_stats(race_id, agent_id, starting_capital))
+
+
 def participants(session: Session, race_id: int) -> list[int]:
     query = select(RaceParticipantRow.agent_id).where(RaceParticipantRow.race_id == race_id)
     return list(session.scalars(query.order_by(RaceParticipantRow.agent_id)))

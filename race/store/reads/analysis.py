@@ -47,6 +47,7 @@ class DecisionDetail:
     confidence: float | None
     details: dict[str, Any] | None
     model_version: str | None
+    race_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def decision_detail(session: Session, decision_id: int) -> DecisionDetail | None
         confidence=d.confidence,
         details=d.details,
         model_version=d.model_version,
+        race_id=d.race_id,
     )
 
 

@@ -52,6 +52,8 @@ class AgentRecord:
     created_at: datetime
     starting_capital: Decimal
     stats: StoredStats | None
+    race_id: int | None = None
+    """The race the portfolio and stats are of."""
 
 
 def _stats(row: AgentStatsRow) -> StoredStats:
@@ -104,6 +106,7 @@ def agent_records(
             created_at=agent.created_at,
             starting_capital=starting,
             stats=None if stats is None else _stats(stats),
+            race_id=race,
         )
         for agent, starting, stats in session.execute(query)
     ]
