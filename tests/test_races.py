@@ -5,6 +5,7 @@ read for a race asked with ``?race=`` (the live race without it) and lists the r
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -221,3 +222,58 @@ def test_a_bad_race_is_a_json_error(sqlite_app: App, query: str, status: int, me
     assert client.get("/api/races/999").status_code == 404
     assert "no race 999" in client.get("/api/races/999").json()["message"]
     assert client.get("/api/races/x").status_code == 400
+
+
+def test_the_cli_lists_shows_and_deletes_races(
+    two: Two, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from race.cli import main
+
+    monkeypatch.setenv("RACE_DATABASE_URL", two.app.settings.database_url)
+    assert main(["races", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in listed[1:]] == [
+        [str(two.live), "live", "live"],
+        [str(two.backtest), "bt", "backtest"],
+    ]
+    assert main(["races", "show", "bt", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["counts"]["decisions"] == 42 and shown["rules"]["feeRate"] == 0.002
+    assert main(["leaderboard", "--race", "bt", "--json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert {e["agent"]["id"] for e in board} == {str(i) for i in two.agents.values()}
+    assert main(["leaderboard", "--race", str(two.backtest)]) == 0
+    assert "Buy & Hold" in capsys.readouterr().out
+    live_before = _rows(two.app, two.live)
+    assert main(["races", "delete", "bt"]) == 0
+    assert "deleted race" in capsys.readouterr().out
+    assert _rows(two.app, two.live) == live_before
+    assert _rows(two.app, two.backtest) == dict.fromkeys(live_before, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["races", "show", "nope"], "error: no race 'nope'"),
+        (["races", "delete", "nope"], "error: no race 'nope'"),
+        (["races", "delete", "live"], "error: race 'live' is the live race"),
+        (["leaderboard", "--race", "nope"], "error: no race 'nope'"),
+        (["leaderboard", "--race", "999", "--json"], "error: no race '999'"),
+    ],
+)
+def test_cli_bad_races_are_one_line_and_exit_2(
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    from race.cli import main
+
+    monkeypatch.setenv("RACE_DATABASE_URL", sqlite_url)
+    assert main(["db", "upgrade"]) == 0  # the live race exists, with its rules recorded
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1

@@ -116,6 +116,13 @@ def get_race(race_id: RaceId, context: Context) -> RaceDetail:
             raise ApiError(404, f"no race {int(text)}")
         counts = race_rows.counts(session, race.id)
         participants = race_rows.participants(session, race.id)
+    return race_detail(race, counts, participants)
+
+
+def race_detail(
+    race: domain.Race, counts: race_rows.RaceCounts, participants: list[int]
+) -> RaceDetail:
+    """A race with its participants and counts (the API's and ``races show --json``)."""
     return RaceDetail(
         **race_summary(race).model_dump(),
         participants=[str(agent_id) for agent_id in participants],
