@@ -3,6 +3,7 @@ deleting races. The SQL lives in :mod:`race.store.races`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,6 +18,9 @@ from race.store.database import Database
 if TYPE_CHECKING:
     from race.bootstrap import App
     from race.engine import RaceEngine
+
+
+log = logging.getLogger("race.races")
 
 
 class RaceError(ValueError):
@@ -38,9 +42,23 @@ def live_settings(settings: Settings, clock: Clock) -> race_rows.LiveSettings:
 
 def record_live_race(db: Database, settings: Settings, clock: Clock) -> list[str]:
     """The live race exists and has recorded what it runs with (filled once, from these
-    settings, where the migration left it empty; then frozen). The fields filled."""
+    settings, where the migration left it empty; then frozen). The fields filled. Recorded
+    rules that differ from the settings are logged: the live race keeps running by the
+    settings (as it always has), and its recorded rules say what it started with."""
+    live = live_settings(settings, clock)
     with db.write() as session:
-        return race_rows.record_live_settings(session, live_settings(settings, clock), clock.now())
+        filled = race_rows.record_live_settings(session, live, clock.now())
+        race = race_rows.get(session, race_rows.ensure_live(session, clock.now()))
+    if race is not None and race.rules is not None and race.rules != live.rules:
+        changed = sorted(
+            key for key, value in live.rules.to_json().items() if race.rules.to_json()[key] != value
+        )
+        log.warning(
+            "the live race recorded other rules than the settings now give (%s): it runs by "
+            "the settings; `python -m race races show live` shows what it started with",
+            ", ".join(changed),
+        )
+    return filled
 
 
 def find_race(db: Database, ref: str) -> Race:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -136,7 +137,9 @@ def test_deleting_a_race_removes_all_of_it_and_refuses_the_live_race(two: Two) -
         assert session.scalar(select(func.count()).select_from(RaceRow)) == 1
 
 
-def test_the_live_race_records_the_settings_once(two: Two) -> None:
+def test_the_live_race_records_the_settings_once(
+    two: Two, caplog: pytest.LogCaptureFixture
+) -> None:
     app = two.app
     assert set(record_live_race(app.db, app.settings, app.clock)) == {
         "rules",
@@ -149,6 +152,13 @@ def test_the_live_race_records_the_settings_once(two: Two) -> None:
         live = race_rows.get(session, two.live)
     assert live is not None and live.rules == RaceRules.of(app.settings.costs, app.settings.limits)
     assert live.interval_seconds == 900 and live.universe == ("BTC", "ETH")
+    # Settings changed since: the recorded rules stay, and the difference is logged.
+    other = app.settings.model_copy(update={"fee_rate": Decimal("0.002")})
+    with caplog.at_level(logging.WARNING, logger="race.races"):
+        assert record_live_race(app.db, other, app.clock) == []
+    assert "other rules than the settings now give (fee_rate)" in caplog.text
+    with app.db.read() as session:
+        assert race_rows.get(session, two.live) == live
 
 
 def _get(client: TestClient, path: str, status: int = 200) -> Any:
