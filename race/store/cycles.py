@@ -100,7 +100,7 @@ def record_skipped(
 ) -> None:
     """The cycle as ``skipped`` with ``reason``: a new row, or a row without a pinned view
     and without decisions (anything else is left as it is)."""
-    key = _key(session, race_id, cycle_time)
+    key = races.resolve_for_write(session, race_id, now), cycle_time
     row = session.get(CycleRow, key)
     if row is None:
         session.add(
@@ -136,7 +136,7 @@ def claim(
     """Create the cycle's row, or pin the view on a row that has none (rows written
     before migration 0005, backfill rows); compare-and-set, so concurrent runs agree.
     Returns the view pinned on the row."""
-    race = races.resolve(session, race_id)
+    race = races.resolve_for_write(session, race_id, now)
     if count_attempt:
         # One more run of the whole slot (bounds the catch-up's retries).
         session.execute(
@@ -263,7 +263,7 @@ def write_replayed(
             "skipped": total - decided, "trades": trades, "status": "completed"}
         for t, total, decided, fallbacks, trades in cycles
     }  # fmt: skip
-    race = races.resolve(session, race_id)
+    race = races.resolve_for_write(session, race_id, now)
     for t in _insert_new(session, rows, now, race):
         row = session.get(CycleRow, (race, t))
         recount(session, row, row.agents_total)
@@ -279,7 +279,7 @@ def write_stale(
             "trades": 0, "status": "skipped", "reason": reason}
         for t, total, reason in stale
     }  # fmt: skip
-    _insert_new(session, rows, now, races.resolve(session, race_id))
+    _insert_new(session, rows, now, races.resolve_for_write(session, race_id, now))
 
 
 def _insert_new(

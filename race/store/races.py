@@ -61,6 +61,15 @@ def resolve(session: Session, race_id: int | None) -> int | None:
     return live_id(session) if race_id is None else race_id
 
 
+def resolve_for_write(session: Session, race_id: int | None, now: datetime) -> int:
+    """``race_id``, or the live race's id when None — created if the database has none yet
+    (a write needs a race to belong to)."""
+    if race_id is not None:
+        return race_id
+    found = live_id(session)
+    return found if found is not None else ensure_live(session, now)
+
+
 def to_race(row: RaceRow) -> Race:
     return Race(
         id=row.id,
