@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from race.bootstrap import bootstrap
 from race.clock import ManualClock
 from race.leaderboard import standings
 from race.races import record_live_race
-from race.store.database import Database
+from race.store.database import Database, alembic_config
 from tests.factories import HOUR, insert_candles, make_candles, seed_assets, seed_baselines
 from tests.factories import wave_prices as waves
 
@@ -145,4 +146,17 @@ def test_downgrade_is_refused_while_another_race_exists(empty_db: Database) -> N
         )
     with pytest.raises(RuntimeError, match="besides the live one"):
         db.downgrade("0011")
+    assert db.current_revision() == "0012"
+
+
+def test_sqlite_with_foreign_keys_on_is_told_how_to_migrate(empty_db: Database) -> None:
+    """Alembic run on a connection with SQLite's foreign keys on (not through
+    ``Database.upgrade``) stops before it changes anything, saying how to run it."""
+    if not empty_db.is_sqlite:
+        pytest.skip("SQLite only")
+    db = empty_db
+    db.upgrade()
+    _populate(db)
+    with pytest.raises(RuntimeError, match="foreign keys off"), db.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0011")
     assert db.current_revision() == "0012"

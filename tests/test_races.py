@@ -27,6 +27,7 @@ from race.store.tables import (
     CycleRow,
     DecisionRow,
     EquitySnapshotRow,
+    JobRow,
     PortfolioRow,
     RaceRow,
     TradeRow,
@@ -135,6 +136,11 @@ def test_deleting_a_race_removes_all_of_it_and_refuses_the_live_race(two: Two) -
     assert _rows(app, two.live) == live_before
     with app.db.read() as session:
         assert session.scalar(select(func.count()).select_from(RaceRow)) == 1
+        keys = list(session.scalars(select(JobRow.key)))
+    assert keys and not [k for k in keys if k.endswith(f":race={two.backtest}")]
+    # A new race (SQLite may give it the same id) replays from scratch, not "done".
+    again = _backtest(app, two.agents)
+    assert _rows(app, again)["decisions"] == 42
 
 
 def test_the_live_race_records_the_settings_once(

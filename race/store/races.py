@@ -25,6 +25,7 @@ from race.store.tables import (
     CycleRow,
     DecisionRow,
     EquitySnapshotRow,
+    JobRow,
     PortfolioRow,
     PositionRow,
     RaceParticipantRow,
@@ -253,8 +254,9 @@ class LiveRaceProtected(ValueError):
 
 def delete_race(session: Session, race_id: int) -> None:
     """Everything of the race — trades, snapshots, decisions, positions, portfolios, stats,
-    cycles, participants — and the race itself, in the caller's transaction. Refuses the
-    live race (:class:`LiveRaceProtected`)."""
+    cycles, participants, its backfill jobs (keyed ``…:race=N``: a later race given the same
+    id must not find them done) — and the race itself, in the caller's transaction. Refuses
+    the live race (:class:`LiveRaceProtected`)."""
     row = session.get(RaceRow, race_id)
     if row is None:
         return
@@ -267,6 +269,7 @@ def delete_race(session: Session, race_id: int) -> None:
     session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
     for table in (PortfolioRow, AgentStatsRow, CycleRow, RaceParticipantRow):
         session.execute(delete(table).where(table.race_id == race_id))
+    session.execute(delete(JobRow).where(JobRow.key.endswith(f":race={race_id}")))
     session.execute(
         update(RaceRow).where(RaceRow.source_race_id == race_id).values(source_race_id=None)
     )

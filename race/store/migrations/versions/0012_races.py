@@ -157,9 +157,25 @@ def _create_live_race(connection: sa.Connection) -> int:
     return int(live)
 
 
+def _require_foreign_keys_off(connection: sa.Connection) -> None:
+    """SQLite rebuilds the tables in batch mode, dropping tables others reference: with its
+    foreign keys on and rows referencing them, that fails midway. Say how to run it."""
+    if connection.dialect.name != "sqlite":
+        return
+    if not connection.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        return
+    for child in ("trades", "positions", "equity_snapshots"):
+        if connection.exec_driver_sql(f"SELECT 1 FROM {child} LIMIT 1").first():  # noqa: S608
+            raise RuntimeError(
+                "migration 0012 rebuilds SQLite tables that others reference: run it with "
+                "foreign keys off, as `python -m race db upgrade` (Database.upgrade) does"
+            )
+
+
 def upgrade() -> None:
-    _create_tables()
     connection = op.get_bind()
+    _require_foreign_keys_off(connection)
+    _create_tables()
     live = _create_live_race(connection)
     for table in SCOPED:
         with op.batch_alter_table(table) as batch:
@@ -200,6 +216,7 @@ def _scope_table(table: str) -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
+    _require_foreign_keys_off(connection)
     others = connection.scalar(sa.text("SELECT count(*) FROM races WHERE kind <> 'live'"))
     if others:
         raise RuntimeError(
