@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy import update  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
 
 from race.bootstrap import bootstrap  # noqa: E402
 from race.domain.metrics import EquityStats  # noqa: E402
@@ -108,7 +108,11 @@ def build(path: Path) -> None:
             app.clock,
         )
         with app.db.read() as session:
-            portfolio_id = session.query(PortfolioRow.id).filter_by(agent_id=agent.id).scalar()
+            portfolio_id, race_id = session.execute(
+                select(PortfolioRow.id, PortfolioRow.race_id).where(
+                    PortfolioRow.agent_id == agent.id
+                )
+            ).one()
         value, stats, snapshots, decisions = (
             100000.0,
             EquityStats.starting_at(Decimal(100000)),
@@ -122,6 +126,7 @@ def build(path: Path) -> None:
             stats.add(when, total)
             snapshots.append(
                 {
+                    "race_id": race_id,
                     "agent_id": agent.id,
                     "portfolio_id": portfolio_id,
                     "captured_at": when,
@@ -135,6 +140,7 @@ def build(path: Path) -> None:
             if i % 12 == 0:
                 decisions.append(
                     {
+                        "race_id": race_id,
                         "agent_id": agent.id,
                         "cycle_time": when,
                         "action": Action.HOLD.value,

@@ -239,9 +239,9 @@ def _analyse(
     cutoffs: Mapping[str, date],
     closes: Mapping[str, Sequence[tuple[datetime, Decimal]]],
 ) -> tuple[AgentAnalysis, _Curve]:
-    points = reads.curve(session, record.agent_id)
-    trades = reads.trade_facts(session, record.agent_id)
-    facts = reads.decision_facts(session, record.agent_id)
+    points = reads.curve(session, record.agent_id, record.race_id)
+    trades = reads.trade_facts(session, record.agent_id, record.race_id)
+    facts = reads.decision_facts(session, record.agent_id, record.race_id)
     capital = record.starting_capital
     curve = [(p.time, p.total_value) for p in points]
     bench = buy_and_hold(capital, [t for t, _ in curve], closes)
@@ -301,18 +301,25 @@ def ranked_records(records: Sequence[AgentRecord]) -> list[AgentRecord]:
     return [by_id[s.agent_id] for s in ranked(list(records))]
 
 
-def analyse(db: Any, settings: Any, clock: Any, analyser: Analyser | None = None) -> RaceAnalysis:
+def analyse(
+    db: Any,
+    settings: Any,
+    clock: Any,
+    analyser: Analyser | None = None,
+    race_id: int | None = None,
+) -> RaceAnalysis:
     """Every agent's analysis (inactive ones included), as of ``clock.now()``, and the
     paired comparison of each leaderboard rank with the next one down.
 
     ``db`` is a :class:`race.store.database.Database`, ``settings`` the app's settings (its
     ``RACE_MODEL_CUTOFFS`` extend the cut-off table), ``clock`` a :class:`race.clock.Clock`.
-    Pass an ``analyser`` to reuse its cache across calls."""
+    Pass an ``analyser`` to reuse its cache across calls (one per race); ``race_id``: the
+    race (default: the live race)."""
     from race.analysis_cache import Analyser
 
     worker = analyser or Analyser.from_settings(settings)
     with db.read() as session:
-        records = agent_records(session)
+        records = agent_records(session, race_id=race_id)
         agents = worker.agents(session, records)
     order = ranked_records(records)
     return RaceAnalysis(

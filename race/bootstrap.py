@@ -48,6 +48,8 @@ class App:
     engine: RaceEngine
     services: AgentServices
     telemetry: Telemetry
+    build_agent: AgentBuilder | None = field(default=None, repr=False)
+    """What the engine builds agents with (engines of other races use it too)."""
     warmed: WarmUp | None = field(default=None, init=False, repr=False)
     """What the warm-up did, once :meth:`warmed_up` has run it."""
     _warming: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -141,7 +143,13 @@ def bootstrap(
         db, settings, agent_builder or default_builder, clock=clock, telemetry=telemetry
     )
     app = App(
-        settings=settings, db=db, clock=clock, engine=engine, services=services, telemetry=telemetry
+        settings=settings,
+        db=db,
+        clock=clock,
+        engine=engine,
+        services=services,
+        telemetry=telemetry,
+        build_agent=agent_builder or default_builder,
     )
     if warm_up:
         app.warmed_up()

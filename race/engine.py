@@ -63,10 +63,14 @@ class RaceEngine:
         *,
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
+        race_id: int | None = None,
     ) -> None:
+        """``race_id``: the race its cycles, backfills and marks act on (None: the live
+        race); ``settings`` carry that race's rules."""
         self.db = db
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.race_id = race_id
         self.deps = Deps(
             uow=UnitOfWork(db, self.clock),
             settings=settings,
@@ -74,6 +78,7 @@ class RaceEngine:
             telemetry=telemetry or Telemetry(),
             deciding=Deciding(settings, build_agent, self.clock),
             health=repo.HealthPolicy(settings.degraded_window, settings.degraded_threshold),
+            race_id=race_id,
         )
 
     @property

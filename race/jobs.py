@@ -152,6 +152,10 @@ def _spec_of(app: App, job_id: int) -> BackfillSpec:
         if row is None or row.kind != BACKFILL:
             raise UnknownJobError(f"no backfill job {job_id}")
         params = dict(row.params or {})
+    if params.get("race") is not None:
+        # A job of another race than the live one (``demo``'s backtest race): resumed by
+        # the command that runs that race, never by the live race's runner.
+        raise UnknownJobError(f"backfill job {job_id} is of race {params['race']}, not live")
     return BackfillSpec.parse(
         params["start"], params["end"], params["interval"], params.get("agents")
     )
@@ -234,7 +238,7 @@ def unfinished_jobs(app: App) -> list[int]:
     """Backfill jobs left with work to do: queued, or running when a process stopped — not
     those another process is working right now (its cursor moved lately)."""
     with app.db.read() as session:
-        rows = job_rows.unfinished(session, BACKFILL)
+        rows = job_rows.unfinished(session, BACKFILL, live_only=True)
     recent = alive_after(app)
     found = []
     for job_id, state, updated_at in rows:

@@ -100,8 +100,11 @@ def ranked(records: list[AgentRecord]) -> list[Standing]:
     return [Standing(rank=i + 1, **r) for i, r in enumerate(rows)]
 
 
-def standings(session: Session, *, include_inactive: bool = True) -> list[Standing]:
-    return ranked(agent_records(session, include_inactive=include_inactive))
+def standings(
+    session: Session, *, include_inactive: bool = True, race_id: int | None = None
+) -> list[Standing]:
+    """The standings of the race (default: the live race)."""
+    return ranked(agent_records(session, include_inactive=include_inactive, race_id=race_id))
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from agents.baselines import DEFAULT_BASELINES
 from race.bootstrap import App
@@ -127,3 +128,11 @@ def insert_candles(
         if rows:
             session.execute(insert(CandleRow), rows)
         return len(rows)
+
+
+def live_key(session: Session, key: Any) -> tuple[Any, Any]:
+    """The primary key of a live-race row keyed by ``key`` (cycles: its time; agent stats:
+    the agent), for ``session.get``."""
+    from race.store import races
+
+    return races.live_id(session), key

@@ -406,6 +406,7 @@ NOTES = [
 
 def insert_chat(app, agent_id):
     row = DecisionRow(
+        race_id=1,  # the live race: created with the first agent
         agent_id=agent_id,
         cycle_time=LAST_CANDLE + 5 * HOUR,
         action="BUY",

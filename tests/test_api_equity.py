@@ -27,9 +27,12 @@ STEP = timedelta(minutes=5)
 def curve(app, name: str, values: list[int], times: list[datetime]) -> int:
     agent = seed_agent(app, name)
     with app.db.read() as session:
-        portfolio = session.scalar(select(PortfolioRow.id).where(PortfolioRow.agent_id == agent))
+        portfolio, race = session.execute(
+            select(PortfolioRow.id, PortfolioRow.race_id).where(PortfolioRow.agent_id == agent)
+        ).one()
     rows = [
         {
+            "race_id": race,
             "agent_id": agent,
             "portfolio_id": portfolio,
             "captured_at": when,

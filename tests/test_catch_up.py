@@ -15,7 +15,15 @@ from race.bootstrap import bootstrap
 from race.domain.agent import AgentAnswer
 from race.domain.model import Provider
 from race.store.tables import CycleRow, DecisionRow, PortfolioRow
-from tests.factories import HOUR, insert_candles, make_candles, seed_agent, seed_assets, wave_prices
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    live_key,
+    make_candles,
+    seed_agent,
+    seed_assets,
+    wave_prices,
+)
 from tests.test_engine import Scripted, app_with
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -42,7 +50,7 @@ def decisions_at(application, cycle_time):
 
 def cycle_row(application, cycle_time):
     with application.db.read() as session:
-        return session.get(CycleRow, cycle_time)
+        return session.get(CycleRow, live_key(session, cycle_time))
 
 
 def test_a_partial_cycle_is_completed_by_the_next_slot_with_its_own_pinned_view(

@@ -33,6 +33,7 @@ from tests.digest import digest, table_rows
 from tests.factories import (
     HOUR,
     insert_candles,
+    live_key,
     make_candles,
     seed_agent,
     seed_assets,
@@ -101,7 +102,7 @@ def test_same_cycle_twice_leaves_one_decision_per_agent(app):
     assert set(second.skipped) == set(agents.values())
     assert count(app, DecisionRow) == len(agents)
     with app.db.read() as session:
-        cycle = session.get(CycleRow, cycle_time)
+        cycle = session.get(CycleRow, live_key(session, cycle_time))
     assert cycle.status == "completed"
     assert cycle.decisions == len(agents)
     assert cycle.trades == count(app, TradeRow)
@@ -624,7 +625,7 @@ def test_a_decision_replaces_a_mark_taken_at_the_same_time(app):
             select(EquitySnapshotRow).where(EquitySnapshotRow.captured_at == t)
         ).all()
         decision = session.scalar(select(DecisionRow).where(DecisionRow.cycle_time == t))
-        stats = session.get(AgentStatsRow, agents["buy_and_hold"])
+        stats = session.get(AgentStatsRow, live_key(session, agents["buy_and_hold"]))
     assert [r.source for r in rows] == ["cycle"]
     assert rows[0].total_value == decision.value_after
     assert stats.snapshot_count == 2

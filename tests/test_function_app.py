@@ -30,7 +30,7 @@ from race.store.tables import (
     PortfolioRow,
 )
 from tests.api_data import LAST_CANDLE, START, build_race
-from tests.factories import HOUR
+from tests.factories import HOUR, live_key
 
 # These tests run the Functions app on SQLite: say it is a local ``func start``, as the
 # example local.settings.json does (the variable is set for the import only). Other test
@@ -138,7 +138,7 @@ def test_run_cycle_timer_uses_the_scheduled_slot(hosted):
         call("run_cycle", TimerRequest(past_due=True))
     slot = LAST_CANDLE + HOUR + HOUR / 4
     with hosted.db.read() as session:
-        cycle = session.get(CycleRow, slot)
+        cycle = session.get(CycleRow, live_key(session, slot))
         assert cycle.status == "completed"
         assert cycle.trigger == "timer"
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
@@ -361,7 +361,7 @@ def test_admin_functions_run_a_cycle_and_one_agent_into_sql(hosted):
     assert run["decided"] == 5
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == slot) == 5
     with hosted.db.read() as session:
-        assert session.get(CycleRow, slot).trigger == "admin"
+        assert session.get(CycleRow, live_key(session, slot)).trigger == "admin"
 
     later = slot + HOUR
     agent = 1
@@ -460,7 +460,7 @@ def test_the_timer_completes_a_cycle_cut_short_in_an_earlier_slot(hosted):
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut) == 5
     assert count(hosted.db, DecisionRow, DecisionRow.cycle_time == cut + HOUR / 4) == 5
     with hosted.db.read() as session:
-        assert session.get(CycleRow, cut).status == "completed"
+        assert session.get(CycleRow, live_key(session, cut)).status == "completed"
 
 
 def _import_function_app(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:

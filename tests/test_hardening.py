@@ -28,6 +28,7 @@ from tests.conftest import PG_URL
 from tests.factories import (
     HOUR,
     insert_candles,
+    live_key,
     make_candles,
     seed_agent,
     seed_assets,
@@ -218,7 +219,7 @@ def test_database_lost_mid_cycle_fails_fast_and_the_next_run_completes(pg_url, c
         ):
             assert count(application, table, column == plug) == 0
         with application.db.read() as session:
-            assert session.get(CycleRow, T).status == "running"
+            assert session.get(CycleRow, live_key(session, T)).status == "running"
         # The next timer tick (slot T + 15 min, not T again) completes the missed work first
         # — only that — then runs its own slot.
         run = asyncio.run(application.engine.run_scheduled(T + SLOT, trigger="timer"))
@@ -230,8 +231,8 @@ def test_database_lost_mid_cycle_fails_fast_and_the_next_run_completes(pg_url, c
         assert count(application, DecisionRow, DecisionRow.cycle_time == T + SLOT) == 2
         assert count(application, TradeRow, TradeRow.agent_id == plug) == 2
         with application.db.read() as session:
-            assert session.get(CycleRow, T).status == "completed"
-            assert session.get(CycleRow, T + SLOT).status == "completed"
+            assert session.get(CycleRow, live_key(session, T)).status == "completed"
+            assert session.get(CycleRow, live_key(session, T + SLOT)).status == "completed"
         application.close()
 
 
@@ -305,11 +306,11 @@ def test_database_lost_after_the_last_step_is_one_clear_error(pg_proxy, clock):
     proxy.restore()
     assert count(application, DecisionRow, DecisionRow.agent_id == agent) == 1
     with application.db.read() as session:
-        assert session.get(CycleRow, T).status == "running"
+        assert session.get(CycleRow, live_key(session, T)).status == "running"
     run = asyncio.run(application.engine.run_scheduled(T + SLOT))
     assert run.caught_up[0].skipped == {agent: "already decided for this cycle"}
     with application.db.read() as session:
-        assert session.get(CycleRow, T).status == "completed"
+        assert session.get(CycleRow, live_key(session, T)).status == "completed"
     application.close()
 
 
@@ -323,7 +324,7 @@ def test_a_blip_after_the_last_step_is_retried(pg_proxy, clock):
         event.remove(application.db.engine, "before_cursor_execute", listener)
     assert report.decided == 1
     with application.db.read() as session:
-        row = session.get(CycleRow, T)
+        row = session.get(CycleRow, live_key(session, T))
         assert (row.status, row.decisions) == ("completed", 1)
     application.close()
 

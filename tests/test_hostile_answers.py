@@ -23,7 +23,15 @@ from race.clock import ManualClock
 from race.domain.model import Provider
 from race.domain.sanitize import MAX_COUNT
 from race.store.tables import AgentStatsRow, Base, CycleRow, DecisionRow
-from tests.factories import HOUR, insert_candles, make_candles, seed_agent, seed_assets, wave_prices
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    live_key,
+    make_candles,
+    seed_agent,
+    seed_assets,
+    wave_prices,
+)
 from tests.openai_server import OpenAIServer, Reply, completion, completion_body
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -162,7 +170,7 @@ def test_hostile_answers_end_as_recorded_holds_and_leak_nothing(hostile_app, ser
     assert not report.errors
     with app.db.read() as session:
         rows = {r.agent_id: r for r in session.scalars(select(DecisionRow))}
-        cycle = session.get(CycleRow, cycle_time)
+        cycle = session.get(CycleRow, live_key(session, cycle_time))
         stats = {s.agent_id: s for s in session.scalars(select(AgentStatsRow))}
     assert cycle is not None and cycle.status == "completed"
     assert cycle.decisions == len(ids)

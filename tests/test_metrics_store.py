@@ -20,6 +20,7 @@ from race.store.tables import AgentStatsRow, DecisionRow, EquitySnapshotRow
 from tests.factories import (
     HOUR,
     insert_candles,
+    live_key,
     make_candles,
     seed_assets,
     seed_baselines,
@@ -81,7 +82,7 @@ def test_the_first_trades_fee_is_in_the_max_drawdown(app):
     assert two.sharpe == pytest.approx(hand_sharpe(capital, values))
     assert two.max_drawdown_pct >= one.max_drawdown_pct
     with app.db.read() as session:
-        row = session.get(AgentStatsRow, agent)
+        row = session.get(AgentStatsRow, live_key(session, agent))
         assert row.equity_state["origin"] == float(capital)
         assert row.snapshot_count == 2
 
@@ -103,7 +104,7 @@ def test_a_state_stored_before_the_origin_existed_is_rebuilt(app):
         old = equity_stats([(t, v) for t, v in points])
         state = old.to_state()
         del state["origin"]
-        row = session.get(AgentStatsRow, agent)
+        row = session.get(AgentStatsRow, live_key(session, agent))
         row.equity_state = state
         row.max_drawdown_pct = old.max_drawdown_pct
     assert standing(app, agent).max_drawdown_pct == 0.0  # the old figure, fee ignored
@@ -114,7 +115,7 @@ def test_a_state_stored_before_the_origin_existed_is_rebuilt(app):
     assert now.sharpe == pytest.approx(hand_sharpe(capital, values))
     assert now.max_drawdown_pct >= float((capital - values[0]) / capital * 100) > 0
     with app.db.read() as session:
-        row = session.get(AgentStatsRow, agent)
+        row = session.get(AgentStatsRow, live_key(session, agent))
         assert row.equity_state["origin"] == float(capital)
         assert row.snapshot_count == 2
         assert row.current_value == values[-1]
@@ -132,7 +133,7 @@ def test_a_missing_stats_row_is_recreated_from_the_starting_capital(app):
     asyncio.run(app.engine.run_cycle(T))
     (first,) = values_after(app, agent)
     with app.db.read() as session:
-        row = session.get(AgentStatsRow, agent)
+        row = session.get(AgentStatsRow, live_key(session, agent))
         assert row.equity_state["origin"] == float(capital)
         assert row.max_drawdown_pct == pytest.approx(float((capital - first) / capital * 100))
         assert row.current_value == first

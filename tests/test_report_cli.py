@@ -91,8 +91,8 @@ def test_report_data_is_the_leaderboard_and_the_race_analysis(app):
         assert row.significance == expected
 
 
-def test_only_the_live_race_exists(app):
-    with app.db.read() as session, pytest.raises(LookupError, match="only 'live'"):
+def test_a_named_race_needs_its_id(app):
+    with app.db.read() as session, pytest.raises(LookupError, match="unknown race '2024-q1'"):
         report_data(
             session, analyse(app.db, app.settings, app.clock), now=app.clock.now(), race="2024-q1"
         )
@@ -128,7 +128,7 @@ def test_report_writes_the_html_and_the_pngs(replayed, tmp_path, capsys):
 def test_report_errors_exit_2_with_one_line(replayed, tmp_path, capsys):
     assert main(["report", "--race", "2024-q1", "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown race '2024-q1'") and err.count("\n") == 1
+    assert err.startswith("error: no race '2024-q1'") and err.count("\n") == 1
     assert main(["report", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert main(["report", "--out", str(tmp_path / "missing" / "r.html")]) == 2
@@ -147,9 +147,9 @@ def test_report_of_a_race_without_snapshots_is_refused(sqlite_url, monkeypatch, 
     assert not (tmp_path / "r.html").exists()
 
 
-def test_help_says_only_the_live_race_exists(capsys):
+def test_help_says_which_race_is_reported(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", "-h"])
     assert exit_.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "only 'live'" in help_text and "--png DIR" in help_text
+    assert "by name or id (default: live" in help_text and "--png DIR" in help_text

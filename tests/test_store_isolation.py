@@ -22,7 +22,7 @@ from race.domain.agent import AgentAnswer
 from race.domain.model import Provider
 from race.store.database import DatabaseError
 from race.store.tables import CycleRow, DecisionRow
-from tests.factories import HOUR, seed_agent
+from tests.factories import HOUR, live_key, seed_agent
 from tests.test_engine import Scripted, app_with, seed_market
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_an_unstorable_step_is_that_agents_recorded_hold(database_url, clock, un
     assert by_agent[ids["fine"]].action == "BUY"
     assert by_agent[ids["cash"]].fallback is False
     with application.db.read() as session:
-        row = session.get(CycleRow, T)
+        row = session.get(CycleRow, live_key(session, T))
     assert row.status == "completed" and row.decisions == 3 and row.attempts == 1
     application.close()
 
@@ -124,8 +124,8 @@ def test_a_slot_that_keeps_failing_is_given_up_and_the_current_slot_runs(databas
     assert run.caught_up == []  # given up, not retried
     assert run.cycle.status == "completed" and run.cycle.decided == 1
     with application.db.read() as session:
-        given_up = session.get(CycleRow, T - SLOT)
-        current = session.get(CycleRow, T)
+        given_up = session.get(CycleRow, live_key(session, T - SLOT))
+        current = session.get(CycleRow, live_key(session, T))
     assert given_up.status == "failed"
     assert given_up.error.startswith(
         f"given up after {engine_module.MAX_CYCLE_ATTEMPTS} attempts (0 of 1 agents decided)"
@@ -147,7 +147,7 @@ def test_attempts_count_each_whole_run_of_a_slot(database_url, clock):
     asyncio.run(application.engine.run_cycle(T))
     asyncio.run(application.engine.run_cycle(T))
     with application.db.read() as session:
-        assert session.get(CycleRow, T).attempts == 2
+        assert session.get(CycleRow, live_key(session, T)).attempts == 2
     application.close()
 
 

@@ -27,6 +27,7 @@ from race.store.tables import CycleRow, DecisionRow, EquitySnapshotRow
 from tests.factories import (
     HOUR,
     insert_candles,
+    live_key,
     make_candles,
     seed_assets,
     seed_baselines,
@@ -79,7 +80,7 @@ def test_a_stale_cycle_is_skipped_with_its_reason_then_runs_once_fresh(
     assert any("skipped" in r.getMessage() and "stale" in r.getMessage() for r in caplog.records)
     assert count(app, DecisionRow) == 0 and count(app, EquitySnapshotRow) == 0
     with app.db.read() as session:
-        row = session.get(CycleRow, slot)
+        row = session.get(CycleRow, live_key(session, slot))
         assert row is not None and row.status == "skipped" and row.reason == report.reason
     # A catch-up leaves a skipped slot alone (no retry storm on an old database)…
     scheduled = asyncio.run(app.engine.run_scheduled(slot + timedelta(minutes=15)))
@@ -91,7 +92,7 @@ def test_a_stale_cycle_is_skipped_with_its_reason_then_runs_once_fresh(
     again = asyncio.run(app.engine.run_cycle(slot))
     assert again.status == "completed" and again.decided == 2
     with app.db.read() as session:
-        row = session.get(CycleRow, slot)
+        row = session.get(CycleRow, live_key(session, slot))
         assert row is not None and row.status == "completed" and row.reason is None
     assert asyncio.run(app.engine.run_cycle(slot)).decided == 0
 

@@ -7,7 +7,7 @@ The same app is served by ``python -m race serve`` (uvicorn) and, through
 sent as ``application/json`` (400 when it is not JSON, or nests too deep), 502 when an
 admin ingest could fetch no asset, 503 when the database is unreachable.
 
-One router per area (:mod:`~race.api.agents`, :mod:`~race.api.leaderboard`,
+One router per area (:mod:`~race.api.agents`, :mod:`~race.api.leaderboard`, :mod:`~race.api.races`,
 :mod:`~race.api.market`, :mod:`~race.api.analytics`, :mod:`~race.api.health`,
 :mod:`~race.api.admin`) over the read repositories of :mod:`race.store.reads`; the
 middleware in :mod:`~race.api.middleware`, the error handlers in :mod:`~race.api.errors`.
@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from race.analysis_cache import Analyser
-from race.api import admin, agents, analytics, health, leaderboard, market, models_router
+from race.api import admin, agents, analytics, health, leaderboard, market, models_router, races
 from race.api import models as m
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
@@ -107,7 +107,7 @@ def create_api(
     api.state.context = context
     install_error_handlers(api, context.unavailable)
     # analytics first: its /decisions/analytics precedes agents' parametrised routes
-    for area in (analytics, agents, leaderboard, market, health, admin, models_router):
+    for area in (analytics, agents, leaderboard, market, health, admin, models_router, races):
         area.router.install(api)
     install_middleware(api, app.settings)
     api.openapi = functools.partial(openapi_without_422, api)  # type: ignore[method-assign]

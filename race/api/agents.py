@@ -12,7 +12,15 @@ from fastapi.responses import Response
 from race.api import models as m
 from race.api import queries as q
 from race.api._requests import ApiError
-from race.api.context import AgentId, ApiContext, Context, agent_key, request_time
+from race.api.context import (
+    AgentId,
+    ApiContext,
+    Context,
+    RaceParam,
+    agent_key,
+    race_key,
+    request_time,
+)
 from race.api.errors import ERRORS
 from race.api.routing import AreaRouter
 from race.api.serialise import json_bytes
@@ -51,17 +59,17 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.get("/api/agents", response_model=list[m.AgentSummary], responses=ERRORS)
-def list_agents(context: Context) -> list[m.AgentSummary]:
-    """Every agent, by latest equity (descending)."""
+def list_agents(context: Context, race: RaceParam = None) -> list[m.AgentSummary]:
+    """Every agent of the race (default: the live race), by latest equity (descending)."""
     with context.reading() as session:
-        return q.agent_summaries(session)
+        return q.agent_summaries(session, race_key(session, race))
 
 
 @router.get("/api/agents/{agent_id}", response_model=m.AgentDetail, responses=ERRORS)
-def get_agent(agent_id: AgentId, context: Context) -> m.AgentDetail:
+def get_agent(agent_id: AgentId, context: Context, race: RaceParam = None) -> m.AgentDetail:
     key = agent_key(agent_id)
     with context.reading() as session:
-        detail = q.agent_detail(session, key, context.app.clock.now())
+        detail = q.agent_detail(session, key, context.app.clock.now(), race_key(session, race))
     if detail is None:
         raise ApiError(404, f"no agent {key}")
     return detail
@@ -73,17 +81,19 @@ def _curve(
     start: datetime | None,
     end: datetime | None,
     max_points: int | None,
+    race: str | None,
 ) -> bytes:
     """The serialised curve, from the cache while the curve's version holds; 404 when no
-    such agent exists."""
-    request = (key, start, end, max_points)
+    such agent (or race) exists."""
     with context.reading() as session:
-        version = q.curve_version(session, key)
+        race_id = race_key(session, race)
+        request = (key, start, end, max_points, race_id)
+        version = q.curve_version(session, key, race_id)
         if version is None and not q.agent_exists(session, key):
             raise ApiError(404, f"no agent {key}")
         body = None if version is None else context.curves.get(request, version)
         if body is None:
-            body = json_bytes(q.equity(session, key, start, end, max_points))
+            body = json_bytes(q.equity(session, key, start, end, max_points, race_id))
             if version is not None:
                 context.curves.put(request, version, body)
     return body
@@ -98,6 +108,7 @@ def get_equity(
     from_: From = None,
     to: To = None,
     max_points: MaxPoints = None,
+    race: RaceParam = None,
 ) -> Response:
     """The equity curve, ascending; ``maxPoints`` downsamples it evenly in time, always
     keeping the first, the last, the highest and the lowest point (a 90-day curve of
@@ -110,7 +121,7 @@ def get_equity(
         raise ApiError(400, f"to {end.isoformat()} is before from {start.isoformat()}")
     if max_points is None:
         max_points = context.app.settings.api_equity_default_max_points or None
-    body = _curve(context, key, start, end, max_points)
+    body = _curve(context, key, start, end, max_points, race)
     # Built in the EquitySnapshot shape (tests validate it) and serialised once per
     # version of the curve: dashboards ask the same curves again and again.
     return Response(body, media_type="application/json")
@@ -122,19 +133,21 @@ def get_trades(
     context: Context,
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    race: RaceParam = None,
 ) -> m.TradePage:
     key = agent_key(agent_id)
     with context.reading() as session:
+        race_id = race_key(session, race)
         if not q.agent_exists(session, key):
             raise ApiError(404, f"no agent {key}")
-        return q.trades(session, key, limit, offset)
+        return q.trades(session, key, limit, offset, race_id)
 
 
 @router.get("/api/agents/{agent_id}/portfolio", response_model=m.Portfolio, responses=ERRORS)
-def get_portfolio(agent_id: AgentId, context: Context) -> m.Portfolio:
+def get_portfolio(agent_id: AgentId, context: Context, race: RaceParam = None) -> m.Portfolio:
     key = agent_key(agent_id)
     with context.reading() as session:
-        found = q.portfolio(session, key)
+        found = q.portfolio(session, key, race_key(session, race))
     if found is None:
         raise ApiError(404, f"no agent {key}")
     return found
@@ -143,9 +156,12 @@ def get_portfolio(agent_id: AgentId, context: Context) -> m.Portfolio:
 @router.get(
     "/api/agents/{agent_id}/decisions", response_model=list[m.DecisionLog], responses=ERRORS
 )
-def get_decisions(agent_id: AgentId, context: Context, limit: Limit = 50) -> list[m.DecisionLog]:
+def get_decisions(
+    agent_id: AgentId, context: Context, limit: Limit = 50, race: RaceParam = None
+) -> list[m.DecisionLog]:
     key = agent_key(agent_id)
     with context.reading() as session:
+        race_id = race_key(session, race)
         if not q.agent_exists(session, key):
             raise ApiError(404, f"no agent {key}")
-        return q.decisions(session, key, limit)
+        return q.decisions(session, key, limit, race_id)

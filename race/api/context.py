@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from race.api._requests import ApiError
 from race.bootstrap import App
 from race.domain.timeutil import parse_iso
 from race.jobs import LocalJobRunner
+from race.store import races
 from race.store.database import DatabaseError
 
 log = logging.getLogger("race.api")
@@ -36,6 +37,17 @@ class ApiContext:
     """Per-agent analytics, cached by the agent's stored stats (:mod:`race.analysis`)."""
     degraded: list[bool] = field(default_factory=lambda: [False])
     """Whether the last health probe was degraded (health logs the change, not each probe)."""
+    race_analysers: dict[int, Analyser] = field(default_factory=dict)
+    """The analytics caches of races other than the live one (asked with ``?race=``)."""
+
+    def analyser_for(self, race_id: int | None) -> Analyser:
+        """The analytics cache of the race (None: the live race, :attr:`analyser`)."""
+        if race_id is None:
+            return self.analyser
+        found = self.race_analysers.get(race_id)
+        if found is None:
+            found = self.race_analysers[race_id] = Analyser.from_settings(self.app.settings)
+        return found
 
     def unavailable(self, exc: BaseException) -> ApiError:
         """503 naming the setting only (the body is anonymous); the details are logged."""
@@ -73,6 +85,31 @@ ID_PATTERN = r"^[1-9][0-9]{0,17}$"
 AgentId = Annotated[
     str, Path(description="agent id (a positive integer)", max_length=40, pattern=ID_PATTERN)
 ]
+
+
+RaceParam = Annotated[
+    str | None,
+    Query(
+        alias="race",
+        max_length=40,
+        pattern=ID_PATTERN,
+        description="race id (a positive integer, see /api/races); default: the live race",
+    ),
+]
+
+
+def race_key(session: Session, raw: str | None) -> int | None:
+    """The race a read is about: None (the live race) when not asked; 400 when malformed,
+    404 when no such race exists."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 18 or int(text) <= 0:
+        raise ApiError(400, f"race must be a positive integer id, got {raw[:40]!r}")
+    found = races.get(session, int(text))
+    if found is None:
+        raise ApiError(404, f"no race {int(text)}")
+    return None if found.is_live else found.id
 
 
 def agent_key(raw: str) -> int:

@@ -48,20 +48,22 @@ agent_exists = agent_reads.agent_exists
 asset_by_symbol = market_reads.asset_by_symbol
 
 
-def agent_summaries(session: Session) -> list[m.AgentSummary]:
-    return [views.agent_summary(s) for s in standings(session)]
+def agent_summaries(session: Session, race_id: int | None = None) -> list[m.AgentSummary]:
+    return [views.agent_summary(s) for s in standings(session, race_id=race_id)]
 
 
-def _standing(session: Session, agent_id: int) -> Standing | None:
-    return next((s for s in standings(session) if s.agent_id == agent_id), None)
+def _standing(session: Session, agent_id: int, race_id: int | None) -> Standing | None:
+    return next((s for s in standings(session, race_id=race_id) if s.agent_id == agent_id), None)
 
 
-def agent_detail(session: Session, agent_id: int, now: datetime) -> m.AgentDetail | None:
-    standing = _standing(session, agent_id)
+def agent_detail(
+    session: Session, agent_id: int, now: datetime, race_id: int | None = None
+) -> m.AgentDetail | None:
+    standing = _standing(session, agent_id, race_id)
     if standing is None:
         return None
-    latest = agent_reads.latest_snapshot(session, agent_id)
-    state = standing_reads.equity_state(session, agent_id)
+    latest = agent_reads.latest_snapshot(session, agent_id, race_id)
+    state = standing_reads.equity_state(session, agent_id, race_id)
     return views.agent_detail(standing, latest, state, now)
 
 
@@ -71,19 +73,23 @@ def equity(
     start: datetime | None,
     end: datetime | None,
     max_points: int | None,
+    race_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """The equity curve of ``[start, end]``, ascending, downsampled to ``max_points``:
     plain dicts of the :class:`~race.api.models.EquitySnapshot` shape."""
-    return views.equity_curve(equity_reads.equity_points(session, agent_id, start, end, max_points))
+    points = equity_reads.equity_points(session, agent_id, start, end, max_points, race_id)
+    return views.equity_curve(points)
 
 
-def leaderboard(session: Session, analyser: Analyser, db: Any = None) -> list[m.LeaderboardEntry]:
+def leaderboard(
+    session: Session, analyser: Analyser, db: Any = None, race_id: int | None = None
+) -> list[m.LeaderboardEntry]:
     """The standings, each with its analytics as extra keys (``GET /api/leaderboard``).
 
     With ``db`` (the API), small stale work is done now and more is refreshed in the
     background while the cached figures are served (:meth:`Analyser.for_leaderboard`): the
     request never waits for it. Without (the CLI), every figure is computed first."""
-    records = standing_reads.agent_records(session)
+    records = standing_reads.agent_records(session, race_id=race_id)
     order = ranked_records(records)
     if db is None:
         analyser.agents(session, order)
@@ -101,20 +107,24 @@ def leaderboard(session: Session, analyser: Analyser, db: Any = None) -> list[m.
     ]
 
 
-def trades(session: Session, agent_id: int, limit: int, offset: int) -> m.TradePage:
-    total = agent_reads.trade_count(session, agent_id)
-    rows = agent_reads.trades(session, agent_id, limit, offset)
+def trades(
+    session: Session, agent_id: int, limit: int, offset: int, race_id: int | None = None
+) -> m.TradePage:
+    total = agent_reads.trade_count(session, agent_id, race_id)
+    rows = agent_reads.trades(session, agent_id, limit, offset, race_id)
     return activity.trade_page(rows, total, limit, offset)
 
 
-def decisions(session: Session, agent_id: int, limit: int) -> list[m.DecisionLog]:
-    rows = agent_reads.decisions(session, agent_id, limit)
+def decisions(
+    session: Session, agent_id: int, limit: int, race_id: int | None = None
+) -> list[m.DecisionLog]:
+    rows = agent_reads.decisions(session, agent_id, limit, race_id)
     orders = agent_reads.executed_orders(session, [d.id for d in rows])
     return activity.decision_logs(rows, orders)
 
 
-def portfolio(session: Session, agent_id: int) -> m.Portfolio | None:
-    row = agent_reads.portfolio(session, agent_id)
+def portfolio(session: Session, agent_id: int, race_id: int | None = None) -> m.Portfolio | None:
+    row = agent_reads.portfolio(session, agent_id, race_id)
     if row is None:
         return None
     return views.portfolio(row, market_reads.latest_closes(session))

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "race.cli.ml",
     "race.cli.serve",
     "race.cli.report",
+    "race.cli.races",
 )
 
 

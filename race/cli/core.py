@@ -60,6 +60,9 @@ def register(commands: Any) -> None:
 
     board = commands.add_parser("leaderboard", help="print the standings")
     board.add_argument("--json", action="store_true", help="JSON instead of a table")
+    board.add_argument(
+        "--race", metavar="RACE", help="race name or id (default: the live race; `races list`)"
+    )
     board.set_defaults(handler=cmd_leaderboard)
 
 
@@ -67,6 +70,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     app = open_app(require_schema=False)
     app.db.upgrade(args.revision)
     print(f"database {app.db.describe()} at revision {app.db.current_revision()}")
+    if app.db.has_table("races"):
+        from race.races import record_live_race
+
+        filled = record_live_race(app.db, app.settings, app.clock)
+        if filled:
+            print(f"live race: recorded {', '.join(filled)} from the settings (now frozen)")
     return 0
 
 
@@ -229,16 +238,22 @@ def _agent_ids(app: Any, refs: list[str]) -> list[int]:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     app = open_app()
+    race_id = None
+    if args.race is not None:
+        from race.races import find_race
+
+        race_id = find_race(app.db, args.race).id
     if args.json:
         # The API's entries, field for field (GET /api/leaderboard): one vocabulary.
         from race.analysis_cache import Analyser
         from race.api.queries import leaderboard
 
         with app.db.read() as session:
-            entries = leaderboard(session, Analyser.from_settings(app.settings))
+            analyser = Analyser.from_settings(app.settings)
+            entries = leaderboard(session, analyser, race_id=race_id)
         print(json.dumps([entry.model_dump() for entry in entries], indent=2))
         return 0
     with app.db.read() as session:
-        rows = standings(session)
+        rows = standings(session, race_id=race_id)
     print(render_table(rows))
     return 0

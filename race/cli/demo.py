@@ -4,6 +4,9 @@ On an empty database: migrate, seed the assets and the five baselines (plus the 
 agents whose settings are present), load the bundled real candles, train the ML model on the
 data before the replay window, replay the most recent days hourly and print the standings.
 Re-running it is safe: every step skips what is already done.
+
+The replay is a backtest race of its own (``demo <start>..<end> every <interval>``, see
+docs/races.md), judged by the settings' rules: the live race is never touched.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agents.baselines import DEFAULT_BASELINES
 from race.bootstrap import App
 from race.cli._common import open_app, progress_bar
+from race.domain import jobs
 from race.domain.model import Provider
-from race.domain.timeutil import floor_time, parse_interval
+from race.domain.race import Race, RaceKind, RaceRules
+from race.domain.timeutil import floor_time, format_interval, parse_interval
 from race.leaderboard import render_table, standings
+from race.races import create_race, engine_for
+from race.store import races as race_rows
 from race.universe import NewAgent, add_agent, add_asset
 
 log = logging.getLogger("race.demo")
@@ -75,6 +82,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     app = open_app(require_schema=False)
     print(f"database: {app.db.describe()}")
     app.db.upgrade()
+    from race.races import record_live_race
+
+    record_live_race(app.db, app.settings, app.clock)
     created = seed(app)
     if created:
         print(f"seeded agents: {', '.join(created)}")
@@ -95,30 +105,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     end = floor_time(end, interval)
     start = end - timedelta(days=args.days)
     _train_ml(app, start)
+    agent_ids = _active_agents(app) if args.include_llm else _offline_agents(app)
+    race = demo_race(app, start, end, interval, agent_ids)
     print(f"replaying {start.isoformat()} → {end.isoformat()} every {args.interval}")
+    print(f"race {race.id}: {race.name} (a backtest; the live race is left alone)")
     bar, update = progress_bar(0, "replay")
     try:
         result = asyncio.run(
-            app.engine.backfill(
-                start,
-                end,
-                interval,
-                on_progress=update,
-                agent_ids=None if args.include_llm else _offline_agents(app),
+            engine_for(app, race).backfill(
+                start, end, interval, on_progress=update, agent_ids=agent_ids
             )
         )
     finally:
         bar.close()
+    with app.db.write() as session:
+        race_rows.set_status(session, race.id, jobs.COMPLETED if result.finished else jobs.PARTIAL)
     print(
         f"{result.decisions} decisions ({result.fallbacks} fallbacks), {result.trades} trades "
         f"written this run\n"
     )
     with app.db.read() as session:
-        print(render_table(standings(session)))
+        print(render_table(standings(session, race_id=race.id)))
     from race.cli.report import write_report  # matplotlib: imported only to draw the report
 
-    print(f"\nreport: {write_report(app, Path(REPORT_FILE))[0].resolve()}")
+    print(f"\nreport: {write_report(app, Path(REPORT_FILE), race=str(race.id))[0].resolve()}")
     return 0
+
+
+def demo_race(
+    app: App, start: datetime, end: datetime, interval: timedelta, agent_ids: list[int]
+) -> Race:
+    """The demo's backtest race of this window and interval: found (a re-run resumes it,
+    agents seeded since join it) or created with the settings' rules, all ``agent_ids``
+    among its participants."""
+    name = f"demo {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} every {format_interval(interval)}"
+    with app.db.write() as session:
+        found = race_rows.by_name(session, name)
+        if found is not None:
+            joined = set(race_rows.participants(session, found.id))
+            capital = found.starting_capital or app.settings.starting_capital
+            for agent_id in agent_ids:
+                if agent_id not in joined:
+                    race_rows.enter(session, found.id, agent_id, capital, app.clock.now())
+            race_rows.set_status(session, found.id, jobs.RUNNING)
+            return found
+    new = race_rows.NewRace(
+        name=name,
+        kind=RaceKind.BACKTEST,
+        start=start,
+        end=end,
+        interval_seconds=int(interval.total_seconds()),
+        starting_capital=app.settings.starting_capital,
+        rules=RaceRules.of(app.settings.costs, app.settings.limits),
+        universe=[symbol for symbol, _ in app.settings.asset_universe],
+        status=jobs.RUNNING,
+    )
+    return create_race(app.db, new, agent_ids, app.clock)
+
+
+def _active_agents(app: App) -> list[int]:
+    from race.store import agents as agent_rows
+
+    with app.db.read() as session:
+        return [row.id for row in agent_rows.active(session)]
 
 
 def _offline_agents(app: App) -> list[int]:

@@ -25,8 +25,8 @@ def register(commands: Any) -> None:
     report.add_argument(
         "--race",
         default=LIVE,
-        help="the race to report; only 'live' (the race this database holds, the default) "
-        "for now: named races come later",
+        help="the race to report, by name or id (default: live, the live race; "
+        "see `python -m race races list`)",
     )
     report.add_argument(
         "--out", type=Path, required=True, help="the HTML file to write (e.g. report.html)"
@@ -41,15 +41,19 @@ def register(commands: Any) -> None:
 
 
 def write_report(app: App, out: Path, *, race: str = LIVE, png: Path | None = None) -> list[Path]:
-    """Write the report of ``race`` to ``out`` (and the charts to ``png``); the files
-    written, the HTML first. LookupError for an unknown race or a race without snapshots."""
+    """Write the report of ``race`` (a name or id) to ``out`` (and the charts to ``png``);
+    the files written, the HTML first. ValueError for an unknown race, LookupError for a
+    race without snapshots."""
     from race.analysis import analyse
+    from race.races import find_race
     from race.report.data import report_data
     from race.report.render import write_html, write_pngs
 
-    analysis = analyse(app.db, app.settings, app.clock)
+    found = find_race(app.db, race)
+    race_id = None if found.is_live else found.id
+    analysis = analyse(app.db, app.settings, app.clock, race_id=race_id)
     with app.db.read() as session:
-        data = report_data(session, analysis, now=app.clock.now(), race=race)
+        data = report_data(session, analysis, now=app.clock.now(), race=found.name, race_id=race_id)
     if data.start is None:
         raise LookupError(
             "no agent has an equity snapshot yet: nothing to report "

@@ -27,7 +27,7 @@ from race.store.reads.analysis import close_series
 from race.store.reads.equity import EquityPoint, equity_points
 
 LIVE = "live"
-"""The one race a database holds today (named races come with another issue)."""
+"""The live race's name (docs/races.md)."""
 BENCHMARK_NAME = "buy-and-hold (equal weights, no fee)"
 
 
@@ -76,14 +76,17 @@ def report_data(
     *,
     now: datetime,
     race: str = LIVE,
+    race_id: int | None = None,
 ) -> ReportData:
-    """The report of ``race`` (only :data:`LIVE` for now) as of ``now``, with every agent's
-    figures from ``analysis`` (:func:`race.analysis.analyse` of the same database)."""
-    if race != LIVE:
-        raise LookupError(f"unknown race {race!r}: only {LIVE!r} exists for now")
-    board = standings(session)
+    """The report of the race named ``race`` (id ``race_id``; None: the live race) as of
+    ``now``, with every agent's figures from ``analysis`` (:func:`race.analysis.analyse` of
+    the same database and race)."""
+    if race != LIVE and race_id is None:
+        raise LookupError(f"unknown race {race!r}: give its id too (race.races.find_race)")
+    board = standings(session, race_id=race_id)
     curves = {
-        s.agent_id: _points(equity_points(session, s.agent_id, None, None, None)) for s in board
+        s.agent_id: _points(equity_points(session, s.agent_id, None, None, None, race_id))
+        for s in board
     }
     times = [p.time for points in curves.values() if points for p in (points[0], points[-1])]
     start, end = (min(times), max(times)) if times else (None, None)

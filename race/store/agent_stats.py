@@ -15,6 +15,7 @@ from race.domain.metrics import EquityStats
 from race.domain.money import ZERO
 from race.domain.stats import fold_steps
 from race.domain.step import EquityPoint, StepResult
+from race.store import races
 from race.store.tables import (
     AgentStatsRow,
     EquitySnapshotRow,
@@ -22,19 +23,23 @@ from race.store.tables import (
 )
 
 
-def _starting_capital(session: Session, agent_id: int) -> Decimal | None:
+def _starting_capital(session: Session, race_id: int | None, agent_id: int) -> Decimal | None:
     return session.scalar(
-        select(PortfolioRow.starting_capital).where(PortfolioRow.agent_id == agent_id)
+        select(PortfolioRow.starting_capital).where(
+            PortfolioRow.race_id == race_id, PortfolioRow.agent_id == agent_id
+        )
     )
 
 
-def _empty_stats(session: Session, agent_id: int) -> AgentStatsRow:
-    return empty_stats(agent_id, _starting_capital(session, agent_id))
+def _empty_stats(session: Session, race_id: int, agent_id: int) -> AgentStatsRow:
+    return empty_stats(race_id, agent_id, _starting_capital(session, race_id, agent_id))
 
 
-def empty_stats(agent_id: int, starting: Decimal | None) -> AgentStatsRow:
-    """The stats row of an agent that has not decided yet (``starting``: its capital)."""
+def empty_stats(race_id: int, agent_id: int, starting: Decimal | None) -> AgentStatsRow:
+    """The stats row of an agent that has not decided yet in the race (``starting``: its
+    capital)."""
     return AgentStatsRow(
+        race_id=race_id,
         agent_id=agent_id,
         equity_state=EquityStats.starting_at(starting).to_state(),
         snapshot_count=0,
@@ -55,13 +60,17 @@ def empty_stats(agent_id: int, starting: Decimal | None) -> AgentStatsRow:
     )
 
 
-def recompute_equity_stats(session: Session, agent_id: int) -> EquityStats:
-    """The agent's equity statistics rebuilt from its stored curve, starting at its starting
-    capital (also how a state stored before ``origin`` existed is brought up to date)."""
-    stats = EquityStats.starting_at(_starting_capital(session, agent_id))
+def recompute_equity_stats(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> EquityStats:
+    """The agent's equity statistics in the race (default: live) rebuilt from its stored
+    curve, starting at its starting capital (also how a state stored before ``origin``
+    existed is brought up to date)."""
+    race_id = races.resolve(session, race_id)
+    stats = EquityStats.starting_at(_starting_capital(session, race_id, agent_id))
     rows = session.execute(
         select(EquitySnapshotRow.captured_at, EquitySnapshotRow.total_value)
-        .where(EquitySnapshotRow.agent_id == agent_id)
+        .where(EquitySnapshotRow.race_id == race_id, EquitySnapshotRow.agent_id == agent_id)
         .order_by(EquitySnapshotRow.captured_at)
     )
     for captured_at, value in rows:
@@ -76,13 +85,17 @@ def update_stats(
     *,
     steps: Sequence[StepResult] = (),
     health: HealthPolicy | None = None,
+    race_id: int | None = None,
 ) -> bool | None:
-    """Fold new equity points and steps into the agent's leaderboard row. A point older than
-    the newest one already counted triggers a full recompute of the equity statistics.
-    Returns the new ``degraded`` value when the steps changed it, else None."""
-    row = session.get(AgentStatsRow, agent_id)
+    """Fold new equity points and steps into the agent's leaderboard row in the race
+    (default: live). A point older than the newest one already counted triggers a full
+    recompute of the equity statistics. Returns the new ``degraded`` value when the steps
+    changed it, else None."""
+    race_id = races.resolve(session, race_id)
+    assert race_id is not None, "no live race: it is created with the first agent"
+    row = session.get(AgentStatsRow, (race_id, agent_id))
     if row is None:
-        row = _empty_stats(session, agent_id)
+        row = _empty_stats(session, race_id, agent_id)
         session.add(row)
     _fold_equity(session, row, agent_id, points)
     return _fold_steps(row, steps, health)
@@ -101,10 +114,10 @@ def _fold_equity(
         # Out of order (a late cycle after a later mark) or a state from before the origin
         # existed: rebuild from the stored curve.
         session.flush()
-        stats = recompute_equity_stats(session, agent_id)
+        stats = recompute_equity_stats(session, agent_id, row.race_id)
         latest = session.scalar(
             select(EquitySnapshotRow.total_value)
-            .where(EquitySnapshotRow.agent_id == agent_id)
+            .where(EquitySnapshotRow.race_id == row.race_id, EquitySnapshotRow.agent_id == agent_id)
             .order_by(EquitySnapshotRow.captured_at.desc())
             .limit(1)
         )
@@ -151,10 +164,14 @@ def _fold_steps(
     return flip
 
 
-def latest_snapshot_times(session: Session, agent_ids: Sequence[int]) -> dict[int, datetime | None]:
+def latest_snapshot_times(
+    session: Session, agent_ids: Sequence[int], race_id: int | None = None
+) -> dict[int, datetime | None]:
+    """Per agent, its last snapshot's time in the race (default: the live race)."""
     rows = session.execute(
         select(AgentStatsRow.agent_id, AgentStatsRow.last_captured_at).where(
-            AgentStatsRow.agent_id.in_(list(agent_ids))
+            AgentStatsRow.race_id == races.resolve(session, race_id),
+            AgentStatsRow.agent_id.in_(list(agent_ids)),
         )
     )
     return {agent_id: last for agent_id, last in rows}

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.agent_stats import empty_stats
 from race.store.tables import (
     AgentRow,
@@ -19,6 +20,7 @@ from race.store.tables import (
     EquitySnapshotRow,
     PortfolioRow,
     PositionRow,
+    RaceParticipantRow,
     TradeRow,
 )
 
@@ -75,7 +77,8 @@ def insert(
     starting_capital: Decimal,
     now: datetime,
 ) -> AgentRow:
-    """A new, active agent with its portfolio (all cash) and empty stats."""
+    """A new, active agent taking part in the live race (created if missing), with its
+    portfolio there (all cash) and empty stats."""
     row = AgentRow(
         name=name,
         provider=provider,
@@ -88,8 +91,11 @@ def insert(
     )
     session.add(row)
     session.flush()
+    race_id = races.ensure_live(session, now)
+    races.join(session, race_id, row.id)
     session.add(
         PortfolioRow(
+            race_id=race_id,
             agent_id=row.id,
             cash=starting_capital,
             starting_capital=starting_capital,
@@ -98,7 +104,7 @@ def insert(
             created_at=now,
         )
     )
-    session.add(empty_stats(row.id, starting_capital))
+    session.add(empty_stats(race_id, row.id, starting_capital))
     return row
 
 
@@ -120,8 +126,8 @@ def history(session: Session, agent_id: int) -> History:
 
 
 def delete_with_history(session: Session, agent_id: int) -> None:
-    """The agent and everything that is its: trades, snapshots, decisions, positions,
-    portfolio and stats."""
+    """The agent and everything that is its, in every race: trades, snapshots, decisions,
+    positions, portfolios, stats and places among races' participants."""
     portfolio_ids = select(PortfolioRow.id).where(PortfolioRow.agent_id == agent_id)
     session.execute(delete(TradeRow).where(TradeRow.agent_id == agent_id))
     session.execute(delete(EquitySnapshotRow).where(EquitySnapshotRow.agent_id == agent_id))
@@ -129,4 +135,5 @@ def delete_with_history(session: Session, agent_id: int) -> None:
     session.execute(delete(PositionRow).where(PositionRow.portfolio_id.in_(portfolio_ids)))
     session.execute(delete(PortfolioRow).where(PortfolioRow.agent_id == agent_id))
     session.execute(delete(AgentStatsRow).where(AgentStatsRow.agent_id == agent_id))
+    session.execute(delete(RaceParticipantRow).where(RaceParticipantRow.agent_id == agent_id))
     session.execute(delete(AgentRow).where(AgentRow.id == agent_id))

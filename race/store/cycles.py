@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.bulk import bulk_insert
 from race.store.repository import ViewPin
 from race.store.tables import CycleRow, DecisionRow, TradeRow
@@ -26,30 +27,40 @@ StaleCycle = tuple[datetime, int, str]
 
 
 def statuses(
-    session: Session, slots: Sequence[datetime], triggers: Sequence[str]
+    session: Session,
+    slots: Sequence[datetime],
+    triggers: Sequence[str],
+    race_id: int | None = None,
 ) -> tuple[dict[datetime, tuple[str, int]], datetime | None]:
     """The (status, attempts) of the rows of ``slots``, and the first cycle run by one of
-    ``triggers``."""
+    ``triggers`` (in the race; default: the live race)."""
+    race = races.resolve(session, race_id)
     found: dict[datetime, tuple[str, int]] = {
         cycle_time: (status, attempts or 0)
         for cycle_time, status, attempts in session.execute(
             select(CycleRow.cycle_time, CycleRow.status, CycleRow.attempts).where(
-                CycleRow.cycle_time.in_(slots)
+                CycleRow.race_id == race, CycleRow.cycle_time.in_(slots)
             )
         )
     }
     first = session.scalar(
-        select(func.min(CycleRow.cycle_time)).where(CycleRow.trigger.in_(triggers))
+        select(func.min(CycleRow.cycle_time)).where(
+            CycleRow.race_id == race, CycleRow.trigger.in_(triggers)
+        )
     )
     return found, first
 
 
 def give_up(
-    session: Session, cycle_time: datetime, redact: Callable[[str], str], now: datetime
+    session: Session,
+    cycle_time: datetime,
+    redact: Callable[[str], str],
+    now: datetime,
+    race_id: int | None = None,
 ) -> str | None:
     """Finish an unfinished row as ``failed``, its decisions counted; why (or None when
     there was nothing to finish)."""
-    row = session.get(CycleRow, cycle_time)
+    row = session.get(CycleRow, _key(session, race_id, cycle_time))
     if row is None or row.status in FINISHED:
         return None
     recount(session, row, row.agents_total)
@@ -64,20 +75,37 @@ def give_up(
     return reason
 
 
-def pinned_view(session: Session, cycle_time: datetime) -> Any:
+def _key(session: Session, race_id: int | None, cycle_time: datetime) -> tuple[Any, datetime]:
+    """A cycle row's primary key: (race, time); the live race when ``race_id`` is None."""
+    return races.resolve(session, race_id), cycle_time
+
+
+def pinned_view(session: Session, cycle_time: datetime, race_id: int | None = None) -> Any:
     """The view pinned on the cycle's row (its JSON), or None."""
-    return session.scalar(select(CycleRow.market_view).where(CycleRow.cycle_time == cycle_time))
+    return session.scalar(
+        select(CycleRow.market_view).where(
+            CycleRow.race_id == races.resolve(session, race_id), CycleRow.cycle_time == cycle_time
+        )
+    )
 
 
 def record_skipped(
-    session: Session, cycle_time: datetime, trigger: str, total: int, reason: str, now: datetime
+    session: Session,
+    cycle_time: datetime,
+    trigger: str,
+    total: int,
+    reason: str,
+    now: datetime,
+    race_id: int | None = None,
 ) -> None:
     """The cycle as ``skipped`` with ``reason``: a new row, or a row without a pinned view
     and without decisions (anything else is left as it is)."""
-    row = session.get(CycleRow, cycle_time)
+    key = races.resolve_for_write(session, race_id, now), cycle_time
+    row = session.get(CycleRow, key)
     if row is None:
         session.add(
             CycleRow(
+                race_id=key[0],
                 cycle_time=cycle_time,
                 status="skipped",
                 trigger=trigger,
@@ -103,26 +131,31 @@ def claim(
     *,
     count_attempt: bool,
     now: datetime,
+    race_id: int | None = None,
 ) -> ViewPin:
     """Create the cycle's row, or pin the view on a row that has none (rows written
     before migration 0005, backfill rows); compare-and-set, so concurrent runs agree.
     Returns the view pinned on the row."""
+    race = races.resolve_for_write(session, race_id, now)
     if count_attempt:
         # One more run of the whole slot (bounds the catch-up's retries).
         session.execute(
             update(CycleRow)
-            .where(CycleRow.cycle_time == cycle_time)
+            .where(CycleRow.race_id == race, CycleRow.cycle_time == cycle_time)
             .values(attempts=func.coalesce(CycleRow.attempts, 0) + 1)
         )
-    stored = pinned_view(session, cycle_time)
+    stored = pinned_view(session, cycle_time, race)
     if stored is not None:
         return ViewPin.from_json(stored)
     exists = session.scalar(
-        select(func.count()).select_from(CycleRow).where(CycleRow.cycle_time == cycle_time)
+        select(func.count())
+        .select_from(CycleRow)
+        .where(CycleRow.race_id == race, CycleRow.cycle_time == cycle_time)
     )
     if not exists:
         session.add(
             CycleRow(
+                race_id=race,
                 cycle_time=cycle_time,
                 status=status,
                 trigger=trigger,
@@ -137,6 +170,7 @@ def claim(
     session.execute(
         update(CycleRow)
         .where(
+            CycleRow.race_id == race,
             CycleRow.cycle_time == cycle_time,
             CycleRow.market_view.is_(None),
             CycleRow.status == "skipped",
@@ -145,13 +179,17 @@ def claim(
     )
     moved = session.execute(
         update(CycleRow)
-        .where(CycleRow.cycle_time == cycle_time, CycleRow.market_view.is_(None))
+        .where(
+            CycleRow.race_id == race,
+            CycleRow.cycle_time == cycle_time,
+            CycleRow.market_view.is_(None),
+        )
         .values(market_view=pin.to_json())
     )
     if moved.rowcount == 1:  # type: ignore[attr-defined]
         return pin
     # Another run pinned it between our read and our update: take its view.
-    return ViewPin.from_json(pinned_view(session, cycle_time))
+    return ViewPin.from_json(pinned_view(session, cycle_time, race))
 
 
 def finish(
@@ -162,10 +200,11 @@ def finish(
     skipped: int,
     errors: Mapping[int, str],
     now: datetime,
+    race_id: int | None = None,
 ) -> None:
     """A run of every agent ended: the row's counts, status (``partial`` while agents are
     neither decided nor skipped) and errors."""
-    row = session.get(CycleRow, cycle_time)
+    row = session.get(CycleRow, _key(session, race_id, cycle_time))
     if row is None:
         return
     row.agents_total = total
@@ -175,9 +214,9 @@ def finish(
     row.finished_at = now
 
 
-def recount_row(session: Session, cycle_time: datetime) -> None:
+def recount_row(session: Session, cycle_time: datetime, race_id: int | None = None) -> None:
     """The row's counts again (its status stays)."""
-    row = session.get(CycleRow, cycle_time)
+    row = session.get(CycleRow, _key(session, race_id, cycle_time))
     if row is not None:
         recount(session, row, row.agents_total)
 
@@ -188,7 +227,7 @@ def recount(session: Session, row: CycleRow, total: int) -> None:
         session.scalar(
             select(func.count())
             .select_from(DecisionRow)
-            .where(DecisionRow.cycle_time == row.cycle_time)
+            .where(DecisionRow.race_id == row.race_id, DecisionRow.cycle_time == row.cycle_time)
         )
         or 0
     )
@@ -196,32 +235,43 @@ def recount(session: Session, row: CycleRow, total: int) -> None:
         session.scalar(
             select(func.count())
             .select_from(DecisionRow)
-            .where(DecisionRow.cycle_time == row.cycle_time, DecisionRow.fallback)
+            .where(
+                DecisionRow.race_id == row.race_id,
+                DecisionRow.cycle_time == row.cycle_time,
+                DecisionRow.fallback,
+            )
         )
         or 0
     )
     row.trades = (
         session.scalar(
-            select(func.count()).select_from(TradeRow).where(TradeRow.executed_at == row.cycle_time)
+            select(func.count())
+            .select_from(TradeRow)
+            .where(TradeRow.race_id == row.race_id, TradeRow.executed_at == row.cycle_time)
         )
         or 0
     )
     row.skipped = max(total - row.decisions, 0)
 
 
-def write_replayed(session: Session, cycles: Sequence[ReplayedCycle], now: datetime) -> None:
+def write_replayed(
+    session: Session, cycles: Sequence[ReplayedCycle], now: datetime, race_id: int | None = None
+) -> None:
     """A replay's completed cycles: new rows, or a recount of rows already there."""
     rows = {
         t: {"agents_total": total, "decisions": decided, "fallbacks": fallbacks,
             "skipped": total - decided, "trades": trades, "status": "completed"}
         for t, total, decided, fallbacks, trades in cycles
     }  # fmt: skip
-    for t in _insert_new(session, rows, now):
-        row = session.get(CycleRow, t)
+    race = races.resolve_for_write(session, race_id, now)
+    for t in _insert_new(session, rows, now, race):
+        row = session.get(CycleRow, (race, t))
         recount(session, row, row.agents_total)
 
 
-def write_stale(session: Session, stale: Sequence[StaleCycle], now: datetime) -> None:
+def write_stale(
+    session: Session, stale: Sequence[StaleCycle], now: datetime, race_id: int | None = None
+) -> None:
     """Cycles of a replay skipped for a stale market view: a ``skipped`` row with the
     reason (a row that already exists is left as it is)."""
     rows = {
@@ -229,11 +279,11 @@ def write_stale(session: Session, stale: Sequence[StaleCycle], now: datetime) ->
             "trades": 0, "status": "skipped", "reason": reason}
         for t, total, reason in stale
     }  # fmt: skip
-    _insert_new(session, rows, now)
+    _insert_new(session, rows, now, races.resolve_for_write(session, race_id, now))
 
 
 def _insert_new(
-    session: Session, rows: dict[datetime, dict[str, Any]], now: datetime
+    session: Session, rows: dict[datetime, dict[str, Any]], now: datetime, race: int | None
 ) -> set[datetime]:
     """Insert the backfill cycle rows whose slot has none yet; the slots that had one."""
     if not rows:
@@ -242,13 +292,15 @@ def _insert_new(
     # kept when they are among ``rows``.
     in_range = session.scalars(
         select(CycleRow.cycle_time).where(
-            CycleRow.cycle_time >= min(rows), CycleRow.cycle_time <= max(rows)
+            CycleRow.race_id == race,
+            CycleRow.cycle_time >= min(rows),
+            CycleRow.cycle_time <= max(rows),
         )
     )
     existing = {t for t in in_range if t in rows}
     new_rows = [
-        {"cycle_time": t, "trigger": "backfill", "started_at": now, "finished_at": now,
-         "error": None, **values}
+        {"race_id": race, "cycle_time": t, "trigger": "backfill", "started_at": now,
+         "finished_at": now, "error": None, **values}
         for t, values in rows.items()
         if t not in existing
     ]  # fmt: skip
@@ -260,12 +312,18 @@ def _insert_new(
 
 
 def decided_and_skipped(
-    session: Session, agent_ids: Sequence[int], first: datetime, last: datetime
+    session: Session,
+    agent_ids: Sequence[int],
+    first: datetime,
+    last: datetime,
+    race_id: int | None = None,
 ) -> tuple[list[tuple[int, datetime]], set[datetime]]:
     """In ``[first, last]``: the (agent, cycle) of the decisions of ``agent_ids``, and the
-    cycles skipped for a stale view."""
+    cycles skipped for a stale view (in the race; default: the live race)."""
+    race = races.resolve(session, race_id)
     rows = session.execute(
         select(DecisionRow.agent_id, DecisionRow.cycle_time).where(
+            DecisionRow.race_id == race,
             DecisionRow.agent_id.in_(list(agent_ids)),
             DecisionRow.cycle_time >= first,
             DecisionRow.cycle_time <= last,
@@ -274,6 +332,7 @@ def decided_and_skipped(
     skipped = set(
         session.scalars(
             select(CycleRow.cycle_time).where(
+                CycleRow.race_id == race,
                 CycleRow.status == "skipped",
                 CycleRow.cycle_time >= first,
                 CycleRow.cycle_time <= last,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -271,8 +271,11 @@ class Database:
             raise self.unavailable(exc) from None
 
     def has_schema(self) -> bool:
+        return self.has_table("alembic_version")
+
+    def has_table(self, name: str) -> bool:
         with self.engine.connect() as connection:
-            return inspect(connection).has_table("alembic_version")
+            return inspect(connection).has_table(name)
 
     def require_file(self) -> None:
         """A SQLite database file that does not exist is a :class:`DatabaseError` naming
@@ -301,9 +304,38 @@ class Database:
         from alembic import command
 
         self.ping(create=True)
-        with self.engine.begin() as connection:
-            config = alembic_config(connection)
-            command.upgrade(config, revision)
+        self._migrate(lambda config: command.upgrade(config, revision))
+
+    def downgrade(self, revision: str) -> None:
+        """Undo Alembic migrations down to ``revision``."""
+        from alembic import command
+
+        self.require_schema()
+        self._migrate(lambda config: command.downgrade(config, revision))
+
+    def _migrate(self, run: Callable[[Any], None]) -> None:
+        """``run`` (an Alembic command) in one transaction. On SQLite, batch migrations
+        rebuild tables that others reference: foreign keys are off while they run (set
+        outside the transaction, the only place the pragma works) and every reference is
+        checked before the commit."""
+        with self.engine.connect() as connection:
+            raw: Any = connection.connection.dbapi_connection
+            if self.is_sqlite:
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with connection.begin():
+                    run(alembic_config(connection))
+                    if self.is_sqlite:
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise DatabaseError(
+                                f"migration left {len(broken)} broken reference(s), first: "
+                                f"{tuple(broken[0])}; nothing was changed",
+                                kind="schema",
+                            )
+            finally:
+                if self.is_sqlite:
+                    raw.execute("PRAGMA foreign_keys = ON")
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

@@ -162,13 +162,17 @@ def progress(session: Session, job_id: int) -> tuple[int, int]:
     return (row.total, row.done) if row is not None else (0, 0)
 
 
-def unfinished(session: Session, kind: str) -> Sequence[tuple[int, str, datetime | None]]:
-    """``(id, status, updated_at)`` of the jobs of ``kind`` still to be worked, by id."""
-    return session.execute(
-        select(JobRow.id, JobRow.status, JobRow.updated_at)
-        .where(JobRow.kind == kind, JobRow.status.in_(status.UNFINISHED))
-        .order_by(JobRow.id)
-    ).all()  # type: ignore[return-value]
+def unfinished(
+    session: Session, kind: str, *, live_only: bool = False
+) -> Sequence[tuple[int, str, datetime | None]]:
+    """``(id, status, updated_at)`` of the jobs of ``kind`` still to be worked, by id
+    (``live_only``: not the jobs of another race, whose keys name it: ``…:race=N``)."""
+    query = select(JobRow.id, JobRow.status, JobRow.updated_at).where(
+        JobRow.kind == kind, JobRow.status.in_(status.UNFINISHED)
+    )
+    if live_only:
+        query = query.where(~JobRow.key.contains(":race="))
+    return session.execute(query.order_by(JobRow.id)).all()  # type: ignore[return-value]
 
 
 def advance_cursor(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from race.domain.agent import AgentSpec
 from race.domain.model import Portfolio, Position, Provider
 from race.domain.money import ZERO
+from race.store import races
 from race.store.tables import (
     AgentRow,
     Asset,
@@ -30,6 +31,7 @@ class ConcurrentUpdate(RuntimeError):
 class PortfolioState:
     agent_id: int
     portfolio_id: int
+    race_id: int
     version: int
     as_of: datetime | None
     portfolio: Portfolio
@@ -76,11 +78,17 @@ def active_agents(session: Session, agent_ids: Iterable[int] | None = None) -> l
 # ---------------------------------------------------------------- portfolios
 
 
-def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, PortfolioState]:
+def portfolio_states(
+    session: Session, agent_ids: Sequence[int], race_id: int | None = None
+) -> dict[int, PortfolioState]:
+    """The agents' portfolios in the race (default: the live race)."""
     if not agent_ids:
         return {}
     rows = session.execute(
-        select(PortfolioRow).where(PortfolioRow.agent_id.in_(list(agent_ids)))
+        select(PortfolioRow).where(
+            PortfolioRow.race_id == races.resolve(session, race_id),
+            PortfolioRow.agent_id.in_(list(agent_ids)),
+        )
     ).scalars()
     states: dict[int, PortfolioState] = {}
     by_portfolio: dict[int, PortfolioState] = {}
@@ -88,6 +96,7 @@ def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, Po
         state = PortfolioState(
             agent_id=row.agent_id,
             portfolio_id=row.id,
+            race_id=row.race_id,
             version=row.version,
             as_of=row.as_of,
             portfolio=Portfolio(cash=row.cash, positions={}),
@@ -114,13 +123,18 @@ def portfolio_states(session: Session, agent_ids: Sequence[int]) -> dict[int, Po
 
 
 def spent_today(
-    session: Session, cycle_time: datetime, agent_ids: Sequence[int] | None = None
+    session: Session,
+    cycle_time: datetime,
+    agent_ids: Sequence[int] | None = None,
+    race_id: int | None = None,
 ) -> dict[int, Decimal]:
-    """Per agent, the summed ``cost_usd`` of its decisions earlier in ``cycle_time``'s UTC day."""
+    """Per agent, the summed ``cost_usd`` of its decisions in the race (default: live)
+    earlier in ``cycle_time``'s UTC day."""
     day_start = cycle_time.replace(hour=0, minute=0, second=0, microsecond=0)
     query = (
         select(DecisionRow.agent_id, func.sum(DecisionRow.cost_usd))
         .where(
+            DecisionRow.race_id == races.resolve(session, race_id),
             DecisionRow.cycle_time >= day_start,
             DecisionRow.cycle_time < cycle_time,
             DecisionRow.cost_usd.is_not(None),
@@ -132,7 +146,10 @@ def spent_today(
     return {agent_id: total or ZERO for agent_id, total in session.execute(query)}
 
 
-def decided_agents(session: Session, cycle_time: datetime) -> set[int]:
-    return set(
-        session.scalars(select(DecisionRow.agent_id).where(DecisionRow.cycle_time == cycle_time))
+def decided_agents(session: Session, cycle_time: datetime, race_id: int | None = None) -> set[int]:
+    """The agents that decided ``cycle_time`` in the race (default: the live race)."""
+    query = select(DecisionRow.agent_id).where(
+        DecisionRow.race_id == races.resolve(session, race_id),
+        DecisionRow.cycle_time == cycle_time,
     )
+    return set(session.scalars(query))

@@ -24,6 +24,7 @@ from race.store.tables import (
 )
 
 _DECISION_KEYS = (
+    "race_id",
     "agent_id",
     "cycle_time",
     "action",
@@ -53,10 +54,11 @@ _DECISION_KEYS = (
 )
 
 
-def _decision_values(agent_id: int, step: StepResult) -> tuple[Any, ...]:
+def _decision_values(race_id: int, agent_id: int, step: StepResult) -> tuple[Any, ...]:
     """A decision's row as values in :data:`_DECISION_KEYS` order."""
     d = step.decision
     return (
+        race_id,
         agent_id,
         d.cycle_time,
         d.action.value,
@@ -87,6 +89,7 @@ def _decision_values(agent_id: int, step: StepResult) -> tuple[Any, ...]:
 
 
 _SNAPSHOT_KEYS = (
+    "race_id",
     "agent_id",
     "portfolio_id",
     "captured_at",
@@ -98,13 +101,12 @@ _SNAPSHOT_KEYS = (
 )
 
 
-def _snapshot_values(
-    agent_id: int, portfolio_id: int, point: EquityPoint, source: str
-) -> tuple[Any, ...]:
+def _snapshot_values(state: PortfolioState, point: EquityPoint, source: str) -> tuple[Any, ...]:
     """A snapshot's row as values in :data:`_SNAPSHOT_KEYS` order."""
     return (
-        agent_id,
-        portfolio_id,
+        state.race_id,
+        state.agent_id,
+        state.portfolio_id,
         point.time,
         point.total_value,
         point.cash_value,
@@ -142,7 +144,9 @@ def write_batches(
         ((batch, step) for batch in batches for step in batch.steps),
         key=lambda pair: (pair[1].decision.cycle_time, pair[0].state.agent_id),
     )
-    decision_rows = [_decision_values(batch.state.agent_id, step) for batch, step in owners]
+    decision_rows = [
+        _decision_values(batch.state.race_id, batch.state.agent_id, step) for batch, step in owners
+    ]
     # Claim the portfolios first: a concurrent writer of the same agent fails here, before
     # anything else is written (and on SQLite the write lock is already ours).
     _claim_portfolios(session, batches)
@@ -219,6 +223,7 @@ def _trade_and_snapshot_rows(
                 {
                     "decision_id": decision_id,
                     "sequence": sequence,
+                    "race_id": batch.state.race_id,
                     "agent_id": agent_id,
                     "asset_id": assets[fill.asset],
                     "executed_at": step.decision.cycle_time,
@@ -232,9 +237,7 @@ def _trade_and_snapshot_rows(
                     "realized_pnl": fill.realized_pnl,
                 }
             )
-        snapshot_rows.append(
-            _snapshot_values(agent_id, batch.state.portfolio_id, step.equity, "cycle")
-        )
+        snapshot_rows.append(_snapshot_values(batch.state, step.equity, "cycle"))
     return trade_rows, snapshot_rows
 
 
@@ -244,6 +247,7 @@ def _drop_clashing_marks(session: Session, batches: Sequence[AgentBatch]) -> Non
     for batch in batches:
         first, last = batch.steps[0].decision.cycle_time, batch.steps[-1].decision.cycle_time
         marked = select(EquitySnapshotRow.captured_at).where(
+            EquitySnapshotRow.race_id == batch.state.race_id,
             EquitySnapshotRow.agent_id == batch.state.agent_id,
             EquitySnapshotRow.source == "mark",
             EquitySnapshotRow.captured_at >= first,
@@ -253,6 +257,7 @@ def _drop_clashing_marks(session: Session, batches: Sequence[AgentBatch]) -> Non
         if clashes:
             session.execute(
                 delete(EquitySnapshotRow).where(
+                    EquitySnapshotRow.race_id == batch.state.race_id,
                     EquitySnapshotRow.agent_id == batch.state.agent_id,
                     EquitySnapshotRow.source == "mark",
                     EquitySnapshotRow.captured_at.in_(sorted(clashes)),
@@ -293,6 +298,7 @@ def _update_batch_stats(
             [s.equity for s in batch.steps],
             steps=batch.steps,
             health=health or HealthPolicy(),
+            race_id=batch.state.race_id,
         )
         if flip is not None:
             changed[batch.state.agent_id] = flip
@@ -311,15 +317,14 @@ def write_marks(session: Session, marks: Sequence[tuple[PortfolioState, EquityPo
             select(func.count())
             .select_from(EquitySnapshotRow)
             .where(
+                EquitySnapshotRow.race_id == state.race_id,
                 EquitySnapshotRow.agent_id == state.agent_id,
                 EquitySnapshotRow.captured_at == point.time,
             )
         )
         if exists:
             continue
-        _insert_snapshots(
-            session, [_snapshot_values(state.agent_id, state.portfolio_id, point, "mark")]
-        )
-        update_stats(session, state.agent_id, [point])
+        _insert_snapshots(session, [_snapshot_values(state, point, "mark")])
+        update_stats(session, state.agent_id, [point], race_id=state.race_id)
         written += 1
     return written

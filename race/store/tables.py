@@ -106,11 +106,56 @@ class AgentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class PortfolioRow(Base):
-    __tablename__ = "portfolios"
+RACE_KINDS = ("live", "backtest", "whatif")
+
+
+class RaceRow(Base):
+    """A race (migration 0012; docs/races.md): every row an agent's steps write belongs to a
+    (race, agent) pair; agents are defined once and take part in many races."""
+
+    __tablename__ = "races"
+    __table_args__ = (
+        CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in RACE_KINDS) + ")", name="kind"),
+        Index("ix_races_name_lower", func.lower(text("name")), unique=True),
+        # At most one live race: the one the timers, ``serve`` and the admin triggers drive.
+        Index(
+            "ix_races_one_live",
+            "kind",
+            unique=True,
+            sqlite_where=text("kind = 'live'"),
+            postgresql_where=text("kind = 'live'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # NULL: open
+    interval_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    starting_capital: Mapped[Decimal | None] = mapped_column(Fixed, nullable=True)
+    rules: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """:class:`race.domain.race.RaceRules`, frozen; NULL until recorded (docs/races.md)."""
+    universe: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # race.domain.jobs' vocabulary
+    source_race_id: Mapped[int | None] = mapped_column(ForeignKey("races.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RaceParticipantRow(Base):
+    __tablename__ = "race_participants"
+
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+
+
+class PortfolioRow(Base):
+    __tablename__ = "portfolios"
+    __table_args__ = (UniqueConstraint("race_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
     cash: Mapped[Decimal] = mapped_column(Fixed)
     starting_capital: Mapped[Decimal] = mapped_column(Fixed)
     as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -135,6 +180,7 @@ class PositionRow(Base):
 class CycleRow(Base):
     __tablename__ = "cycles"
 
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"), primary_key=True)
     cycle_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     trigger: Mapped[str] = mapped_column(String(16))
@@ -162,11 +208,12 @@ class CycleRow(Base):
 class DecisionRow(Base):
     __tablename__ = "decisions"
     __table_args__ = (
-        UniqueConstraint("agent_id", "cycle_time"),
+        UniqueConstraint("race_id", "agent_id", "cycle_time"),
         Index("ix_decisions_agent_fallback", "agent_id", "fallback"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"))
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
     cycle_time: Mapped[datetime] = mapped_column(UTCDateTime)
     action: Mapped[str] = mapped_column(String(8))
@@ -201,10 +248,11 @@ class TradeRow(Base):
     __tablename__ = "trades"
     __table_args__ = (
         UniqueConstraint("decision_id", "sequence"),
-        Index("ix_trades_agent_time", "agent_id", "executed_at"),
+        Index("ix_trades_race_agent_time", "race_id", "agent_id", "executed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"))
     decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"))
     sequence: Mapped[int] = mapped_column(Integer)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
@@ -223,13 +271,16 @@ class TradeRow(Base):
 class EquitySnapshotRow(Base):
     __tablename__ = "equity_snapshots"
     __table_args__ = (
-        UniqueConstraint("agent_id", "captured_at"),
+        UniqueConstraint("race_id", "agent_id", "captured_at"),
         # The API's downsampled curves keep the range's highest and lowest point: one
-        # seek each (migration 0003).
-        Index("ix_equity_snapshots_agent_value", "agent_id", "total_value", "captured_at"),
+        # seek each (migration 0003; the race leads since 0012).
+        Index(
+            "ix_equity_snapshots_race_value", "race_id", "agent_id", "total_value", "captured_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"))
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
     portfolio_id: Mapped[int] = mapped_column(ForeignKey("portfolios.id"))
     captured_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -247,6 +298,7 @@ class AgentStatsRow(Base):
 
     __tablename__ = "agent_stats"
 
+    race_id: Mapped[int] = mapped_column(ForeignKey("races.id"), primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
     equity_state: Mapped[dict[str, Any]] = mapped_column(JSON)
     snapshot_count: Mapped[int] = mapped_column(Integer, default=0)

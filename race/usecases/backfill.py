@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -150,12 +151,15 @@ def _job(
         digest = hashlib.sha256(",".join(map(str, agents)).encode()).hexdigest()[:16]
         key += f":agents={digest}"
     now = deps.clock.now()
-    params = {
+    params: dict[str, Any] = {
         "start": start.isoformat(),
         "end": end.isoformat(),
         "interval": format_interval(interval),
         "agents": agents,
     }
+    if deps.race_id is not None:  # a race other than the live one: its own job
+        key += f":race={deps.race_id}"
+        params["race"] = deps.race_id
 
     def find_or_create() -> int:
         with deps.uow.write() as session:

@@ -90,7 +90,7 @@ def catch_up_slots(deps: Deps, slot: datetime, trigger: str) -> list[datetime]:
 
     def read() -> tuple[dict[datetime, tuple[str, int]], datetime | None]:
         with deps.uow.read() as session:
-            return cycles.statuses(session, slots, triggers)
+            return cycles.statuses(session, slots, triggers, deps.race_id)
 
     statuses, first = deps.uow.run(read, "catch-up check")
     exhausted = [

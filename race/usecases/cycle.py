@@ -102,10 +102,10 @@ def _read(deps: Deps, cycle_time: datetime, agent_ids: Sequence[int] | None) -> 
             all_ids = repo.asset_ids(session)
             specs = repo.active_agents(session, agent_ids)
             total = len(specs) if agent_ids is None else len(repo.active_agents(session))
-            states = repo.portfolio_states(session, [s.id for s in specs])
-            done = repo.decided_agents(session, cycle_time)
-            spent = repo.spent_today(session, cycle_time, [s.id for s in specs])
-            pinned = cycles.pinned_view(session, cycle_time)
+            states = repo.portfolio_states(session, [s.id for s in specs], deps.race_id)
+            done = repo.decided_agents(session, cycle_time, deps.race_id)
+            spent = repo.spent_today(session, cycle_time, [s.id for s in specs], deps.race_id)
+            pinned = cycles.pinned_view(session, cycle_time, deps.race_id)
             if pinned is None:
                 view, pin = repo.read_market_view(
                     session,
@@ -352,6 +352,6 @@ def persist(
 def _already_decided(deps: Deps, agent_id: int, cycle_time: datetime) -> bool:
     def read() -> bool:
         with deps.uow.read() as session:
-            return agent_id in repo.decided_agents(session, cycle_time)
+            return agent_id in repo.decided_agents(session, cycle_time, deps.race_id)
 
     return deps.uow.run(read, f"agent {agent_id} decision check")

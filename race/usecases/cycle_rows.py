@@ -22,7 +22,7 @@ def skip(deps: Deps, cycle_time: datetime, trigger: str, total: int, reason: str
     def record() -> None:
         with deps.uow.write() as session:
             now = deps.clock.now()
-            cycles.record_skipped(session, cycle_time, trigger, total, reason, now)
+            cycles.record_skipped(session, cycle_time, trigger, total, reason, now, deps.race_id)
 
     for _ in range(2):
         try:
@@ -56,6 +56,7 @@ def claim(
                 status,
                 count_attempt=count_attempt,
                 now=deps.clock.now(),
+                race_id=deps.race_id,
             )
 
     for _ in range(3):
@@ -82,6 +83,7 @@ def finish(deps: Deps, cycle_time: datetime, total: int, report: CycleReport) ->
                 len(report.skipped),
                 report.errors,
                 deps.clock.now(),
+                deps.race_id,
             )
 
     deps.uow.run(finish_row, f"cycle {cycle_time.isoformat()} row")
@@ -92,7 +94,7 @@ def recount(deps: Deps, cycle_time: datetime) -> None:
 
     def recount_row() -> None:
         with deps.uow.write() as session:
-            cycles.recount_row(session, cycle_time)
+            cycles.recount_row(session, cycle_time, deps.race_id)
 
     deps.uow.run(recount_row, f"cycle {cycle_time.isoformat()} row")
 
@@ -103,7 +105,7 @@ def give_up(deps: Deps, cycle_time: datetime) -> None:
 
     def finish_row() -> str | None:
         with deps.uow.write() as session:
-            return cycles.give_up(session, cycle_time, deps.redact, deps.clock.now())
+            return cycles.give_up(session, cycle_time, deps.redact, deps.clock.now(), deps.race_id)
 
     reason = deps.uow.run(finish_row, f"cycle {cycle_time.isoformat()} give-up")
     if reason is not None:

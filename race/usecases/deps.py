@@ -26,6 +26,8 @@ class Deps:
     telemetry: Telemetry
     deciding: Deciding
     health: repo.HealthPolicy
+    race_id: int | None = None
+    """The race the use cases act on (None: the live race)."""
 
     @property
     def policy(self) -> SecretPolicy:

@@ -20,8 +20,8 @@ def mark(deps: Deps, at: datetime) -> tuple[int, str | None]:
     with deps.uow.read() as session:
         assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
         specs = repo.active_agents(session)
-        states = repo.portfolio_states(session, [s.id for s in specs])
-        last = repo.latest_snapshot_times(session, list(states))
+        states = repo.portfolio_states(session, [s.id for s in specs], deps.race_id)
+        last = repo.latest_snapshot_times(session, list(states), deps.race_id)
         view = repo.market_view(session, at, assets, 1, None)
     stale = stale_reason(view, at, deps.settings.max_price_age) if states else None
     if stale is not None:
@@ -40,7 +40,7 @@ def mark(deps: Deps, at: datetime) -> tuple[int, str | None]:
 
     def write() -> int:
         with deps.uow.write() as session:
-            current = repo.portfolio_states(session, [s.agent_id for s, _ in marks])
+            current = repo.portfolio_states(session, [s.agent_id for s, _ in marks], deps.race_id)
             fresh = [(s, p) for s, p in marks if current[s.agent_id].version == s.version]
             return repo.write_marks(session, fresh)
 

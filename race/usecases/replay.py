@@ -131,7 +131,7 @@ def _load(
         assets = {a.symbol: a.id for a in repo.enabled_assets(session)}
         all_ids = repo.asset_ids(session)
         specs = repo.active_agents(session, agent_ids)
-        states = repo.portfolio_states(session, [s.id for s in specs])
+        states = repo.portfolio_states(session, [s.id for s in specs], deps.race_id)
         tape = repo.CandleTape.load(
             session,
             assets,
@@ -154,7 +154,7 @@ def _load(
         tape=tape,
         all_ids=all_ids,
         symbols=list(assets),
-        spend=SpendTracker(deps.uow),
+        spend=SpendTracker(deps.uow, deps.race_id),
         semaphore=asyncio.Semaphore(max(1, deps.settings.agent_concurrency)),
     )
 
@@ -291,7 +291,7 @@ def _conflicted(run: Replay, position: int, exc: Exception) -> None:
         ) from None
     log.warning("backfill chunk conflicted with another run (%s); reloading", exc)
     with run.deps.uow.read() as session:
-        run.states = repo.portfolio_states(session, [s.id for s in run.specs])
+        run.states = repo.portfolio_states(session, [s.id for s in run.specs], run.deps.race_id)
     say_passed(report, passed(run.deps, run.specs, run.states, times, position))
 
 

@@ -96,8 +96,8 @@ def commit_chunk(
                 ttl=lease_ttl(deps),
             )
         flips = repo.write_batches(session, pending, all_ids, deps.health)
-        cycles.write_replayed(session, replayed, deps.clock.now())
-        cycles.write_stale(session, stale, deps.clock.now())
+        cycles.write_replayed(session, replayed, deps.clock.now(), deps.race_id)
+        cycles.write_stale(session, stale, deps.clock.now(), deps.race_id)
         job_rows.advance_cursor(session, job, times[stop - 1], stop, len(times), deps.clock.now())
     log_health(deps.health, flips)
     return {written.state.agent_id: written.state for written in pending}

@@ -32,7 +32,9 @@ def passed(
         return {}
     last = min(max(ahead.values()), times[-1])
     with deps.uow.read() as session:
-        rows, skipped = cycles.decided_and_skipped(session, list(ahead), times[position], last)
+        rows, skipped = cycles.decided_and_skipped(
+            session, list(ahead), times[position], last, deps.race_id
+        )
     decided: dict[int, set[datetime]] = {}
     for agent_id, cycle_time in rows:
         decided.setdefault(agent_id, set()).add(cycle_time)

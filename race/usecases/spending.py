@@ -14,8 +14,9 @@ class SpendTracker:
     """Daily LLM spend per agent during a backfill: read from SQL for the first cycle of a
     day, then carried in memory."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitOfWork, race_id: int | None = None) -> None:
         self.uow = uow
+        self.race_id = race_id
         self._days: dict[int, tuple[datetime, Decimal]] = {}
         self._day_of: tuple[datetime, datetime] | None = None
 
@@ -32,7 +33,8 @@ class SpendTracker:
                 total = ZERO
             else:
                 with self.uow.read() as session:
-                    total = repo.spent_today(session, cycle_time, [agent_id]).get(agent_id, ZERO)
+                    spent = repo.spent_today(session, cycle_time, [agent_id], self.race_id)
+                    total = spent.get(agent_id, ZERO)
             self._days[agent_id] = (day, total)
             return total
         return known[1]

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.tables import (
     AgentRow,
     Asset,
@@ -114,10 +115,15 @@ def agent_exists(session: Session, agent_id: int) -> bool:
     return session.get(AgentRow, agent_id) is not None
 
 
-def latest_snapshot(session: Session, agent_id: int) -> SnapshotRecord | None:
+def latest_snapshot(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> SnapshotRecord | None:
     row = session.scalar(
         select(EquitySnapshotRow)
-        .where(EquitySnapshotRow.agent_id == agent_id)
+        .where(
+            EquitySnapshotRow.race_id == races.resolve(session, race_id),
+            EquitySnapshotRow.agent_id == agent_id,
+        )
         .order_by(EquitySnapshotRow.captured_at.desc())
         .limit(1)
     )
@@ -136,22 +142,28 @@ def latest_snapshot(session: Session, agent_id: int) -> SnapshotRecord | None:
     )
 
 
-def trade_count(session: Session, agent_id: int) -> int:
+def trade_count(session: Session, agent_id: int, race_id: int | None = None) -> int:
     return (
         session.scalar(
-            select(func.count()).select_from(TradeRow).where(TradeRow.agent_id == agent_id)
+            select(func.count())
+            .select_from(TradeRow)
+            .where(
+                TradeRow.race_id == races.resolve(session, race_id), TradeRow.agent_id == agent_id
+            )
         )
         or 0
     )
 
 
-def trades(session: Session, agent_id: int, limit: int, offset: int) -> list[TradeRecord]:
+def trades(
+    session: Session, agent_id: int, limit: int, offset: int, race_id: int | None = None
+) -> list[TradeRecord]:
     """A page of the agent's trades, newest first."""
     rows = session.execute(
         select(TradeRow, Asset.symbol, DecisionRow.rationale, DecisionRow.regime)
         .join(Asset, Asset.id == TradeRow.asset_id)
         .join(DecisionRow, DecisionRow.id == TradeRow.decision_id)
-        .where(TradeRow.agent_id == agent_id)
+        .where(TradeRow.race_id == races.resolve(session, race_id), TradeRow.agent_id == agent_id)
         .order_by(TradeRow.executed_at.desc(), TradeRow.id.desc())
         .limit(limit)
         .offset(offset)
@@ -216,20 +228,32 @@ def _decision(d: DecisionRow) -> DecisionRecord:
     )
 
 
-def decisions(session: Session, agent_id: int, limit: int) -> list[DecisionRecord]:
+def decisions(
+    session: Session, agent_id: int, limit: int, race_id: int | None = None
+) -> list[DecisionRecord]:
     """The agent's most recent decisions, newest first."""
     rows = session.scalars(
         select(DecisionRow)
-        .where(DecisionRow.agent_id == agent_id)
+        .where(
+            DecisionRow.race_id == races.resolve(session, race_id),
+            DecisionRow.agent_id == agent_id,
+        )
         .order_by(DecisionRow.cycle_time.desc())
         .limit(limit)
     )
     return [_decision(d) for d in rows]
 
 
-def portfolio(session: Session, agent_id: int) -> PortfolioRecord | None:
+def portfolio(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> PortfolioRecord | None:
     """The agent's portfolio with its positions (by symbol); None without one."""
-    row = session.scalar(select(PortfolioRow).where(PortfolioRow.agent_id == agent_id))
+    row = session.scalar(
+        select(PortfolioRow).where(
+            PortfolioRow.race_id == races.resolve(session, race_id),
+            PortfolioRow.agent_id == agent_id,
+        )
+    )
     if row is None:
         return None
     positions = [

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.tables import Asset, CandleRow, DecisionRow, EquitySnapshotRow, TradeRow
 
 
@@ -46,6 +47,7 @@ class DecisionDetail:
     confidence: float | None
     details: dict[str, Any] | None
     model_version: str | None
+    race_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,11 @@ def decision_detail(session: Session, decision_id: int) -> DecisionDetail | None
         confidence=d.confidence,
         details=d.details,
         model_version=d.model_version,
+        race_id=d.race_id,
     )
 
 
-def curve(session: Session, agent_id: int) -> list[CurvePoint]:
+def curve(session: Session, agent_id: int, race_id: int | None = None) -> list[CurvePoint]:
     """The agent's whole equity curve, ascending."""
     rows = session.execute(
         select(
@@ -129,13 +132,16 @@ def curve(session: Session, agent_id: int) -> list[CurvePoint]:
             EquitySnapshotRow.total_value,
             EquitySnapshotRow.positions_value,
         )
-        .where(EquitySnapshotRow.agent_id == agent_id)
+        .where(
+            EquitySnapshotRow.race_id == races.resolve(session, race_id),
+            EquitySnapshotRow.agent_id == agent_id,
+        )
         .order_by(EquitySnapshotRow.captured_at)
     )
     return [CurvePoint(*row) for row in rows]
 
 
-def trade_facts(session: Session, agent_id: int) -> list[TradeFact]:
+def trade_facts(session: Session, agent_id: int, race_id: int | None = None) -> list[TradeFact]:
     """The agent's trades, oldest first."""
     rows = session.execute(
         select(
@@ -148,13 +154,15 @@ def trade_facts(session: Session, agent_id: int) -> list[TradeFact]:
             TradeRow.realized_pnl,
         )
         .join(Asset, Asset.id == TradeRow.asset_id)
-        .where(TradeRow.agent_id == agent_id)
+        .where(TradeRow.race_id == races.resolve(session, race_id), TradeRow.agent_id == agent_id)
         .order_by(TradeRow.executed_at, TradeRow.id)
     )
     return [TradeFact(*row) for row in rows]
 
 
-def decision_facts(session: Session, agent_id: int) -> list[DecisionFact]:
+def decision_facts(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> list[DecisionFact]:
     """The agent's decisions (what analytics count), oldest first."""
     rows = session.execute(
         select(
@@ -167,7 +175,10 @@ def decision_facts(session: Session, agent_id: int) -> list[DecisionFact]:
             DecisionRow.regime,
             DecisionRow.cited_rules,
         )
-        .where(DecisionRow.agent_id == agent_id)
+        .where(
+            DecisionRow.race_id == races.resolve(session, race_id),
+            DecisionRow.agent_id == agent_id,
+        )
         .order_by(DecisionRow.cycle_time)
     )
     return [DecisionFact(*row) for row in rows]
@@ -202,12 +213,14 @@ def recent_closes(session: Session, symbol: str, count: int) -> list[tuple[datet
     return [(t, c) for t, c in reversed(rows)]
 
 
-def regime_history(session: Session, limit: int) -> list[CycleRegimes]:
-    """Per cycle (newest first, at most ``limit`` cycles), the regimes its decisions
-    recorded and how many recorded each."""
+def regime_history(session: Session, limit: int, race_id: int | None = None) -> list[CycleRegimes]:
+    """Per cycle of the race (default: live; newest first, at most ``limit`` cycles), the
+    regimes its decisions recorded and how many recorded each."""
+    race = races.resolve(session, race_id)
     times = list(
         session.scalars(
             select(DecisionRow.cycle_time)
+            .where(DecisionRow.race_id == race)
             .group_by(DecisionRow.cycle_time)
             .order_by(DecisionRow.cycle_time.desc())
             .limit(limit)
@@ -218,7 +231,7 @@ def regime_history(session: Session, limit: int) -> list[CycleRegimes]:
     counts: dict[datetime, dict[str, int]] = {t: {} for t in times}
     rows = session.execute(
         select(DecisionRow.cycle_time, DecisionRow.regime, func.count())
-        .where(DecisionRow.cycle_time.in_(times))
+        .where(DecisionRow.race_id == race, DecisionRow.cycle_time.in_(times))
         .group_by(DecisionRow.cycle_time, DecisionRow.regime)
     )
     for time, regime, n in rows:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from race.domain.money import SCALE
 from race.domain.timeutil import iso
+from race.store import races
 from race.store.tables import AgentStatsRow, EquitySnapshotRow
 from race.store.types import UTCDateTime
 
@@ -102,7 +103,8 @@ def _sample_statement(dialect: str, count: int) -> TextClause:
         "SELECT e.id, e.portfolio_id, e.agent_id, e.captured_at, e.total_value, "
         "e.cash_value, e.positions_value, e.unrealized_pnl, e.source "
         f"FROM equity_snapshots e WHERE e.id IN ({keep}) OR e.id IN ("
-        "SELECT (SELECT s.id FROM equity_snapshots s WHERE s.agent_id = :agent "
+        "SELECT (SELECT s.id FROM equity_snapshots s WHERE s.race_id = :race "
+        "AND s.agent_id = :agent "
         "AND s.captured_at >= targets.t AND s.captured_at <= :last "
         "ORDER BY s.captured_at LIMIT 1) FROM targets) "
         "ORDER BY e.captured_at"
@@ -129,7 +131,7 @@ def _rows_by_id(session: Session, columns: list[Any], ids: list[int]) -> list[An
 
 
 def _seek_ids(
-    session: Session, agent_id: int, targets: list[datetime], last: datetime
+    session: Session, owner: tuple[int, int], targets: list[datetime], last: datetime
 ) -> list[int]:
     """Portable form of the target seeks (any backend; slower to compile)."""
     found: list[int] = []
@@ -141,7 +143,8 @@ def _seek_ids(
         seek = (
             select(inner.id)
             .where(
-                inner.agent_id == agent_id,
+                inner.race_id == owner[0],
+                inner.agent_id == owner[1],
                 inner.captured_at >= source.c.t,
                 inner.captured_at <= last,
             )
@@ -171,7 +174,7 @@ def _kept_ids(session: Session, where: list[Any], max_points: int) -> tuple[list
 def _sampled_rows(
     session: Session,
     dialect: str,
-    agent_id: int,
+    owner: tuple[int, int],
     keep: list[int],
     targets: list[datetime],
     last_at: datetime,
@@ -187,14 +190,18 @@ def _sampled_rows(
     for at in range(0, len(times), _BATCH):
         batch = times[at : at + _BATCH]
         params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(batch)}
-        params.update(keep_params, agent=agent_id, last=last)
+        params.update(keep_params, race=owner[0], agent=owner[1], last=last)
         for row in session.execute(_sample_statement(dialect, len(batch)), params):
             rows[row[0]] = row
     return list(rows.values())
 
 
 def _downsampled(
-    session: Session, agent_id: int, where: list[Any], max_points: int, columns: list[Any]
+    session: Session,
+    owner: tuple[int, int],
+    where: list[Any],
+    max_points: int,
+    columns: list[Any],
 ) -> list[Any] | None:
     """At most ``max_points`` snapshot rows of the range: always the first and the last,
     the highest and the lowest total value (when ``max_points`` ≥ 4), and the rest evenly
@@ -213,12 +220,14 @@ def _downsampled(
     if not targets:
         return _rows_by_id(session, columns, keep)
     if dialect not in _FAST_DIALECTS:
-        ids = set(keep) | set(_seek_ids(session, agent_id, targets, last_at))
+        ids = set(keep) | set(_seek_ids(session, owner, targets, last_at))
         return _rows_by_id(session, columns, sorted(ids))
-    return _sampled_rows(session, dialect, agent_id, keep, targets, last_at)
+    return _sampled_rows(session, dialect, owner, keep, targets, last_at)
 
 
-def curve_version(session: Session, agent_id: int) -> tuple[Any, ...] | None:
+def curve_version(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> tuple[Any, ...] | None:
     """A value that changes with every write to the agent's equity curve: the engine
     updates the agent's stats row in the transaction of each snapshot it adds or replaces
     (a replaced mark comes with a new decision). None when the agent has no stats row."""
@@ -228,7 +237,10 @@ def curve_version(session: Session, agent_id: int) -> tuple[Any, ...] | None:
             AgentStatsRow.last_captured_at,
             AgentStatsRow.current_value,
             AgentStatsRow.decisions,
-        ).where(AgentStatsRow.agent_id == agent_id)
+        ).where(
+            AgentStatsRow.race_id == races.resolve(session, race_id),
+            AgentStatsRow.agent_id == agent_id,
+        )
     ).first()
     return None if row is None else tuple(row)
 
@@ -239,10 +251,12 @@ def equity_points(
     start: datetime | None,
     end: datetime | None,
     max_points: int | None,
+    race_id: int | None = None,
 ) -> list[EquityPoint]:
-    """The stored snapshots of ``[start, end]``, ascending, downsampled to ``max_points``
-    (see :func:`_downsampled`), decoded."""
-    where: list[Any] = [EquitySnapshotRow.agent_id == agent_id]
+    """The stored snapshots of ``[start, end]`` in the race (default: live), ascending,
+    downsampled to ``max_points`` (see :func:`_downsampled`), decoded."""
+    race = races.resolve(session, race_id)
+    where: list[Any] = [EquitySnapshotRow.race_id == race, EquitySnapshotRow.agent_id == agent_id]
     if start is not None:
         where.append(EquitySnapshotRow.captured_at >= start)
     if end is not None:
@@ -255,7 +269,7 @@ def equity_points(
             columns[i] = type_coerce(_SNAPSHOT_COLUMNS[i], BigInteger)
     rows = None
     if max_points is not None:
-        rows = _downsampled(session, agent_id, where, max_points, columns)
+        rows = _downsampled(session, (race or 0, agent_id), where, max_points, columns)
     if rows is None:
         rows = list(
             session.execute(select(*columns).where(*where).order_by(EquitySnapshotRow.captured_at))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.tables import AgentRow, CandleRow, CycleRow, JobRow
 
 
@@ -38,14 +39,23 @@ class JobRecord:
     updated_at: datetime
 
 
-def health_facts(session: Session) -> HealthFacts:
+def health_facts(session: Session, race_id: int | None = None) -> HealthFacts:
+    """The active agents, the newest candle and the race's (default: live) last cycles."""
+    race = races.resolve(session, race_id)
     active = (
         session.scalar(select(func.count()).select_from(AgentRow).where(AgentRow.is_active)) or 0
     )
     latest = session.scalar(select(func.max(CandleRow.close_time)))
-    cycle = session.scalar(select(CycleRow).order_by(CycleRow.cycle_time.desc()).limit(1))
+    cycle = session.scalar(
+        select(CycleRow)
+        .where(CycleRow.race_id == race)
+        .order_by(CycleRow.cycle_time.desc())
+        .limit(1)
+    )
     completed = session.scalar(
-        select(func.max(CycleRow.cycle_time)).where(CycleRow.status == "completed")
+        select(func.max(CycleRow.cycle_time)).where(
+            CycleRow.race_id == race, CycleRow.status == "completed"
+        )
     )
     return HealthFacts(
         active_agents=active,

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from race.store import races
 from race.store.tables import AgentRow, AgentStatsRow, PortfolioRow
 
 
@@ -51,6 +52,8 @@ class AgentRecord:
     created_at: datetime
     starting_capital: Decimal
     stats: StoredStats | None
+    race_id: int | None = None
+    """The race the portfolio and stats are of."""
 
 
 def _stats(row: AgentStatsRow) -> StoredStats:
@@ -75,13 +78,20 @@ def _stats(row: AgentStatsRow) -> StoredStats:
     )
 
 
-def agent_records(session: Session, *, include_inactive: bool = True) -> list[AgentRecord]:
-    """Every agent that has a portfolio (only the active ones unless ``include_inactive``),
-    in no particular order."""
+def agent_records(
+    session: Session, *, include_inactive: bool = True, race_id: int | None = None
+) -> list[AgentRecord]:
+    """Every agent that has a portfolio in the race (default: the live race; only the
+    active ones unless ``include_inactive``), in no particular order."""
+    race = races.resolve(session, race_id)
     query = (
         select(AgentRow, PortfolioRow.starting_capital, AgentStatsRow)
         .join(PortfolioRow, PortfolioRow.agent_id == AgentRow.id)
-        .outerjoin(AgentStatsRow, AgentStatsRow.agent_id == AgentRow.id)
+        .outerjoin(
+            AgentStatsRow,
+            (AgentStatsRow.agent_id == AgentRow.id) & (AgentStatsRow.race_id == race),
+        )
+        .where(PortfolioRow.race_id == race)
     )
     if not include_inactive:
         query = query.where(AgentRow.is_active)
@@ -96,14 +106,20 @@ def agent_records(session: Session, *, include_inactive: bool = True) -> list[Ag
             created_at=agent.created_at,
             starting_capital=starting,
             stats=None if stats is None else _stats(stats),
+            race_id=race,
         )
         for agent, starting, stats in session.execute(query)
     ]
 
 
-def equity_state(session: Session, agent_id: int) -> dict[str, Any] | None:
-    """The stored running statistics of the agent's equity curve
-    (:meth:`race.domain.metrics.EquityStats.to_state`), None without a stats row."""
+def equity_state(
+    session: Session, agent_id: int, race_id: int | None = None
+) -> dict[str, Any] | None:
+    """The stored running statistics of the agent's equity curve in the race (default:
+    live; :meth:`race.domain.metrics.EquityStats.to_state`), None without a stats row."""
     return session.scalar(
-        select(AgentStatsRow.equity_state).where(AgentStatsRow.agent_id == agent_id)
+        select(AgentStatsRow.equity_state).where(
+            AgentStatsRow.race_id == races.resolve(session, race_id),
+            AgentStatsRow.agent_id == agent_id,
+        )
     )

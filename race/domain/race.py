@@ -1,0 +1,105 @@
+"""A race: a named contest with its own time range, interval, starting capital, rules and
+universe, frozen when it is created (docs/races.md). Pure values: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from race.domain.model import Costs, RiskLimits
+
+
+class RaceKind(StrEnum):
+    LIVE = "live"
+    BACKTEST = "backtest"
+    WHATIF = "whatif"
+
+
+LIVE_RACE_NAME = "live"
+"""The name the live race gets when it is created (migration 0012 or a fresh database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RaceRules:
+    """The rules a race is judged by: execution costs and every risk limit."""
+
+    fee_rate: Decimal
+    slippage_bps: Decimal
+    max_position_fraction: Decimal
+    min_cash_reserve: Decimal
+    max_order_notional: Decimal
+    min_order_notional: Decimal
+    max_orders_per_cycle: int
+    max_order_quantity: Decimal
+
+    @classmethod
+    def of(cls, costs: Costs, limits: RiskLimits) -> RaceRules:
+        return cls(
+            fee_rate=costs.fee_rate,
+            slippage_bps=costs.slippage_bps,
+            max_position_fraction=limits.max_position_fraction,
+            min_cash_reserve=limits.min_cash_reserve,
+            max_order_notional=limits.max_order_notional,
+            min_order_notional=limits.min_order_notional,
+            max_orders_per_cycle=limits.max_orders_per_cycle,
+            max_order_quantity=limits.max_order_quantity,
+        )
+
+    @property
+    def costs(self) -> Costs:
+        return Costs(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps)
+
+    @property
+    def limits(self) -> RiskLimits:
+        return RiskLimits(
+            max_position_fraction=self.max_position_fraction,
+            min_cash_reserve=self.min_cash_reserve,
+            max_order_notional=self.max_order_notional,
+            min_order_notional=self.min_order_notional,
+            max_orders_per_cycle=self.max_orders_per_cycle,
+            max_order_quantity=self.max_order_quantity,
+        )
+
+    def to_settings(self) -> dict[str, Any]:
+        """The settings' fields of these rules (``RACE_FEE_RATE``…), by their names there."""
+        return asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """Decimals as strings (exact), the count as a number."""
+        return {
+            key: value if isinstance(value, int) else str(value)
+            for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RaceRules:
+        values: dict[str, Any] = {}
+        for key in cls.__dataclass_fields__:
+            raw = data[key]
+            values[key] = int(raw) if key == "max_orders_per_cycle" else Decimal(str(raw))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Race:
+    id: int
+    name: str
+    kind: RaceKind
+    start: datetime
+    end: datetime | None
+    """None: open-ended (the live race)."""
+    interval_seconds: int | None
+    starting_capital: Decimal | None
+    rules: RaceRules | None
+    """None until recorded (the live race of a migrated database, see docs/races.md)."""
+    universe: tuple[str, ...] | None
+    status: str
+    source_race_id: int | None
+    created_at: datetime
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind is RaceKind.LIVE
