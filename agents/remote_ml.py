@@ -235,6 +235,7 @@ class RemoteMLAgent:
             reasoning=prediction.reasoning.strip() or "remote model: no reasoning given",
             raw_output=raw,
             model=f"remote:{prediction.modelVersion}" if prediction.modelVersion else "remote",
+            model_version=prediction.modelVersion or None,
             latency_ms=int((time.perf_counter() - started) * 1000),
             details={
                 "url": self.url,

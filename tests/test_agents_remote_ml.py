@@ -106,6 +106,7 @@ def test_success_sends_the_documented_request_and_trades(remote_app, server):
     assert (row.action, row.asset_symbol, str(row.quantity)) == ("BUY", "BTC", "0.05000000")
     assert row.rationale == "Momentum model: BTC breakout."
     assert row.model == "remote:lgbm-2024-01-01"
+    assert row.model_version == "lgbm-2024-01-01"  # the service's modelVersion, as the ML agent's
     assert row.details["signals"] == PREDICTION["signals"]
     assert json.loads(row.raw_output) == PREDICTION
     assert API_KEY not in json.dumps(row.details) + row.raw_output + row.rationale
