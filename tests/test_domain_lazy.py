@@ -40,6 +40,23 @@ def test_cached_computes_once_per_instance_and_documents_itself() -> None:
     assert isinstance(_Counted.value, cached) and _Counted.value.name == "value"
 
 
+def test_a_cached_method_is_stored_under_the_name_it_is_bound_to() -> None:
+    def compute(self: object) -> int:
+        """The doc."""
+        return 7
+
+    descriptor = cached(compute)
+    assert (descriptor.func, descriptor.name, descriptor.__doc__) == (
+        compute,
+        "compute",
+        "The doc.",
+    )
+    Holder = type("Holder", (), {"answer": descriptor})  # __set_name__ renames it
+    holder = Holder()
+    assert descriptor.name == "answer" and holder.answer == 7
+    assert vars(holder) == {"answer": 7}
+
+
 def _context() -> AgentContext:
     closes = [D(100 + i) for i in range(40)]
     view = MarketView(as_of=T0, candles={"BTC": make_candles("BTC", T0, closes)})

@@ -201,3 +201,46 @@ def test_a_cycle_without_a_record_holds_saying_so() -> None:
     object.__setattr__(context, "cycle_time", START)
     answer = asyncio.run(RecordedAgent({}, "race 7").decide(context))
     assert answer.fallback_reason == f"no recorded answer at {START.isoformat()} in race 7"
+
+
+def _raw(**fields: Any) -> str:
+    return json.dumps({"reasoning": "r", "orders": [], **fields})
+
+
+@pytest.mark.parametrize(
+    ("volunteered", "kept"),
+    [(0.0, 0.0), (1.0, 1.0), (0.5, 0.5), (1.5, None), (-0.1, None), (True, None), ("0.5", None)],
+)
+def test_a_volunteered_confidence_is_kept_only_within_0_and_1(volunteered, kept) -> None:
+    assert answer_of(_recorded(raw_output=_raw(confidence=volunteered))).confidence == kept
+
+
+def test_the_recorded_confidence_wins_over_the_raw_one() -> None:
+    assert answer_of(_recorded(raw_output=_raw(confidence=0.9), confidence=0.3)).confidence == 0.3
+    assert answer_of(_recorded(confidence=0.3)).confidence == 0.3  # no raw output
+
+
+def test_every_kind_of_answer_keeps_the_call_s_accounting() -> None:
+    accounting = dict(prompt="p", model="m", latency_ms=5, cost_usd=Decimal("0.2"))
+    for recorded in (
+        _recorded(raw_output='{"reasoning": "cut', **accounting),
+        _recorded(fallback=True, fallback_reason="budget", **accounting),
+        _recorded(rationale="ml", cited_rules=["R2"], **accounting),
+    ):
+        answer = answer_of(recorded)
+        assert (answer.prompt, answer.model, answer.latency_ms) == ("p", "m", 5)
+        assert answer.cost_usd == Decimal("0.2")
+    assert answer.cited_rules == ["R2"]
+
+
+def test_a_fallback_without_a_reason_says_so() -> None:
+    answer = answer_of(_recorded(fallback=True, fallback_reason=None))
+    assert answer.fallback_reason == "fallback recorded without a reason"
+
+
+def test_the_answer_s_orders_are_copies_of_the_record_s() -> None:
+    recorded = _recorded(proposed_orders=[_order("BUY", "BTC", "1"), "not a mapping"])
+    answer = answer_of(recorded)
+    assert answer.orders == [_order("BUY", "BTC", "1"), "not a mapping"]
+    answer.orders[0]["quantity"] = "2"
+    assert recorded.proposed_orders[0]["quantity"] == "1"
