@@ -21,8 +21,15 @@ from race.domain.model import Provider
 from race.domain.race import RaceKind
 from race.store import races as race_rows
 from race.store.tables import DecisionRow, EquitySnapshotRow, TradeRow
-from tests.factories import HOUR, insert_candles, make_candles, seed_agent, seed_assets
-from tests.factories import seed_baselines, wave_prices
+from tests.factories import (
+    HOUR,
+    insert_candles,
+    make_candles,
+    seed_agent,
+    seed_assets,
+    seed_baselines,
+    wave_prices,
+)
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 IDS = {"id", "race_id", "decision_id", "portfolio_id"}
