@@ -14,9 +14,9 @@ from fastapi import Depends
 from pydantic import Field
 
 from race.api import models as m
-from race.api._requests import ApiError, parse_json_body
+from race.api._requests import ApiError, check_json_body, parse_json_body
 from race.api.admin import job_accepted, require_admin
-from race.api.auth import ADMIN_PREFIX
+from race.api.auth import ADMIN_PREFIX, authorize_admin
 from race.api.context import Context, RawBody
 from race.api.errors import ADMIN_ERRORS
 from race.api.routing import AreaRouter
@@ -28,6 +28,7 @@ from race.backtest import (
     create_backtest,
     plan_backtest,
 )
+from race.bootstrap import App
 from race.domain import jobs
 from race.jobs import BackfillSpec
 
@@ -170,20 +171,37 @@ def start_backtest(raw: RawBody, context: Context) -> BacktestAccepted:
     """Start a backtest: a new race of kind ``backtest`` (the settings' rules with the
     body's changes, frozen), replayed as a job in chunks. Poll the status URL; the race's
     leaderboard is ``GET /api/leaderboard?race=ID``."""
-    app = context.app
+    accepted, job_id = start_backtest_job(context.app, raw)
+    context.runner.submit(job_id)
+    return accepted
+
+
+def start_backtest_job(app: App, raw: bytes) -> tuple[BacktestAccepted, int]:
+    """The backtest a body asks for, created with its (queued) job: the answer and the job
+    id, for a runner or a queue. :class:`ApiError` (400, 409) when it cannot start."""
     request = backtest_request(raw, app.clock.now())
     try:
         plan = plan_backtest(app, request)
-    except NetworkAgentRefused as exc:
+    except (NetworkAgentRefused, NoParticipants) as exc:
         raise ApiError(409, str(exc)) from None
-    except NoParticipants as exc:
-        raise ApiError(409, str(exc)) from None
-    except ValueError as exc:  # e.g. no candles in the range
+    except ValueError as exc:  # a bad field, an unknown agent, no candles in the range
         raise ApiError(400, str(exc)) from None
     race = create_backtest(app, plan, status=jobs.QUEUED)
     job_id = backtest_job(app, race)
-    context.runner.submit(job_id)
     accepted = job_accepted(job_id)
-    return BacktestAccepted(
+    answer = BacktestAccepted(
         **accepted.model_dump(), raceId=str(race.id), raceUrl=f"/api/races/{race.id}"
     )
+    return answer, job_id
+
+
+def admin_backtest_start(
+    app: App, presented: str | None, body: bytes, *, content_type: str | None
+) -> tuple[BacktestAccepted, int]:
+    """The Functions host's ``start_backtest``, checked as the API checks it: the key first
+    (403/401), then the size (413), the body's type (415) and JSON (400), then its fields."""
+    authorize_admin(app.settings, presented)
+    if len(body) > app.settings.admin_max_body_bytes:
+        raise ApiError(413, f"request body larger than {app.settings.admin_max_body_bytes} bytes")
+    check_json_body(content_type, body)
+    return start_backtest_job(app, body)
