@@ -279,6 +279,28 @@ def _range(race: Race) -> tuple[datetime, datetime, timedelta]:
     return race.start, race.end, timedelta(seconds=race.interval_seconds)
 
 
+def resume_plan(app: App, race: Race) -> BacktestPlan:
+    """What resuming ``race`` runs: its participants over the cycles it has not written."""
+    from race.universe import find_agent
+
+    start, end, interval = _range(race)
+    with app.db.read() as session:
+        ids = race_rows.participants(session, race.id)
+        chosen = tuple(_participant(find_agent(session, agent_id)) for agent_id in ids)
+        done = race_rows.counts(session, race.id).cycles
+    return BacktestPlan(
+        name=race.name,
+        start=start,
+        end=end,
+        interval=interval,
+        rules=race.rules or RaceRules.of(app.settings.costs, app.settings.limits),
+        starting_capital=race.starting_capital or app.settings.starting_capital,
+        universe=tuple(race.universe or ()),
+        participants=chosen,
+        cycles=max(0, len(grid(start, end, interval)) - done),
+    )
+
+
 def race_agents(app: App, race: Race) -> list[int]:
     with app.db.read() as session:
         return race_rows.participants(session, race.id)

@@ -179,6 +179,13 @@ def test_the_cli_asks_before_paid_calls(
     code, out, err = _cli([*argv, "--yes"], capsys)
     assert code == 0, err
     assert "Llama" in out.split("Max DD %")[1]
+    # Resuming it asks again, for the cycles not yet written (none here).
+    code, out, err = _cli(["backtest", "--resume", "2"], capsys)
+    assert code == 2
+    assert "has LLM or remote participants (Llama): resume it with --include-llm" in err
+    code, out, err = _cli(["backtest", "--resume", "2", "--include-llm", "--yes"], capsys)
+    assert code == 0, err
+    assert out.startswith("0 LLM call(s)")
 
 
 @pytest.mark.parametrize(

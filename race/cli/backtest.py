@@ -118,6 +118,20 @@ def _confirm(app: App, plan: BacktestPlan, args: argparse.Namespace) -> bool:
     return answer in ("y", "yes")
 
 
+def _confirm_resume(app: App, race: Race, args: argparse.Namespace) -> bool:
+    """A race with LLM participants resumes only with ``--include-llm``, after its cost."""
+    from race.backtest import NetworkAgentRefused, resume_plan
+
+    plan = resume_plan(app, race)
+    network = [p.name for p in plan.network_agents]
+    if network and not args.include_llm:
+        raise NetworkAgentRefused(
+            f"race {race.name!r} has LLM or remote participants ({', '.join(network)}): "
+            "resume it with --include-llm"
+        )
+    return _confirm(app, plan, args)
+
+
 def _start(app: App, args: argparse.Namespace) -> Race | None:
     from race.backtest import create_backtest, plan_backtest
 
@@ -145,6 +159,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if given:
             raise BacktestError(f"--resume continues a race as created: drop {', '.join(given)}")
         race = resumable(app, args.resume)
+        if not _confirm_resume(app, race, args):
+            print("not resumed", file=sys.stderr)
+            return 1
         print(f"resuming race {race.id}: {race.name}", flush=True)
     else:
         started = _start(app, args)
