@@ -182,11 +182,11 @@ def start_backtest_job(app: App, raw: bytes) -> tuple[BacktestAccepted, int]:
     request = backtest_request(raw, app.clock.now())
     try:
         plan = plan_backtest(app, request)
+        race = create_backtest(app, plan, status=jobs.QUEUED)
     except (NetworkAgentRefused, NoParticipants) as exc:
         raise ApiError(409, str(exc)) from None
-    except ValueError as exc:  # a bad field, an unknown agent, no candles in the range
+    except ValueError as exc:  # a bad field, an unknown agent, no candles, a name taken
         raise ApiError(400, str(exc)) from None
-    race = create_backtest(app, plan, status=jobs.QUEUED)
     job_id = backtest_job(app, race)
     accepted = job_accepted(job_id)
     answer = BacktestAccepted(
