@@ -200,6 +200,30 @@ async def start_backfill(req: func.HttpRequest, queue: func.Out[str]) -> func.Ht
     return _json(202, job_accepted(job_id).model_dump())
 
 
+@app.route(route="api/admin/races", methods=["POST"], auth_level=ADMIN)
+@app.queue_output(arg_name="queue", queue_name=SETTINGS.backfill_queue, connection=QUEUE_CONNECTION)
+async def start_backtest(req: func.HttpRequest, queue: func.Out[str]) -> func.HttpResponse:
+    """A backtest race (race/api/admin_races.py): its job travels on the backfill queue."""
+    from race.api.admin_races import admin_backtest_start
+
+    race = runtime()
+    try:
+        accepted, job_id = admin_backtest_start(
+            race,
+            req.headers.get("x-api-key"),
+            req.get_body(),
+            content_type=req.headers.get("content-type"),
+        )
+    except ApiError as exc:
+        return _json(exc.status, {"message": exc.message})
+    except (DatabaseError, OperationalError) as exc:
+        error = race.db.unavailable(exc)
+        log.warning("backtest not started: %s", error)
+        return _json(503, {"message": error.public})
+    queue.set(json.dumps({"jobId": job_id}))
+    return _json(202, accepted.model_dump())
+
+
 @app.queue_trigger(
     arg_name="message", queue_name=SETTINGS.backfill_queue, connection=QUEUE_CONNECTION
 )

@@ -146,19 +146,34 @@ def create_backfill_job(app: App, spec: BackfillSpec) -> int:
     return app.engine.backfill_job(spec.start, spec.end, spec.interval, spec.agent_ids)
 
 
-def _spec_of(app: App, job_id: int) -> BackfillSpec:
+def _params_of(app: App, job_id: int) -> dict[str, Any]:
     with app.db.read() as session:
         row = job_rows.by_id(session, job_id)
         if row is None or row.kind != BACKFILL:
             raise UnknownJobError(f"no backfill job {job_id}")
-        params = dict(row.params or {})
-    if params.get("race") is not None:
-        # A job of another race than the live one (``demo``'s backtest race): resumed by
-        # the command that runs that race, never by the live race's runner.
-        raise UnknownJobError(f"backfill job {job_id} is of race {params['race']}, not live")
+        return dict(row.params or {})
+
+
+def _spec_of(app: App, job_id: int) -> BackfillSpec:
+    params = _params_of(app, job_id)
     return BackfillSpec.parse(
         params["start"], params["end"], params["interval"], params.get("agents")
     )
+
+
+def _engine_of(app: App, job_id: int) -> Any:
+    """The engine of the job's race: the live one, or a backtest started by ``POST
+    /api/admin/races`` (:mod:`race.backtest`). Other races' jobs (``demo``'s) are resumed
+    by the command that runs that race, never by a runner."""
+    race_id = _params_of(app, job_id).get("race")
+    if race_id is None:
+        return app.engine
+    from race.backtest import runner_engine
+
+    engine = runner_engine(app, int(race_id))
+    if engine is None:
+        raise UnknownJobError(f"backfill job {job_id} is of race {race_id}, not live")
+    return engine
 
 
 def _mark_failed(app: App, job_id: int, error: BaseException) -> None:
@@ -173,7 +188,7 @@ async def run_backfill_chunk(app: App, job_id: int, max_seconds: float) -> Backf
     ``finished`` says whether more calls are needed."""
     try:
         spec = _spec_of(app, job_id)
-        report = await app.engine.backfill(
+        report = await _engine_of(app, job_id).backfill(
             spec.start,
             spec.end,
             spec.interval,

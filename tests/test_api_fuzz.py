@@ -189,6 +189,7 @@ def test_admin_operations_with_the_key_conform(admin_target, kind):
         "/api/admin/agents/{agent_id}/run",
         "/api/admin/ingest",
         "/api/admin/backfills",
+        "/api/admin/races",
         "/api/admin/jobs/{job_id}",
     }
     statuses: dict[str, set[int]] = {}
@@ -213,6 +214,7 @@ def test_admin_operations_with_the_key_conform(admin_target, kind):
         assert 200 in statuses["/api/admin/ingest"], statuses
         assert statuses["/api/admin/backfills"] & {202, 400}, statuses
         assert statuses["/api/admin/cycles"] & {200, 400}, statuses
+        assert statuses["/api/admin/races"] & {400, 409}, statuses
     api.state.jobs.join(timeout=120)
 
 
@@ -221,6 +223,12 @@ EDGES = {
         {"start": "0874-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z", "interval": "400000D"},
         {"start": "9999-12-31T23:59:59Z", "end": "9999-12-31T23:59:59Z"},
         {"start": "0001-01-01T00:00:00Z", "end": "0001-01-01T00:00:00Z", "interval": "999999w"},
+        {"start": "0001-01-01T00:00:00+01:00", "end": "9999-12-31T23:59:59-01:00"},
+        {"start": "1970-01-01T00:00:00Z", "end": "1970-01-01T01:00:00Z", "interval": "999999m"},
+    ],
+    "/api/admin/races": [
+        {"start": "0874-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z", "interval": "400000D"},
+        {"start": "9999-12-31T23:59:59Z", "end": "9999-12-31T23:59:59Z"},
         {"start": "0001-01-01T00:00:00+01:00", "end": "9999-12-31T23:59:59-01:00"},
         {"start": "1970-01-01T00:00:00Z", "end": "1970-01-01T01:00:00Z", "interval": "999999m"},
     ],

@@ -47,6 +47,7 @@ ADMIN_ROUTES = {
     "admin_ingest": ("api/admin/ingest", ["POST"]),
     "admin_job": ("api/admin/jobs/{id}", ["GET"]),
     "start_backfill": ("api/admin/backfills", ["POST"]),
+    "start_backtest": ("api/admin/races", ["POST"]),
 }
 
 
@@ -94,6 +95,7 @@ def test_functions_are_indexed_with_their_triggers():
         assert [str(m.value) for m in trigger["methods"]] == methods, name
     start = bindings("start_backfill")
     assert start["queue"]["queueName"] == "race-backfill"
+    assert bindings("start_backtest")["queue"]["queueName"] == "race-backfill"
     chunk = bindings("backfill_chunk")
     assert chunk["queueTrigger"]["queueName"] == chunk["queue"]["queueName"] == "race-backfill"
     assert chunk["queueTrigger"]["connection"] == "AzureWebJobsStorage"
@@ -277,6 +279,33 @@ def test_backfill_over_http_and_queue(hosted):
     assert json.loads(status.get_body())["status"] == "completed"
     denied = call("admin_job", admin_request("GET", path, None), _Context())
     assert denied.status_code == 401
+
+
+def test_backtest_over_http_and_queue(hosted):
+    body = json.dumps(
+        {"start": (START + 60 * HOUR).isoformat(), "end": (START + 80 * HOUR).isoformat()}
+    ).encode()
+    queue = Out()
+    denied = call("start_backtest", admin_request("POST", "api/admin/races", "nope", body), queue)
+    assert denied.status_code == 401 and queue.values == []
+    bad = call("start_backtest", admin_request("POST", "api/admin/races", body=b"{oops"), queue)
+    assert bad.status_code == 400 and queue.values == []
+    response = call("start_backtest", admin_request("POST", "api/admin/races", body=body), queue)
+    assert response.status_code == 202, response.get_body()
+    accepted = json.loads(response.get_body())
+    assert json.loads(queue.get()) == {"jobId": int(accepted["jobId"])}
+    hops = 0
+    while queue.values:  # the backfill queue's trigger works the backtest's job too
+        call("backfill_chunk", func.QueueMessage(body=queue.values.pop()), queue)
+        hops += 1
+        assert hops < 20
+    from race.store import races as race_rows
+
+    with hosted.db.read() as session:
+        race = race_rows.get(session, int(accepted["raceId"]))
+        counts = race_rows.counts(session, int(accepted["raceId"]))
+    assert race is not None and race.status == "completed"
+    assert counts.cycles == 21 and counts.decisions == 21 * counts.participants > 0
 
 
 @pytest.mark.parametrize(

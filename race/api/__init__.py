@@ -21,7 +21,17 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from race.analysis_cache import Analyser
-from race.api import admin, agents, analytics, health, leaderboard, market, models_router, races
+from race.api import (
+    admin,
+    admin_races,
+    agents,
+    analytics,
+    health,
+    leaderboard,
+    market,
+    models_router,
+    races,
+)
 from race.api import models as m
 from race.api._cache import VersionedCache
 from race.api._requests import ApiError
@@ -107,7 +117,18 @@ def create_api(
     api.state.context = context
     install_error_handlers(api, context.unavailable)
     # analytics first: its /decisions/analytics precedes agents' parametrised routes
-    for area in (analytics, agents, leaderboard, market, health, admin, models_router, races):
+    areas = (
+        analytics,
+        agents,
+        leaderboard,
+        market,
+        health,
+        admin,
+        admin_races,
+        models_router,
+        races,
+    )
+    for area in areas:
         area.router.install(api)
     install_middleware(api, app.settings)
     api.openapi = functools.partial(openapi_without_422, api)  # type: ignore[method-assign]

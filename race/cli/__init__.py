@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "race.cli.serve",
     "race.cli.report",
     "race.cli.races",
+    "race.cli.backtest",
 )
 
 
