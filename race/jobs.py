@@ -251,7 +251,8 @@ def alive_after(app: App) -> datetime:
 
 def unfinished_jobs(app: App) -> list[int]:
     """Backfill jobs left with work to do: queued, or running when a process stopped — not
-    those another process is working right now (its cursor moved lately)."""
+    those another process is working right now (its cursor moved lately), nor another
+    race's that a terminal started (only jobs handed to a runner are resumed here)."""
     with app.db.read() as session:
         rows = job_rows.unfinished(session, BACKFILL, live_only=True)
     recent = alive_after(app)

@@ -4,6 +4,7 @@ writes; bad bodies are 4xx JSON, LLM participants a 409."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,9 @@ from race.api import create_api
 from race.bootstrap import App, bootstrap
 from race.clock import ManualClock
 from race.domain.model import Provider
+from race.races import engine_for
+from race.store import jobs as job_rows
+from race.usecases import backfill as backfilling
 from tests.factories import HOUR, seed_agent, seed_baselines
 from tests.test_backtest import START, _backtest, _market, _rows
 
@@ -125,3 +129,30 @@ def test_backtests_need_the_admin_key(admin: tuple[App, TestClient]) -> None:
     assert {"202", "400", "401", "409"} <= set(operation["responses"])
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"start", "end", "agents", "fee", "startingCapital"} <= set(body["properties"])
+
+
+def test_a_new_runner_resumes_an_api_backtest_but_not_a_cli_one(
+    admin: tuple[App, TestClient],
+) -> None:
+    """``serve`` (re)starting resumes the jobs handed to a runner — an admin request's
+    backtest among them — but never a backtest a terminal started (it may have paid LLM
+    calls to confirm): that one is resumed by ``backtest --resume``."""
+    from race.api.admin_races import start_backtest_job
+    from race.backtest import BacktestRequest, create_backtest, plan_backtest
+    from race.jobs import LocalJobRunner, unfinished_jobs
+
+    app, _ = admin
+    body = {"start": (START + 50 * HOUR).isoformat(), "end": (START + 60 * HOUR).isoformat()}
+    accepted, handed = start_backtest_job(app, json.dumps(body).encode())
+    request = BacktestRequest(start=START + 50 * HOUR, end=START + 60 * HOUR)
+    typed = create_backtest(app, plan_backtest(app, request))
+    own = engine_for(app, typed).deps  # the CLI's job: created running, by its own process
+    cli_job = backfilling._job(own, START + 50 * HOUR, START + 60 * HOUR, HOUR, 11)
+    assert unfinished_jobs(app) == [handed]
+    runner = LocalJobRunner(app)
+    assert runner.resume_unfinished() == [handed]
+    runner.join(timeout=60)
+    with app.db.read() as session:
+        assert job_rows.by_id(session, handed).status == "completed"
+        assert job_rows.by_id(session, cli_job).status == "running"
+    assert int(accepted.raceId) != typed.id

@@ -166,13 +166,18 @@ def unfinished(
     session: Session, kind: str, *, live_only: bool = False
 ) -> Sequence[tuple[int, str, datetime | None]]:
     """``(id, status, updated_at)`` of the jobs of ``kind`` still to be worked, by id
-    (``live_only``: not the jobs of another race, whose keys name it: ``…:race=N``)."""
-    query = select(JobRow.id, JobRow.status, JobRow.updated_at).where(
+    (``live_only``: not the jobs of another race, whose keys name it: ``…:race=N`` — unless
+    they were handed to a job runner, ``params["handed"]``: an admin request's backtest)."""
+    query = select(JobRow.id, JobRow.status, JobRow.updated_at, JobRow.key, JobRow.params).where(
         JobRow.kind == kind, JobRow.status.in_(status.UNFINISHED)
     )
-    if live_only:
-        query = query.where(~JobRow.key.contains(":race="))
-    return session.execute(query.order_by(JobRow.id)).all()  # type: ignore[return-value]
+    return [
+        (job_id, state, updated_at)
+        for job_id, state, updated_at, key, params in session.execute(query.order_by(JobRow.id))
+        if not live_only
+        or ":race=" not in key
+        or (isinstance(params, dict) and params.get("handed") is True)
+    ]
 
 
 def advance_cursor(

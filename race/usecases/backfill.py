@@ -109,7 +109,7 @@ def backfill_job(
     before), without running it: for callers that hand the work to a queue."""
     start, end = ensure_utc(start, field="start"), ensure_utc(end, field="end")
     times = _times(deps, start, end, interval)
-    return _job(deps, start, end, interval, len(times), agent_ids, jobs.QUEUED)
+    return _job(deps, start, end, interval, len(times), agent_ids, jobs.QUEUED, handed=True)
 
 
 def _times(deps: Deps, start: datetime, end: datetime, interval: timedelta) -> list[datetime]:
@@ -144,7 +144,11 @@ def _job(
     total: int,
     agent_ids: Sequence[int] | None = None,
     status: str = jobs.RUNNING,
+    *,
+    handed: bool = False,
 ) -> int:
+    """``handed``: the job is handed to a job runner (an admin request, a queue), so a
+    runner that starts later resumes it, whatever its race (docs/races.md)."""
     key = f"{BACKFILL}:{start.isoformat()}:{end.isoformat()}:{format_interval(interval)}"
     agents = sorted(set(agent_ids)) if agent_ids is not None else None
     if agents is not None:
@@ -160,6 +164,8 @@ def _job(
     if deps.race_id is not None:  # a race other than the live one: its own job
         key += f":race={deps.race_id}"
         params["race"] = deps.race_id
+    if handed:
+        params["handed"] = True
 
     def find_or_create() -> int:
         with deps.uow.write() as session:
