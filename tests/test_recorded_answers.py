@@ -115,7 +115,9 @@ def test_replayed_answers_give_the_same_rows_and_a_doubled_fee_costs_equity(data
         def build(spec: AgentSpec) -> Any:
             assert spec.id == twin, "only the twin decides: the source has passed every cycle"
             with probe.db.read() as session:
-                return RecordedAgent(recorded_answers(session, source, FIRST, LAST), "agent 1")
+                return RecordedAgent(
+                    recorded_answers(session, None, source, FIRST, LAST), "agent 1"
+                )
 
         return build
 

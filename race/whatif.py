@@ -1,0 +1,348 @@
+"""What-if replays (docs/races.md, issue 13): a new race of kind ``whatif`` that replays a
+source race's cycles under changed rules, without one LLM or remote call.
+
+Deterministic baselines (``Mock`` agents, :mod:`agents.baselines`) are recomputed; every
+other agent (LLM, ML, remote ML, ensemble…) answers from its record in the source race
+through :class:`agents.recorded.RecordedAgent`, judged again by the new rules. The what-if's
+agent builder never builds any other agent, so nothing is asked of a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from agents.baselines import build_baseline
+from agents.recorded import RecordedAgent
+from race.domain import jobs
+from race.domain.agent import Agent, AgentSpec
+from race.domain.model import Provider
+from race.domain.race import Race, RaceKind, RaceRules
+from race.domain.timeutil import floor_time
+from race.engine import AgentBuilder, RaceEngine
+from race.leaderboard import standings
+from race.races import RaceError, create_race, find_race, race_settings
+from race.store import races as race_rows
+from race.store.database import Database
+from race.store.reads.recorded import recorded_answers
+from race.store.tables import AgentRow, DecisionRow
+
+if TYPE_CHECKING:
+    from race.bootstrap import App
+
+NAME_LIMIT = 100
+"""The ``races.name`` column's length."""
+
+
+@dataclass(frozen=True)
+class RuleChanges:
+    """What a what-if changes of its source's rules (None: kept)."""
+
+    fee: Decimal | None = None
+    slippage_bps: Decimal | None = None
+    max_position: Decimal | None = None
+    max_order: Decimal | None = None
+    starting_capital: Decimal | None = None
+
+    def apply(self, rules: RaceRules) -> RaceRules:
+        changed = {
+            "fee_rate": self.fee,
+            "slippage_bps": self.slippage_bps,
+            "max_position_fraction": self.max_position,
+            "max_order_notional": self.max_order,
+        }
+        return replace(rules, **{k: v for k, v in changed.items() if v is not None})
+
+    def describe(self) -> str:
+        parts = [
+            ("fee", self.fee),
+            ("slippage-bps", self.slippage_bps),
+            ("max-position", self.max_position),
+            ("max-order", self.max_order),
+            ("capital", self.starting_capital),
+        ]
+        return ", ".join(f"{name} {value}" for name, value in parts if value is not None)
+
+
+_MAX_USD = Decimal("1e15")
+"""Far under what the money columns hold (NUMERIC(28,8))."""
+_BOUNDS: dict[str, tuple[Decimal, Decimal | None, bool, str]] = {
+    # flag: (low, high, low allowed, what it means)
+    "--fee": (Decimal(0), Decimal(1), True, "a fraction of the notional in [0, 1), e.g. 0.002"),
+    "--slippage-bps": (Decimal(0), Decimal(10000), True, "basis points in [0, 10000)"),
+    "--max-position": (Decimal(0), Decimal(1), False, "a fraction of equity in (0, 1]"),
+    "--max-order": (Decimal(0), _MAX_USD, False, "a positive USD amount under 1e15"),
+    "--starting-capital": (Decimal(0), _MAX_USD, False, "a positive USD amount under 1e15"),
+}
+
+
+def parse_number(flag: str, text: str | None) -> Decimal | None:
+    """The flag's value as a Decimal within its bounds; ValueError naming the flag."""
+    if text is None:
+        return None
+    low, high, low_ok, meaning = _BOUNDS[flag]
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{flag} {text!r} is not a number: it must be {meaning}") from None
+    inside = value.is_finite() and (value >= low if low_ok else value > low)
+    if inside and high is not None:
+        inside = value <= high if flag == "--max-position" else value < high
+    if not inside:
+        raise ValueError(f"{flag} {text} is out of range: it must be {meaning}")
+    return value
+
+
+def parse_changes(
+    fee: str | None = None,
+    slippage_bps: str | None = None,
+    max_position: str | None = None,
+    max_order: str | None = None,
+    starting_capital: str | None = None,
+) -> RuleChanges:
+    return RuleChanges(
+        fee=parse_number("--fee", fee),
+        slippage_bps=parse_number("--slippage-bps", slippage_bps),
+        max_position=parse_number("--max-position", max_position),
+        max_order=parse_number("--max-order", max_order),
+        starting_capital=parse_number("--starting-capital", starting_capital),
+    )
+
+
+def source_cycles(db: Database, race_id: int) -> list[datetime]:
+    """The cycle times the race decided at, oldest first."""
+    with db.read() as session:
+        query = select(DecisionRow.cycle_time).where(DecisionRow.race_id == race_id).distinct()
+        return sorted(session.scalars(query))
+
+
+def cycle_runs(
+    times: Sequence[datetime], interval: timedelta
+) -> tuple[list[tuple[datetime, datetime]], list[datetime]]:
+    """``times`` as runs of consecutive grid times (each one backfill range), and the times
+    off the interval's grid (a backfill cannot replay them)."""
+    runs: list[tuple[datetime, datetime]] = []
+    off_grid: list[datetime] = []
+    for time in times:
+        if floor_time(time, interval) != time:
+            off_grid.append(time)
+        elif runs and runs[-1][1] + interval == time:
+            runs[-1] = (runs[-1][0], time)
+        else:
+            runs.append((time, time))
+    return runs, off_grid
+
+
+@dataclass
+class ReplayTotals:
+    decisions: int = 0
+    fallbacks: int = 0
+    trades: int = 0
+    finished: bool = True
+
+
+def replay_cycles(
+    engine: RaceEngine,
+    times: Sequence[datetime],
+    interval: timedelta,
+    agent_ids: Sequence[int],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ReplayTotals:
+    """Replay exactly ``times`` (a backfill per run of consecutive grid times)."""
+    runs, _ = cycle_runs(times, interval)
+    totals, before = ReplayTotals(), 0
+    for first, last in runs:
+        count = int((last - first) / interval) + 1
+
+        def progress(done: int, _total: int, offset: int = before) -> None:
+            if on_progress is not None:
+                on_progress(offset + done, len(times))
+
+        report = asyncio.run(
+            engine.backfill(first, last, interval, on_progress=progress, agent_ids=agent_ids)
+        )
+        totals.decisions += report.decisions
+        totals.fallbacks += report.fallbacks
+        totals.trades += report.trades
+        totals.finished = totals.finished and report.finished
+        before += count
+    return totals
+
+
+def whatif_builder(db: Database, source: Race, first: datetime, last: datetime) -> AgentBuilder:
+    """Baselines rebuilt; every other agent answers from its record in ``source``. Never
+    builds an agent that could reach a network."""
+
+    def build(spec: AgentSpec) -> Agent:
+        if spec.provider is Provider.MOCK:
+            return build_baseline(spec.model, spec.params)
+        with db.read() as session:
+            answers = recorded_answers(session, source.id, spec.id, first, last)
+        return RecordedAgent(answers, f"race {source.id}")
+
+    return build
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    source: Race
+    race: Race
+    times: list[datetime]
+    off_grid: list[datetime]
+    participants: list[int]
+    not_replayed: list[str]
+    """Participants of the source that are disabled now (a replay runs active agents)."""
+
+
+def _default_name(db: Database, source: Race, changes: RuleChanges) -> str:
+    said = changes.describe() or "same rules"
+    base = f"whatif of {source.name} ({said})"[:NAME_LIMIT]
+    name, n = base, 1
+    with db.read() as session:
+        while race_rows.by_name(session, name) is not None:
+            n += 1
+            suffix = f" #{n}"
+            name = base[: NAME_LIMIT - len(suffix)] + suffix
+    return name
+
+
+def create_whatif(
+    app: App, source_ref: str, changes: RuleChanges, name: str | None = None
+) -> WhatIf:
+    """The what-if race of ``source_ref`` under ``changes`` (created, queued)."""
+    source = find_race(app.db, source_ref)
+    if source.rules is None or source.interval_seconds is None:
+        raise RaceError(
+            f"race {source.name!r} has not recorded its rules or interval "
+            "(`python -m race db upgrade` records the live race's)"
+        )
+    times = source_cycles(app.db, source.id)
+    if not times:
+        raise RaceError(f"race {source.name!r} has no recorded cycle: nothing to replay")
+    if name is not None and not (0 < len(name.strip()) <= NAME_LIMIT):
+        raise RaceError(f"--name must be 1 to {NAME_LIMIT} characters")
+    interval = timedelta(seconds=source.interval_seconds)
+    _, off_grid = cycle_runs(times, interval)
+    with app.db.read() as session:
+        participants = race_rows.participants(session, source.id)
+        disabled = session.scalars(
+            select(AgentRow.name).where(AgentRow.id.in_(participants), ~AgentRow.is_active)
+        )
+        not_replayed = sorted(disabled)
+    new = race_rows.NewRace(
+        name=name.strip() if name is not None else _default_name(app.db, source, changes),
+        kind=RaceKind.WHATIF,
+        start=source.start,
+        end=source.end if source.end is not None else times[-1],
+        interval_seconds=source.interval_seconds,
+        starting_capital=changes.starting_capital or source.starting_capital,
+        rules=changes.apply(source.rules),
+        universe=source.universe,
+        status=jobs.QUEUED,
+        source_race_id=source.id,
+    )
+    race = create_race(app.db, new, participants, app.clock)
+    return WhatIf(source, race, times, off_grid, participants, not_replayed)
+
+
+def run_whatif(
+    app: App, whatif: WhatIf, on_progress: Callable[[int, int], None] | None = None
+) -> ReplayTotals:
+    """Replay the source's cycles into the what-if race; its status set at the end."""
+    race, source, times = whatif.race, whatif.source, whatif.times
+    builder = whatif_builder(app.db, source, times[0], times[-1])
+    engine = RaceEngine(
+        app.db,
+        race_settings(app.settings, race),
+        builder,
+        clock=app.clock,
+        telemetry=app.telemetry,
+        race_id=race.id,
+    )
+    with app.db.write() as session:
+        race_rows.set_status(session, race.id, jobs.RUNNING)
+    assert race.interval_seconds is not None
+    interval = timedelta(seconds=race.interval_seconds)
+    totals = replay_cycles(engine, times, interval, whatif.participants, on_progress)
+    with app.db.write() as session:
+        done = jobs.COMPLETED if totals.finished else jobs.PARTIAL
+        race_rows.set_status(session, race.id, done)
+    return totals
+
+
+@dataclass(frozen=True)
+class RankChange:
+    """One agent in both races: its what-if rank and equity beside the source's."""
+
+    rank: int
+    source_rank: int | None
+    name: str
+    source_equity: Decimal | None
+    equity: Decimal
+
+    @property
+    def change(self) -> Decimal | None:
+        return None if self.source_equity is None else self.equity - self.source_equity
+
+    @property
+    def moved(self) -> str:
+        """``▲n`` (up n places), ``▼n`` (down) or ``=``; ``new`` without a source rank."""
+        if self.source_rank is None:
+            return "new"
+        places = self.source_rank - self.rank
+        return "=" if places == 0 else f"▲{places}" if places > 0 else f"▼{-places}"
+
+
+def compare_standings(db: Database, source_id: int, race_id: int) -> list[RankChange]:
+    """The what-if's standings, each agent beside its place in the source race."""
+    with db.read() as session:
+        before = {s.agent_id: s for s in standings(session, race_id=source_id)}
+        after = standings(session, race_id=race_id)
+    rows = []
+    for standing in after:
+        was = before.get(standing.agent_id)
+        rows.append(
+            RankChange(
+                rank=standing.rank,
+                source_rank=None if was is None else was.rank,
+                name=standing.name,
+                source_equity=None if was is None else was.current_value,
+                equity=standing.current_value,
+            )
+        )
+    return rows
+
+
+def render_comparison(rows: Sequence[RankChange], source: Race, race: Race) -> str:
+    """The two leaderboards side by side: rank, agent, source equity, what-if equity, change
+    and rank change."""
+    headers = ("#", "Agent", f"{source.name[:24]} (USD)", "What-if (USD)", "Change", "Rank")
+    body = [
+        (
+            str(r.rank),
+            r.name,
+            "—" if r.source_equity is None else f"{r.source_equity:,.2f}",
+            f"{r.equity:,.2f}",
+            "—" if r.change is None else f"{r.change:+,.2f}",
+            r.moved,
+        )
+        for r in rows
+    ]
+    widths = [max([len(h), *(len(row[i]) for row in body)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    out = [f"race {race.id} ({race.name}) against race {source.id} ({source.name})"]
+    out += [line(headers), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in body)
+    return "\n".join(out)
