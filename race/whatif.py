@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from agents.baselines import build_baseline
-from agents.recorded import RecordedAgent
+from agents.recorded import recorded_agent
 from race.domain import jobs
 from race.domain.agent import Agent, AgentSpec
 from race.domain.model import Provider
@@ -184,7 +184,7 @@ def whatif_builder(db: Database, source: Race, first: datetime, last: datetime) 
             return build_baseline(spec.model, spec.params)
         with db.read() as session:
             answers = recorded_answers(session, source.id, spec.id, first, last)
-        return RecordedAgent(answers, f"race {source.id}")
+        return recorded_agent(spec.provider, answers, f"race {source.id}")
 
     return build
 

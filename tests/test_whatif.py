@@ -39,6 +39,13 @@ from tests.test_recorded_answers import MODEL, SCRIPT
 START = datetime(2024, 1, 1, tzinfo=UTC)
 FIRST, LAST = START + 60 * HOUR, START + 90 * HOUR
 LLAMA_KEY = "gsk_test_whatif_0123456789"
+REMOTE_KEY = "remote-ml-SECRET-whatif-42"
+PREDICTIONS = [
+    [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.05}],
+    [{"assetSymbol": "ETH", "side": "BUY", "quantity": 1.5}],
+    [{"assetSymbol": "BTC", "side": "HOLD"}],
+    [{"assetSymbol": "BTC", "side": "SELL", "quantity": 0.02}],
+]
 SKIP = ("id", "race_id", "decision_id", "portfolio_id")
 
 
@@ -57,15 +64,30 @@ def _settings(database_url: str, server: OpenAIServer) -> dict[str, str]:
         "LLAMA_BASE_URL": server.base_url,
         "LLAMA_API_KEY": LLAMA_KEY,
         "LLM_MAX_RETRIES": "0",
+        "REMOTE_ML_URL": server.root_url,
+        "REMOTE_ML_API_KEY": REMOTE_KEY,
     }
+
+
+def _provider() -> Any:
+    """The LLM's script on the chat path, a remote model's rotating orders elsewhere."""
+    chats, predictions = iter(range(10**6)), iter(range(10**6))
+
+    def respond(request: Recorded) -> Reply:
+        if request.path.endswith("/chat/completions"):
+            return SCRIPT[next(chats) % len(SCRIPT)]
+        orders = PREDICTIONS[next(predictions) % len(PREDICTIONS)]
+        return Reply(body={"orders": orders, "reasoning": "Rotating.", "modelVersion": "r-1"})
+
+    return respond
 
 
 @pytest.fixture
 def source(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Source]:
-    """A finished backtest race: three baselines and an LLM agent answering from a script."""
+    """A finished backtest race: three baselines, an LLM agent answering from a script and a
+    remote model with rotating orders."""
     with OpenAIServer() as server:
-        count = iter(range(10**6))
-        server.default = lambda _: SCRIPT[next(count) % len(SCRIPT)]
+        server.default = _provider()
         settings = _settings(database_url, server)
         app = bootstrap(overrides=settings, clock=ManualClock(START + 100 * HOUR))
         seed_assets(app)
@@ -74,6 +96,9 @@ def source(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sourc
             insert_candles(app, make_candles(symbol, START, prices))
         agents = seed_baselines(app, ["buy_and_hold", "sma_cross", "random"])
         agents["llm"] = seed_agent(app, "Llama", Provider.LLAMA, model=MODEL)
+        agents["remote"] = seed_agent(
+            app, "Remote", Provider.CUSTOM_ML, model="remote", params={"url": server.root_url}
+        )
         new = race_rows.NewRace(
             name="bt",
             kind=RaceKind.BACKTEST,
@@ -88,7 +113,7 @@ def source(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sourc
         race = create_race(app.db, new, sorted(agents.values()), app.clock)
         asyncio.run(engine_for(app, race).backfill(FIRST, LAST, HOUR))
         calls = len(server.requests)
-        assert calls == 31
+        assert calls == 2 * 31
 
         def refuse(request: Recorded) -> Reply:
             raise AssertionError(f"the what-if called the provider: {request.path}")
@@ -141,7 +166,7 @@ def test_same_rules_reproduce_the_rows_and_a_doubled_fee_costs_every_trader(
     assert dearer.rules is not None and dearer.rules.fee_rate == Decimal("0.002")
     source_equity, dearer_equity = (_last_equity(app, r) for r in (source.race_id, dearer.id))
     traders = {r["agent_id"] for r in _rows(app, TradeRow, source.race_id)}
-    assert source.agents["llm"] in traders and len(traders) >= 3
+    assert {source.agents["llm"], source.agents["remote"]} <= traders and len(traders) >= 4
     for agent in traders:
         assert dearer_equity[agent] < source_equity[agent], agent
     assert "(USD)" in out and "What-if" in out

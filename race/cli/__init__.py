@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "race.cli.serve",
     "race.cli.report",
     "race.cli.races",
+    "race.cli.whatif",
+    "race.cli.bundle",
 )
 
 

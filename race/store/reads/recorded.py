@@ -52,5 +52,6 @@ def recorded_answers(
             confidence=row.confidence,
             details=dict(row.details or {}),
             model_version=row.model_version,
+            validation_errors=list(row.validation_errors or []),
         )
     return answers
