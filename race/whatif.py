@@ -322,7 +322,7 @@ def compare_standings(db: Database, source_id: int, race_id: int) -> list[RankCh
 def render_comparison(rows: Sequence[RankChange], source: Race, race: Race) -> str:
     """The two leaderboards side by side: rank, agent, source equity, what-if equity, change
     and rank change."""
-    headers = ("#", "Agent", f"{source.name[:24]} (USD)", "What-if (USD)", "Change", "Rank")
+    headers = ("#", "Agent", "Source (USD)", "What-if (USD)", "Change", "Rank")
     body = [
         (
             str(r.rank),
