@@ -10,7 +10,8 @@ agent builder never builds any other agent, so nothing is asked of a network.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -198,37 +199,69 @@ class WhatIf:
     participants: list[int]
     not_replayed: list[str]
     """Participants of the source that are disabled now (a replay runs active agents)."""
+    resumed: bool = False
+    """An unfinished what-if of the same source, rules and capital, taken up again."""
 
 
-def _default_name(db: Database, source: Race, changes: RuleChanges) -> str:
+def _resumable(found: Race, new: race_rows.NewRace) -> bool:
+    """``found`` is an unfinished what-if of the same source, rules and capital."""
+    return (
+        found.kind is RaceKind.WHATIF
+        and found.source_race_id == new.source_race_id
+        and found.rules == new.rules
+        and found.starting_capital == new.starting_capital
+        and found.status != jobs.COMPLETED
+    )
+
+
+def _candidates(name: str | None, source: Race, changes: RuleChanges) -> Iterator[str]:
+    if name is not None:
+        yield name
+        return
     said = changes.describe() or "same rules"
     base = f"whatif of {source.name} ({said})"[:NAME_LIMIT]
-    name, n = base, 1
+    yield base
+    for n in itertools.count(2):
+        suffix = f" #{n}"
+        yield base[: NAME_LIMIT - len(suffix)] + suffix
+
+
+def _place(db: Database, new: race_rows.NewRace, names: Iterator[str]) -> Race | str:
+    """The unfinished what-if to resume (same name, source, rules and capital), or the name
+    to create the new one under: the first free one (an explicit name taken otherwise:
+    :class:`RaceError`)."""
     with db.read() as session:
-        while race_rows.by_name(session, name) is not None:
-            n += 1
-            suffix = f" #{n}"
-            name = base[: NAME_LIMIT - len(suffix)] + suffix
-    return name
+        for name in names:
+            found = race_rows.by_name(session, name)
+            if found is None:
+                return name
+            if _resumable(found, new):
+                return found
+            if new.name:  # an explicit --name
+                raise RaceError(
+                    f"a race named {name!r} already exists (and is not an unfinished what-if "
+                    "of the same race and rules to resume)"
+                )
+    raise AssertionError("unreachable: the names never run out")
 
 
 def create_whatif(
     app: App, source_ref: str, changes: RuleChanges, name: str | None = None
 ) -> WhatIf:
-    """The what-if race of ``source_ref`` under ``changes`` (created, queued)."""
+    """The what-if race of ``source_ref`` under ``changes``: created, or an unfinished one
+    of the same source, rules and capital resumed."""
     source = find_race(app.db, source_ref)
     if source.rules is None or source.interval_seconds is None:
         raise RaceError(
             f"race {source.name!r} has not recorded its rules or interval "
             "(`python -m race db upgrade` records the live race's)"
         )
+    if name is not None and not (0 < len(name.strip()) <= NAME_LIMIT):
+        raise RaceError(f"--name must be 1 to {NAME_LIMIT} characters")
     times = source_cycles(app.db, source.id)
     if not times:
         raise RaceError(f"race {source.name!r} has no recorded cycle: nothing to replay")
-    if name is not None and not (0 < len(name.strip()) <= NAME_LIMIT):
-        raise RaceError(f"--name must be 1 to {NAME_LIMIT} characters")
-    interval = timedelta(seconds=source.interval_seconds)
-    _, off_grid = cycle_runs(times, interval)
+    _, off_grid = cycle_runs(times, timedelta(seconds=source.interval_seconds))
     with app.db.read() as session:
         participants = race_rows.participants(session, source.id)
         disabled = session.scalars(
@@ -236,9 +269,9 @@ def create_whatif(
         )
         not_replayed = sorted(disabled)
     new = race_rows.NewRace(
-        name=name.strip() if name is not None else _default_name(app.db, source, changes),
+        name=name.strip() if name is not None else "",
         kind=RaceKind.WHATIF,
-        start=source.start,
+        start=min(source.start, times[0]),  # the live race may predate its migration's time
         end=source.end if source.end is not None else times[-1],
         interval_seconds=source.interval_seconds,
         starting_capital=changes.starting_capital or source.starting_capital,
@@ -247,8 +280,14 @@ def create_whatif(
         status=jobs.QUEUED,
         source_race_id=source.id,
     )
-    race = create_race(app.db, new, participants, app.clock)
-    return WhatIf(source, race, times, off_grid, participants, not_replayed)
+    placed = _place(app.db, new, _candidates(new.name or None, source, changes))
+    resumed = not isinstance(placed, str)
+    race = (
+        placed
+        if isinstance(placed, Race)
+        else create_race(app.db, replace(new, name=placed), participants, app.clock)
+    )
+    return WhatIf(source, race, times, off_grid, participants, not_replayed, resumed)
 
 
 def run_whatif(
@@ -269,7 +308,12 @@ def run_whatif(
         race_rows.set_status(session, race.id, jobs.RUNNING)
     assert race.interval_seconds is not None
     interval = timedelta(seconds=race.interval_seconds)
-    totals = replay_cycles(engine, times, interval, whatif.participants, on_progress)
+    try:
+        totals = replay_cycles(engine, times, interval, whatif.participants, on_progress)
+    except BaseException:  # Ctrl-C, a lost database: the same command resumes it
+        with app.db.write() as session:
+            race_rows.set_status(session, race.id, jobs.PARTIAL)
+        raise
     with app.db.write() as session:
         done = jobs.COMPLETED if totals.finished else jobs.PARTIAL
         race_rows.set_status(session, race.id, done)

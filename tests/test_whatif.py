@@ -20,10 +20,10 @@ from race.clock import ManualClock
 from race.domain import jobs
 from race.domain.model import Provider
 from race.domain.race import RaceKind, RaceRules
-from race.races import create_race, engine_for, find_race
+from race.races import create_race, engine_for, find_race, record_live_race
 from race.store import races as race_rows
 from race.store.tables import DecisionRow, EquitySnapshotRow, TradeRow
-from race.whatif import cycle_runs
+from race.whatif import create_whatif, cycle_runs, parse_changes
 from tests.factories import (
     HOUR,
     insert_candles,
@@ -184,6 +184,38 @@ def test_another_capital_and_a_default_name_taken_twice(
     buys = [t["notional"] for t in trades if t["side"] == "BUY"]
     assert buys and max(buys) <= Decimal("1000"), max(buys)
     assert len(source.server.requests) == source.calls
+
+
+def test_an_unfinished_whatif_is_resumed_and_a_finished_one_is_not(
+    source: Source, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = source.app
+    started = create_whatif(app, "bt", parse_changes(fee="0.003"))  # as if stopped at once
+    assert started.race.status == jobs.QUEUED and not started.resumed
+    out = _whatif(["bt", "--fee", "0.003"], capsys)
+    assert out.startswith(f"resuming race {started.race.id}: whatif of bt (fee 0.003)")
+    assert find_race(app.db, str(started.race.id)).status == jobs.COMPLETED
+    out = _whatif(["bt", "--fee", "0.003"], capsys)
+    assert "whatif of bt (fee 0.003) #2" in out and "resuming" not in out
+    assert _rows(app, TradeRow, started.race.id)
+
+
+def test_a_whatif_of_the_live_race_replays_up_to_its_last_cycle(
+    app: App, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_assets(app)
+    for symbol, base in (("BTC", 40000.0), ("ETH", 2000.0)):
+        insert_candles(app, make_candles(symbol, START, wave_prices(100, base=base)))
+    seed_baselines(app, ["buy_and_hold", "random"])
+    record_live_race(app.db, app.settings, app.clock)
+    asyncio.run(app.engine.backfill(FIRST, FIRST + 10 * HOUR, HOUR))
+    monkeypatch.setenv("RACE_DATABASE_URL", app.settings.database_url)
+    out = _whatif(["live", "--name", "again"], capsys)
+    again, live = find_race(app.db, "again"), find_race(app.db, "live")
+    assert (again.start, again.end) == (FIRST, FIRST + 10 * HOUR)
+    assert "11 cycles of race" in out
+    for table in (DecisionRow, TradeRow, EquitySnapshotRow):
+        assert _rows(app, table, again.id) == _rows(app, table, live.id), table.__tablename__
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,11 @@ def register(commands: Any) -> None:
     whatif.add_argument("--max-position", metavar="P", help="max fraction of equity per asset")
     whatif.add_argument("--max-order", metavar="USD", help="max order notional")
     whatif.add_argument("--starting-capital", metavar="USD", help="capital per participant")
-    whatif.add_argument("--name", help="the new race's name (default: from the source)")
+    whatif.add_argument(
+        "--name",
+        help="the new race's name (default: from the source and the changes); an unfinished "
+        "what-if of that name, source and rules is resumed",
+    )
     whatif.set_defaults(handler=cmd_whatif)
 
 
@@ -40,7 +44,8 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     whatif = create_whatif(app, args.race, changes, args.name)
     race, source = whatif.race, whatif.source
     print(
-        f"race {race.id}: {race.name} — {len(whatif.times)} cycles of race {source.id} "
+        f"{'resuming ' if whatif.resumed else ''}race {race.id}: {race.name} — "
+        f"{len(whatif.times)} cycles of race {source.id} "
         f"replayed from the record (baselines recomputed, no LLM or remote call)"
     )
     if whatif.not_replayed:
