@@ -212,7 +212,7 @@ def test_a_whatif_of_the_live_race_replays_up_to_its_last_cycle(
     monkeypatch.setenv("RACE_DATABASE_URL", app.settings.database_url)
     out = _whatif(["live", "--name", "again"], capsys)
     again, live = find_race(app.db, "again"), find_race(app.db, "live")
-    assert (again.start, again.end) == (FIRST, FIRST + 10 * HOUR)
+    assert again.start <= FIRST and again.end == FIRST + 10 * HOUR
     assert "11 cycles of race" in out
     for table in (DecisionRow, TradeRow, EquitySnapshotRow):
         assert _rows(app, table, again.id) == _rows(app, table, live.id), table.__tablename__
