@@ -29,6 +29,7 @@ from race.bundle import (
 from race.clock import Clock
 from race.domain import jobs
 from race.domain.agent import Agent, AgentSpec
+from race.domain.model import Provider
 from race.domain.race import RaceKind, RaceRules
 from race.domain.recorded import RecordedAnswer
 from race.domain.timeutil import parse_iso
@@ -180,6 +181,13 @@ def _new_race(race: dict[str, Any]) -> race_rows.NewRace:
     )
 
 
+def _participant(item: dict[str, Any]) -> dict[str, Any]:
+    participant = dict(item)
+    participant["id"] = int(participant["id"])
+    Provider(participant["provider"])  # ValueError: not a provider
+    return participant
+
+
 def parse(document: dict[str, Any]) -> Parsed:
     """The bundle's contents, typed; :class:`BundleError` for anything malformed."""
     try:
@@ -193,7 +201,7 @@ def parse(document: dict[str, Any]) -> Parsed:
             race=_new_race(race),
             context_candles=int(race["context_candles"]),
             max_price_age=None if age is None else timedelta(seconds=float(age)),
-            participants=[dict(p) for p in document["participants"]],
+            participants=[_participant(p) for p in document["participants"]],
             candles=_candles(document),
             answers=answers,
             times=sorted({t for by_time in answers.values() for t in by_time}),

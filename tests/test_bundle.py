@@ -88,6 +88,7 @@ def test_an_altered_trade_does_not_match(
         (lambda d: d.__setitem__("format", "zip"), "is not a race bundle"),
         (lambda d: d["race"].pop("rules"), "error: malformed bundle: missing field 'rules'"),
         (lambda d: d["decisions"][0].__setitem__("cycle_time", "soon"), "malformed bundle"),
+        (lambda d: d["participants"][0].__setitem__("provider", "Oracle"), "malformed bundle"),
     ],
 )
 def test_a_tampered_or_malformed_bundle_is_one_line_and_exit_2(

@@ -24,6 +24,7 @@ from race.races import create_race, engine_for, find_race, record_live_race
 from race.store import races as race_rows
 from race.store.tables import DecisionRow, EquitySnapshotRow, TradeRow
 from race.whatif import create_whatif, cycle_runs, parse_changes
+from race.whatif_board import RankChange
 from tests.factories import (
     HOUR,
     insert_candles,
@@ -254,3 +255,10 @@ def test_cycle_runs_split_at_gaps_and_set_aside_off_grid_times() -> None:
     runs, off = cycle_runs(times, HOUR)
     assert runs == [(START, START + HOUR), (START + 3 * HOUR, START + 3 * HOUR)]
     assert off == [START + 3 * HOUR + HOUR / 2]
+
+
+def test_rank_changes_read_as_arrows() -> None:
+    def moved(source_rank: int | None, rank: int) -> str:
+        return RankChange(rank, source_rank, "A", None, Decimal(1)).moved
+
+    assert (moved(3, 1), moved(1, 3), moved(2, 2), moved(None, 1)) == ("▲2", "▼2", "=", "new")

@@ -29,13 +29,8 @@ def register(commands: Any) -> None:
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
-    from race.whatif import (
-        compare_standings,
-        create_whatif,
-        parse_changes,
-        render_comparison,
-        run_whatif,
-    )
+    from race.whatif import create_whatif, parse_changes, run_whatif
+    from race.whatif_board import compare_standings, render_comparison
 
     changes = parse_changes(
         args.fee, args.slippage_bps, args.max_position, args.max_order, args.starting_capital
