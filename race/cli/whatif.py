@@ -52,6 +52,9 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         totals = run_whatif(app, whatif, update)
     finally:
         bar.close()
-    print(f"{totals.decisions} decisions ({totals.fallbacks} fallbacks), {totals.trades} trades\n")
+    print(
+        f"{totals.decisions} decisions ({totals.fallbacks} fallbacks), {totals.trades} trades "
+        "written this run\n"
+    )
     print(render_comparison(compare_standings(app.db, source.id, race.id), source, race))
     return 0 if totals.finished else 1
