@@ -8,7 +8,18 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from race.domain.agent import AgentAnswer, AgentContext
+from race.domain.model import Provider
 from race.domain.recorded import RecordedAnswer, answer_of
+
+LANGUAGE_MODELS = frozenset({Provider.LLAMA, Provider.OPENAI, Provider.AZURE_OPENAI})
+"""The providers whose raw output is a language model's answer (parsed again)."""
+
+
+def recorded_agent(
+    provider: Provider, answers: Mapping[datetime, RecordedAnswer], source: str
+) -> RecordedAgent:
+    """The recorded agent for an agent of ``provider``."""
+    return RecordedAgent(answers, source, parse_raw=provider in LANGUAGE_MODELS)
 
 
 class RecordedAgent:
@@ -18,10 +29,14 @@ class RecordedAgent:
 
     in_process = True
 
-    def __init__(self, answers: Mapping[datetime, RecordedAnswer], source: str) -> None:
+    def __init__(
+        self, answers: Mapping[datetime, RecordedAnswer], source: str, *, parse_raw: bool = True
+    ) -> None:
         self.answers = answers
         self.source = source
         """Where the answers come from, as the fallback reason names it (e.g. "race 3")."""
+        self.parse_raw = parse_raw
+        """Whether a raw output is a language model's answer (see :func:`answer_of`)."""
 
     async def decide(self, context: AgentContext) -> AgentAnswer:
         recorded = self.answers.get(context.cycle_time)
@@ -29,4 +44,4 @@ class RecordedAgent:
             return AgentAnswer.fallback(
                 f"no recorded answer at {context.cycle_time.isoformat()} in {self.source}"
             )
-        return answer_of(recorded)
+        return answer_of(recorded, parse_raw=self.parse_raw)

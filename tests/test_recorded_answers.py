@@ -115,7 +115,9 @@ def test_replayed_answers_give_the_same_rows_and_a_doubled_fee_costs_equity(data
         def build(spec: AgentSpec) -> Any:
             assert spec.id == twin, "only the twin decides: the source has passed every cycle"
             with probe.db.read() as session:
-                return RecordedAgent(recorded_answers(session, source, FIRST, LAST), "agent 1")
+                return RecordedAgent(
+                    recorded_answers(session, None, source, FIRST, LAST), "agent 1"
+                )
 
         return build
 
@@ -189,7 +191,17 @@ def test_answer_of_each_kind_of_record() -> None:
         )
     )
     assert judged.fallback_reason is None and judged.reasoning == "go"
-    assert judged.orders == [_order("BUY", "BTC", "1")]
+    assert judged.orders == [_order("BUY", "BTC", Decimal("1"))]  # a Decimal stored as text
+
+
+def test_a_quantity_refused_as_text_stays_text_and_a_remote_body_is_not_parsed() -> None:
+    note = {"order": 1, "code": "bad_quantity", "message": "quantity must be a number, got str"}
+    orders = [_order("BUY", "BTC", "0.5"), _order("BUY", "ETH", "2"), _order("SELL", "BTC", "x")]
+    answer = answer_of(_recorded(proposed_orders=orders, validation_errors=[note]))
+    assert [o["quantity"] for o in answer.orders] == [Decimal("0.5"), "2", "x"]
+    body = json.dumps({"orders": [{"assetSymbol": "BTC", "side": "BUY", "quantity": 0.5}]})
+    remote = answer_of(_recorded(raw_output=body, proposed_orders=orders[:1]), parse_raw=False)
+    assert remote.orders == [_order("BUY", "BTC", Decimal("0.5"))] and remote.raw_output == body
     cut = answer_of(_recorded(raw_output='{"reasoning": "cut of'))
     assert cut.fallback_reason is not None and "not valid JSON" in cut.fallback_reason
 

@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "race.cli.report",
     "race.cli.races",
     "race.cli.backtest",
+    "race.cli.whatif",
+    "race.cli.bundle",
 )
 
 

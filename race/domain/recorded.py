@@ -53,6 +53,8 @@ class RecordedAnswer:
     confidence: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     model_version: str | None = None
+    validation_errors: list[Any] = field(default_factory=list)
+    """The stored risk notes: which proposed orders were refused, and why."""
 
 
 def _confidence(value: object) -> float | None:
@@ -62,8 +64,11 @@ def _confidence(value: object) -> float | None:
     return number if 0.0 <= number <= 1.0 else None
 
 
-def answer_of(recorded: RecordedAnswer) -> AgentAnswer:
-    """The answer the recorded decision was made of (see the module doc)."""
+def answer_of(recorded: RecordedAnswer, *, parse_raw: bool = True) -> AgentAnswer:
+    """The answer the recorded decision was made of (see the module doc). ``parse_raw``:
+    the raw output is a language model's answer, to be parsed again; False for an agent
+    whose raw output is its own protocol (a remote model's response body), whose proposed
+    orders are then given back as stored."""
     accounting: dict[str, Any] = {
         "raw_output": recorded.raw_output,
         "prompt": recorded.prompt,
@@ -80,7 +85,7 @@ def answer_of(recorded: RecordedAnswer) -> AgentAnswer:
     if recorded.fallback and said is None:
         reason = recorded.fallback_reason or "fallback recorded without a reason"
         return AgentAnswer.fallback(reason, **accounting)
-    if recorded.raw_output is not None:
+    if parse_raw and recorded.raw_output is not None:
         try:
             parsed = parse_model_output(recorded.raw_output)
         except AnswerRejected as exc:  # e.g. an output cut to the column's bound
@@ -96,11 +101,40 @@ def answer_of(recorded: RecordedAnswer) -> AgentAnswer:
             **accounting,
         )
     return AgentAnswer(
-        orders=[dict(o) if isinstance(o, dict) else o for o in recorded.proposed_orders],
+        orders=[_order(o, i, recorded) for i, o in enumerate(recorded.proposed_orders)],
         reasoning=recorded.rationale if said is None else said,
         cited_rules=list(recorded.cited_rules),
         confidence=recorded.confidence,
         **accounting,
+    )
+
+
+def _order(order: Any, index: int, recorded: RecordedAnswer) -> Any:
+    """A proposed order as the agent gave it. The record keeps a quantity that was not a
+    plain number (an in-process agent's Decimal, an order object's) as its text: it is a
+    Decimal again, unless the judge refused that order for being text (an outside model
+    that answered a string), which must be refused again."""
+    if not isinstance(order, dict):
+        return order
+    restored = dict(order)
+    quantity = restored.get("quantity")
+    if isinstance(quantity, str) and not _refused_as_text(index, recorded.validation_errors):
+        try:
+            number = Decimal(quantity)
+        except ArithmeticError:
+            return restored
+        if number.is_finite():
+            restored["quantity"] = number
+    return restored
+
+
+def _refused_as_text(index: int, notes: list[Any]) -> bool:
+    return any(
+        isinstance(note, dict)
+        and note.get("order") == index
+        and note.get("code") == "bad_quantity"
+        and str(note.get("message", "")).startswith("quantity must be a number, got str")
+        for note in notes
     )
 
 

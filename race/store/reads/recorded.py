@@ -9,14 +9,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from race.domain.recorded import RecordedAnswer
+from race.store import races
 from race.store.tables import DecisionRow
 
 
 def recorded_answers(
-    session: Session, agent_id: int, first: datetime | None = None, last: datetime | None = None
+    session: Session,
+    race_id: int | None,
+    agent_id: int,
+    first: datetime | None = None,
+    last: datetime | None = None,
 ) -> dict[datetime, RecordedAnswer]:
-    """The agent's decisions (from ``first`` to ``last`` inclusive, when given) by cycle."""
-    query = select(DecisionRow).where(DecisionRow.agent_id == agent_id)
+    """The agent's decisions in the race (None: the live race), from ``first`` to ``last``
+    inclusive when given, by cycle."""
+    query = select(DecisionRow).where(
+        DecisionRow.race_id == races.resolve(session, race_id), DecisionRow.agent_id == agent_id
+    )
     if first is not None:
         query = query.where(DecisionRow.cycle_time >= first)
     if last is not None:
@@ -44,5 +52,6 @@ def recorded_answers(
             confidence=row.confidence,
             details=dict(row.details or {}),
             model_version=row.model_version,
+            validation_errors=list(row.validation_errors or []),
         )
     return answers
