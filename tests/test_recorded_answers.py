@@ -253,6 +253,6 @@ def test_a_fallback_without_a_reason_says_so() -> None:
 def test_the_answer_s_orders_are_copies_of_the_record_s() -> None:
     recorded = _recorded(proposed_orders=[_order("BUY", "BTC", "1"), "not a mapping"])
     answer = answer_of(recorded)
-    assert answer.orders == [_order("BUY", "BTC", "1"), "not a mapping"]
-    answer.orders[0]["quantity"] = "2"
-    assert recorded.proposed_orders[0]["quantity"] == "1"
+    assert answer.orders == [_order("BUY", "BTC", Decimal("1")), "not a mapping"]
+    answer.orders[0]["side"] = "SELL"
+    assert recorded.proposed_orders[0] == _order("BUY", "BTC", "1")
