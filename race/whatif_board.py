@@ -55,10 +55,22 @@ def compare_standings(db: Database, source_id: int, race_id: int) -> list[RankCh
     return rows
 
 
-def render_comparison(rows: Sequence[RankChange], source: Race, race: Race) -> str:
+def missing_from(db: Database, source_id: int, race_id: int) -> list[str]:
+    """The source race's agents that have no standing in the other race (by name)."""
+    with db.read() as session:
+        there = {s.agent_id for s in standings(session, race_id=race_id)}
+        return [s.name for s in standings(session, race_id=source_id) if s.agent_id not in there]
+
+
+def render_comparison(
+    rows: Sequence[RankChange],
+    source: Race,
+    race: Race,
+    labels: tuple[str, str] = ("Source", "What-if"),
+) -> str:
     """The two leaderboards side by side: rank, agent, source equity, what-if equity, change
-    and rank change."""
-    headers = ("#", "Agent", "Source (USD)", "What-if (USD)", "Change", "Rank")
+    and rank change (``labels``: what the two equity columns are called)."""
+    headers = ("#", "Agent", f"{labels[0]} (USD)", f"{labels[1]} (USD)", "Change", "Rank")
     body = [
         (
             str(r.rank),
