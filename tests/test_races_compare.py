@@ -86,3 +86,15 @@ def test_bad_comparisons_are_one_line_and_exit_2(
     code, out, err = _cli(argv, capsys)
     assert code == 2 and not out
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_races_list_keeps_its_columns_with_long_names(
+    cli_db: App,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _backtest(capsys, "--name", "a backtest whose name is much longer than the column was")
+    code, out, err = _cli(["races", "list"], capsys)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    column = header.index("kind")
+    assert [row[column:].split()[0] for row in rows] == ["live", "backtest"]

@@ -49,9 +49,13 @@ def cmd_races_list(args: argparse.Namespace) -> int:
 
         print(json.dumps([race_summary(r).model_dump() for r in found], indent=2))
         return 0
-    print(f"{'id':>4}  {'name':<24} {'kind':<8} {'status':<9} period")
+    width = max([24, *(len(race.name) for race in found)])  # names are up to 200 characters
+    print(f"{'id':>4}  {'name':<{width}} {'kind':<8} {'status':<9} period")
     for race in found:
-        print(f"{race.id:>4}  {race.name:<24} {race.kind.value:<8} {race.status:<9} {_when(race)}")
+        print(
+            f"{race.id:>4}  {race.name:<{width}} {race.kind.value:<8} {race.status:<9} "
+            f"{_when(race)}"
+        )
     return 0
 
 
