@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import IntegrityError
+
 from race.clock import Clock
 from race.domain.race import Race, RaceRules
 from race.schedule import next_time
@@ -137,12 +139,21 @@ def create_race(
     if new.starting_capital is None:
         raise RaceError("a new race needs its starting capital")
     now = clock.now()
-    with db.write() as session:
-        if race_rows.by_name(session, new.name) is not None:
-            raise RaceError(f"a race named {new.name!r} already exists")
-        race_id = race_rows.insert(session, new, now)
-        for agent_id in agent_ids:
-            race_rows.enter(session, race_id, agent_id, new.starting_capital, now)
+    taken = RaceError(f"a race named {new.name!r} already exists")
+    try:
+        with db.write() as session:
+            if race_rows.by_name(session, new.name) is not None:
+                raise taken
+            race_id = race_rows.insert(session, new, now)
+            for agent_id in agent_ids:
+                race_rows.enter(session, race_id, agent_id, new.starting_capital, now)
+    except IntegrityError:
+        # Another writer took the name between the check and the insert (PostgreSQL's
+        # transactions overlap; SQLite's write lock serialises them): the same answer.
+        with db.read() as session:
+            if race_rows.by_name(session, new.name) is not None:
+                raise taken from None
+        raise
     with db.read() as session:
         created = race_rows.get(session, race_id)
     assert created is not None

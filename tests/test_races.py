@@ -293,3 +293,25 @@ def test_cli_bad_races_are_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(message) and captured.err.count("\n") == 1
+
+
+def test_a_name_taken_between_the_check_and_the_insert_is_the_same_error(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers creating races of one name at once (PostgreSQL's transactions overlap):
+    the second meets the unique index, and says the name is taken, as the check would."""
+    new = race_rows.NewRace(
+        name="Twice", kind=RaceKind.BACKTEST, start=START, end=START + 10 * HOUR,
+        interval_seconds=3600, starting_capital=Decimal(1000), rules=None, universe=None,
+    )  # fmt: skip
+    create_race(app.db, new, [], app.clock)
+    real, calls = race_rows.by_name, []
+
+    def not_yet(session: Any, name: str) -> Any:  # the other writer had not committed yet
+        calls.append(name)
+        return None if len(calls) == 1 else real(session, name)
+
+    monkeypatch.setattr(race_rows, "by_name", not_yet)
+    with pytest.raises(RaceError, match="a race named 'twice' already exists"):
+        create_race(app.db, replace(new, name="twice"), [], app.clock)
+    assert len(calls) == 2
