@@ -89,6 +89,14 @@ def test_an_altered_trade_does_not_match(
         (lambda d: d["race"].pop("rules"), "error: malformed bundle: missing field 'rules'"),
         (lambda d: d["decisions"][0].__setitem__("cycle_time", "soon"), "malformed bundle"),
         (lambda d: d["participants"][0].__setitem__("provider", "Oracle"), "malformed bundle"),
+        (
+            lambda d: d["race"]["rules"].__setitem__("fee_rate", "NaN"),
+            "malformed bundle: rule fee_rate must be a finite number ≥ 0, got Decimal('NaN')",
+        ),
+        (
+            lambda d: d["race"]["rules"].__setitem__("max_orders_per_cycle", 2.5),
+            "malformed bundle: rule max_orders_per_cycle must be a whole number, got '2.5'",
+        ),
     ],
 )
 def test_a_tampered_or_malformed_bundle_is_one_line_and_exit_2(

@@ -3,9 +3,12 @@ their JSON (exact decimals), their settings' names, and which race is the live o
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +70,42 @@ def test_only_the_live_kind_is_live() -> None:
     assert race(RaceKind.LIVE).is_live
     assert not race(RaceKind.BACKTEST).is_live and not race(RaceKind.WHATIF).is_live
     assert [k.value for k in RaceKind] == ["live", "backtest", "whatif"]
+
+
+def _json(**changes: object) -> dict[str, object]:
+    return {**RaceRules.of(Costs(), RiskLimits()).to_json(), **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"fee_rate": "NaN"}, "rule fee_rate must be a finite number ≥ 0, got Decimal('NaN')"),
+        ({"fee_rate": "1.5"}, "rule fee_rate must be a fraction between 0 and 1"),
+        ({"max_position_fraction": 2}, "rule max_position_fraction must be a fraction"),
+        ({"slippage_bps": "10000"}, "rule slippage_bps must be below 10000 basis points"),
+        ({"min_cash_reserve": "-1"}, "rule min_cash_reserve must be a finite number ≥ 0"),
+        ({"max_order_notional": "Infinity"}, "rule max_order_notional must be a finite number"),
+        ({"min_order_notional": "ten"}, "rule min_order_notional must be a number, got 'ten'"),
+        ({"max_order_quantity": True}, "rule max_order_quantity must be a number, got bool"),
+        ({"max_order_quantity": None}, "rule max_order_quantity must be a number, got NoneType"),
+        ({"max_orders_per_cycle": 2.5}, "rule max_orders_per_cycle must be a whole number"),
+        ({"max_orders_per_cycle": "-1"}, "rule max_orders_per_cycle must be a whole number ≥ 0"),
+    ],
+)
+def test_rules_out_of_bounds_are_refused_naming_the_rule(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RaceRules.from_json(_json(**changes))
+
+
+def test_the_bounds_themselves_are_rules() -> None:
+    edge = RaceRules.from_json(
+        _json(fee_rate="1", max_position_fraction="0", slippage_bps="9999.99", min_cash_reserve=0)
+    )
+    assert edge.fee_rate == 1 and edge.slippage_bps == D("9999.99")
+    assert RaceRules.from_json(_json(max_orders_per_cycle="1E+1")).max_orders_per_cycle == 10
+    with pytest.raises(KeyError):
+        RaceRules.from_json({k: v for k, v in _json().items() if k != "fee_rate"})
+    with pytest.raises(ValueError, match="whole number ≥ 0, got True"):
+        replace(RaceRules.of(Costs(), RiskLimits()), max_orders_per_cycle=True)

@@ -35,6 +35,24 @@ class RaceRules:
     max_orders_per_cycle: int
     max_order_quantity: Decimal
 
+    def __post_init__(self) -> None:
+        """The bounds the settings hold these rules to (a race's rules also come from a
+        bundle or a what-if's flags): a clear error naming the rule, never a replay that
+        fails half-way on a NaN fee."""
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "max_orders_per_cycle":
+                if type(value) is not int or value < 0:
+                    raise ValueError(f"rule {name} must be a whole number ≥ 0, got {value!r}")
+                continue
+            if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+                raise ValueError(f"rule {name} must be a finite number ≥ 0, got {value!r}")
+        for name in ("fee_rate", "max_position_fraction"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"rule {name} must be a fraction between 0 and 1")
+        if self.slippage_bps >= 10_000:
+            raise ValueError("rule slippage_bps must be below 10000 basis points")
+
     @classmethod
     def of(cls, costs: Costs, limits: RiskLimits) -> RaceRules:
         return cls(
@@ -76,10 +94,23 @@ class RaceRules:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RaceRules:
+        """Rules read back (a database row, a bundle): ``KeyError`` naming a missing rule,
+        ``ValueError`` naming one that is not a number or out of bounds."""
         values: dict[str, Any] = {}
         for key in cls.__dataclass_fields__:
             raw = data[key]
-            values[key] = int(raw) if key == "max_orders_per_cycle" else Decimal(str(raw))
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError(f"rule {key} must be a number, got {type(raw).__name__}")
+            try:
+                number = Decimal(str(raw).strip())
+            except ArithmeticError:
+                raise ValueError(f"rule {key} must be a number, got {str(raw)[:40]!r}") from None
+            if key == "max_orders_per_cycle":
+                if not number.is_finite() or number != number.to_integral_value():
+                    raise ValueError(f"rule {key} must be a whole number, got {str(raw)[:40]!r}")
+                values[key] = int(number)
+            else:
+                values[key] = number
         return cls(**values)
 
 
