@@ -200,7 +200,11 @@ def test_psr_at_min_track_record_is_the_confidence(sr: float, skew: float, exces
     if trl is None:
         return
     term = 1 - skew * sr + (kurt - 1) / 4 * sr**2
-    assert phi(sr * math.sqrt(trl - 1) / math.sqrt(term)) == pytest.approx(0.95, abs=1e-9)
+    # Where the variance term (1 − γ3·SR/2)² + excess·SR²/4 nearly cancels, its rounding
+    # (a few ulps of 1) is amplified by 1/term (a PSR of 0.9500000056 was seen): the
+    # identity holds to float precision scaled by that conditioning.
+    tolerance = 1e-9 + 1e-15 / term
+    assert phi(sr * math.sqrt(trl - 1) / math.sqrt(term)) == pytest.approx(0.95, abs=tolerance)
 
 
 def test_curve_psr_and_trl_match_independent_implementation() -> None:
