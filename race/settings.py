@@ -344,18 +344,11 @@ class Settings(BaseSettings):
 
     @property
     def limits(self) -> RiskLimits:
-        return RiskLimits(
-            max_position_fraction=self.max_position_fraction,
-            min_cash_reserve=self.min_cash_reserve,
-            max_order_notional=self.max_order_notional,
-            min_order_notional=self.min_order_notional,
-            max_orders_per_cycle=self.max_orders_per_cycle,
-            max_order_quantity=self.max_order_quantity,
-        )
+        return RiskLimits.of(self)
 
     @property
     def costs(self) -> Costs:
-        return Costs(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps)
+        return Costs.of(self)
 
     @property
     def asset_universe(self) -> list[tuple[str, str]]:

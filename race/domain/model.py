@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from race.domain.lazy import cached
 from race.domain.money import ZERO, quantize
@@ -150,11 +151,22 @@ class RiskLimits:
     max_order_quantity: Decimal = Decimal("1000000000")
     """Beyond this an order's quantity is absurd and dropped by the parser."""
 
+    @classmethod
+    def of(cls, source: Any) -> RiskLimits:
+        """The limits read from ``source``'s attributes of the same names (the settings, a
+        race's rules)."""
+        return cls(**{name: getattr(source, name) for name in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class Costs:
     fee_rate: Decimal = Decimal("0.001")
     slippage_bps: Decimal = Decimal("5")
+
+    @classmethod
+    def of(cls, source: Any) -> Costs:
+        """The costs read from ``source``'s attributes of the same names."""
+        return cls(fee_rate=source.fee_rate, slippage_bps=source.slippage_bps)
 
 
 @dataclass(frozen=True, slots=True)

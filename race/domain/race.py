@@ -68,18 +68,11 @@ class RaceRules:
 
     @property
     def costs(self) -> Costs:
-        return Costs(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps)
+        return Costs.of(self)
 
     @property
     def limits(self) -> RiskLimits:
-        return RiskLimits(
-            max_position_fraction=self.max_position_fraction,
-            min_cash_reserve=self.min_cash_reserve,
-            max_order_notional=self.max_order_notional,
-            min_order_notional=self.min_order_notional,
-            max_orders_per_cycle=self.max_orders_per_cycle,
-            max_order_quantity=self.max_order_quantity,
-        )
+        return RiskLimits.of(self)
 
     def to_settings(self) -> dict[str, Any]:
         """The settings' fields of these rules (``RACE_FEE_RATE``…), by their names there."""
