@@ -225,7 +225,6 @@ def judge(
     summary = summary or ViewSummary(
         view, context.allowed_assets[0] if context.allowed_assets else None
     )
-    before = context.equity
     answer, malformed = _well_formed(answer)
     fallback_reason = failure or malformed or answer.fallback_reason
     notes: list[RiskNote] = []
@@ -233,15 +232,29 @@ def judge(
     portfolio = context.portfolio
     if fallback_reason is None and answer.orders:
         fills, portfolio, fallback_reason = _execute(context, answer.orders, notes)
-    fallback = fallback_reason is not None
     equity = equity_point(context.cycle_time, portfolio, view)
+    decision = _record(context, answer, summary, fallback_reason, notes, fills, equity)
+    return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)
+
+
+def _record(
+    context: AgentContext,
+    answer: AgentAnswer,
+    summary: ViewSummary,
+    fallback_reason: str | None,
+    notes: list[RiskNote],
+    fills: tuple[Fill, ...],
+    equity: EquityPoint,
+) -> DecisionRecord:
+    """The decision's audit record: its first fill's action (else HOLD), bounded text, the
+    regime and market of ``summary``, the equity before (``context``) and after."""
     if fills:
         first = fills[0]
         action, asset, quantity = Action(first.side.value), first.asset, first.quantity
     else:
         action, asset, quantity = Action.HOLD, None, None
     rationale = _rationale(answer, fallback_reason, action, asset)
-    decision = assemble(
+    return assemble(
         DecisionRecord,
         dict(
             cycle_time=context.cycle_time,
@@ -254,12 +267,12 @@ def judge(
             else [],
             regime=(answer.regime or summary.regime)[:32],
             market_conditions=summary.conditions,
-            value_before=before,
+            value_before=context.equity,
             value_after=equity.total_value,
-            was_validated=not fallback and not notes,
+            was_validated=fallback_reason is None and not notes,
             notes=notes,
             proposed_orders=_proposed(answer.orders) if answer.orders else [],
-            fallback=fallback,
+            fallback=fallback_reason is not None,
             fallback_reason=None if fallback_reason is None else fallback_reason[:1000],
             raw_output=None
             if answer.raw_output is None
@@ -275,7 +288,6 @@ def judge(
             model_version=_model_version(answer.model_version),
         ),
     )
-    return StepResult(decision=decision, fills=fills, portfolio=portfolio, equity=equity)
 
 
 def _execute(

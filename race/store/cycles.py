@@ -166,30 +166,30 @@ def claim(
             )
         )
         return pin
-    # A cycle skipped earlier (stale view) runs now that the market is fresh.
-    session.execute(
-        update(CycleRow)
-        .where(
-            CycleRow.race_id == race,
-            CycleRow.cycle_time == cycle_time,
-            CycleRow.market_view.is_(None),
-            CycleRow.status == "skipped",
-        )
-        .values(status=status, reason=None)
-    )
-    moved = session.execute(
-        update(CycleRow)
-        .where(
-            CycleRow.race_id == race,
-            CycleRow.cycle_time == cycle_time,
-            CycleRow.market_view.is_(None),
-        )
-        .values(market_view=pin.to_json())
-    )
-    if moved.rowcount == 1:  # type: ignore[attr-defined]
+    if _pin_existing(session, race, cycle_time, pin, status):
         return pin
     # Another run pinned it between our read and our update: take its view.
     return ViewPin.from_json(pinned_view(session, cycle_time, race))
+
+
+def _pin_existing(
+    session: Session, race: int, cycle_time: datetime, pin: ViewPin, status: str
+) -> bool:
+    """Pin ``pin`` on the cycle's existing row that has no view yet (compare-and-set);
+    whether this run pinned it."""
+    unpinned = (
+        CycleRow.race_id == race,
+        CycleRow.cycle_time == cycle_time,
+        CycleRow.market_view.is_(None),
+    )
+    # A cycle skipped earlier (stale view) runs now that the market is fresh.
+    session.execute(
+        update(CycleRow)
+        .where(*unpinned, CycleRow.status == "skipped")
+        .values(status=status, reason=None)
+    )
+    moved = session.execute(update(CycleRow).where(*unpinned).values(market_view=pin.to_json()))
+    return moved.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
 
 def finish(
