@@ -199,6 +199,19 @@ def buy_and_hold(
     return list(zip(times, (total * (float(capital) / count)).tolist(), strict=True))
 
 
+def benchmark_closes(
+    session: Session, records: Sequence[AgentRecord]
+) -> dict[str, list[tuple[datetime, Decimal]]]:
+    """The closes the analyses of ``records`` read (their buy-and-hold benchmark, the
+    latest marks): from the entry price at their first snapshot on, in each record's race."""
+    firsts = [
+        reads.first_snapshot(session, [r.agent_id for r in records if r.race_id == race], race)
+        for race in {r.race_id for r in records}
+    ]
+    known = [t for t in firsts if t is not None]
+    return reads.closes_from(session, min(known) if known else None)
+
+
 def _max_drawdown_pct(values: Sequence[Decimal]) -> float | None:
     peak: Decimal | None = None
     worst = 0.0

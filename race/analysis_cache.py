@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from race.analysis import AgentAnalysis, _analyse, _Curve
+from race.analysis import AgentAnalysis, _analyse, _Curve, benchmark_closes
 from race.analysis_worker import (
     Job,
     RefreshFailed,
@@ -37,7 +37,6 @@ from race.analysis_worker import (
 from race.domain.contamination import cutoff_table, parse_cutoffs
 from race.domain.significance import Comparison
 from race.store.database import CONNECT_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS
-from race.store.reads import analysis as reads
 from race.store.reads.standings import AgentRecord
 
 log = logging.getLogger("race.analysis")
@@ -129,7 +128,7 @@ class Analyser:
                     out[record.agent_id] = found[1]
                     continue
                 if closes is None:
-                    closes = reads.close_series(session)
+                    closes = benchmark_closes(session, stale)
                 computed, compact = _analyse(session, record, self.cutoffs, closes)
                 out[record.agent_id] = computed
                 with self._lock:

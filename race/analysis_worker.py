@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from race.analysis import AgentAnalysis, _analyse, _Curve
+from race.analysis import AgentAnalysis, _analyse, _Curve, benchmark_closes
 from race.domain.significance import Comparison, compare
-from race.store.reads import analysis as reads
 from race.store.reads.standings import AgentRecord
 
 __all__ = ["Job", "RefreshFailed", "Result", "Source", "compare_curves", "quiet_worker", "run"]
@@ -122,7 +121,7 @@ def _compute(db: Any, job: Job) -> Result:
     analyses: dict[int, tuple[AgentAnalysis, _Curve]] = {}
     if job.analyse:
         with db.read() as session:
-            closes = reads.close_series(session)
+            closes = benchmark_closes(session, job.analyse)
             for record in job.analyse:
                 analyses[record.agent_id] = _analyse(session, record, job.cutoffs, closes)
     curves = {**job.curves, **{agent: found[1] for agent, found in analyses.items()}}

@@ -23,7 +23,7 @@ from race.domain.timeutil import parse_iso
 from race.leaderboard import Standing, standings
 from race.report.model import AgentReport, LeaderboardRow, Point, ReportData
 from race.report.series import drawdown
-from race.store.reads.analysis import close_series
+from race.store.reads.analysis import closes_from
 from race.store.reads.equity import EquityPoint, equity_points
 
 LIVE = "live"
@@ -66,7 +66,8 @@ def _benchmark(
     if not longest or not board:
         return []
     capital = board[0].starting_capital
-    series = buy_and_hold(capital, [p.time for p in longest], close_series(session))
+    closes = closes_from(session, longest[0].time)
+    series = buy_and_hold(capital, [p.time for p in longest], closes)
     return [Point(t, v) for t, v in series]
 
 

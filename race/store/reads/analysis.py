@@ -4,6 +4,7 @@ close series of every asset, and the regimes the decisions recorded."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -199,6 +200,37 @@ def close_series(
     for symbol, time, close in session.execute(query.order_by(Asset.symbol, CandleRow.close_time)):
         out.setdefault(symbol, []).append((time, close))
     return out
+
+
+def first_snapshot(
+    session: Session, agent_ids: Sequence[int], race_id: int | None = None
+) -> datetime | None:
+    """The first snapshot time of these agents in the race (None: none yet)."""
+    return session.scalar(
+        select(func.min(EquitySnapshotRow.captured_at)).where(
+            EquitySnapshotRow.race_id == races.resolve(session, race_id),
+            EquitySnapshotRow.agent_id.in_(list(agent_ids)),
+        )
+    )
+
+
+def closes_from(
+    session: Session, first: datetime | None
+) -> dict[str, list[tuple[datetime, Decimal]]]:
+    """What the analytics read of the market for curves that start at ``first``
+    (:func:`race.analysis.buy_and_hold` and the latest marks): every asset's closes from the
+    earliest of the assets' last closes at or before ``first`` (an entry price) to the latest
+    stored — not the whole history before it. ``first`` None: every close."""
+    if first is None:
+        return close_series(session)
+    latest = (
+        select(func.max(CandleRow.close_time).label("entry"))
+        .where(CandleRow.close_time <= first)
+        .group_by(CandleRow.asset_id)
+        .subquery()
+    )
+    start = session.scalar(select(func.min(latest.c.entry)))
+    return close_series(session, first if start is None else start)
 
 
 def recent_closes(session: Session, symbol: str, count: int) -> list[tuple[datetime, Decimal]]:
