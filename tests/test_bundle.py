@@ -77,40 +77,40 @@ def test_an_altered_trade_does_not_match(
     assert f"trade {altered['id']} (" in out and "price exported" in out
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            lambda d: d["candles"][0]["rows"][5].__setitem__(4, "1.00000000"),
-            "error: candles of BTC: SHA-256 mismatch",
-        ),
-        (lambda d: d.__setitem__("version", 99), "is a race bundle of version 99"),
-        (lambda d: d.__setitem__("format", "zip"), "is not a race bundle"),
-        (lambda d: d["race"].pop("rules"), "error: malformed bundle: missing field 'rules'"),
-        (lambda d: d["decisions"][0].__setitem__("cycle_time", "soon"), "malformed bundle"),
-        (lambda d: d["participants"][0].__setitem__("provider", "Oracle"), "malformed bundle"),
-        (
-            lambda d: d["race"]["rules"].__setitem__("fee_rate", "NaN"),
-            "malformed bundle: rule fee_rate must be a finite number ≥ 0, got Decimal('NaN')",
-        ),
-        (
-            lambda d: d["race"]["rules"].__setitem__("max_orders_per_cycle", 2.5),
-            "malformed bundle: rule max_orders_per_cycle must be a whole number, got '2.5'",
-        ),
-    ],
-)
+TAMPERED: list[tuple[Any, str]] = [
+    (
+        lambda d: d["candles"][0]["rows"][5].__setitem__(4, "1.00000000"),
+        "error: candles of BTC: SHA-256 mismatch",
+    ),
+    (lambda d: d.__setitem__("version", 99), "is a race bundle of version 99"),
+    (lambda d: d.__setitem__("format", "zip"), "is not a race bundle"),
+    (lambda d: d["race"].pop("rules"), "error: malformed bundle: missing field 'rules'"),
+    (lambda d: d["decisions"][0].__setitem__("cycle_time", "soon"), "malformed bundle"),
+    (lambda d: d["participants"][0].__setitem__("provider", "Oracle"), "malformed bundle"),
+    (
+        lambda d: d["race"]["rules"].__setitem__("fee_rate", "NaN"),
+        "malformed bundle: rule fee_rate must be a finite number ≥ 0, got Decimal('NaN')",
+    ),
+    (
+        lambda d: d["race"]["rules"].__setitem__("max_orders_per_cycle", 2.5),
+        "malformed bundle: rule max_orders_per_cycle must be a whole number, got '2.5'",
+    ),
+]
+
+
 def test_a_tampered_or_malformed_bundle_is_one_line_and_exit_2(
     source: Source,  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    change: Any,
-    message: str,
 ) -> None:
+    """Every way of tampering with one exported bundle (the race exported once: each case
+    edits a copy of it)."""
     path = _export(tmp_path, capsys)
-    assert _main("rescore", str(_edit(path, change))) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1
-    assert message in captured.err
+    for change, message in TAMPERED:
+        assert _main("rescore", str(_edit(path, change))) == 2, message
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, message
+        assert message in captured.err, (message, captured.err)
 
 
 def test_not_a_bundle_is_one_line_and_exit_2(
