@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -51,6 +50,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import backtrader as bt
+from floor import run_floor
+from outcome import Costs, Outcome, Trade, first_difference
 from sqlalchemy import func, select
 
 from agents.baselines import DEFAULT_BASELINES
@@ -65,30 +66,6 @@ from race.universe import NewAgent, add_agent, add_asset
 HOUR = timedelta(hours=1)
 SYMBOL = "BTC"
 SMA_CROSS = next(spec for spec in DEFAULT_BASELINES if spec["model"] == "sma_cross")
-
-
-@dataclass(frozen=True)
-class Trade:
-    time: datetime
-    side: str
-    quantity: Decimal
-    price: Decimal
-
-
-@dataclass(frozen=True)
-class Costs:
-    starting_capital: Decimal
-    fee_rate: Decimal
-    slippage_bps: Decimal
-    max_order_notional: Decimal
-
-
-@dataclass(frozen=True)
-class Outcome:
-    bars: int
-    seconds: float
-    trades: list[Trade]
-    final_equity: Decimal
 
 
 # --- the race ---------------------------------------------------------------------------
@@ -155,12 +132,24 @@ def candles(path: Path, start: datetime, end: datetime, warmup: int) -> list[tup
     ]
 
 
-def run_race(template: Path, workdir: Path, start: datetime, end: datetime) -> Outcome:
-    path = workdir / "race.db"
+def run_floor_copy(
+    template: Path, workdir: Path, start: datetime, end: datetime, costs: Costs
+) -> Outcome:
+    """The hand-written loop of ``bench/floor.py`` on a fresh copy of the template."""
+    path = _fresh_copy(template, workdir / "floor.db")
+    cycles, seconds, trades, final = run_floor(path, SYMBOL, start, end, SMA_CROSS["params"], costs)
+    return Outcome(cycles, seconds, [Trade(*t) for t in trades], final)
+
+
+def _fresh_copy(template: Path, path: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     shutil.copy(template, path)
-    app = _app(path)
+    return path
+
+
+def run_race(template: Path, workdir: Path, start: datetime, end: datetime) -> Outcome:
+    app = _app(_fresh_copy(template, workdir / "race.db"))
     began = time.perf_counter()
     report = asyncio.run(app.engine.backfill(start, end, HOUR))
     seconds = time.perf_counter() - began
@@ -297,36 +286,6 @@ def run_backtrader(
     return Outcome(len(rows), seconds, strategy.trades, strategy.final_equity)
 
 
-# --- comparison ---------------------------------------------------------------------------
-
-
-def first_difference(
-    race: Outcome, other: Outcome, qty_tol: Decimal, price_tol: Decimal, equity_tol: Decimal
-) -> str | None:
-    for i, (a, b) in enumerate(zip(race.trades, other.trades, strict=False)):
-        where = f"trade {i + 1}: race {a.side} {a.quantity} at {a.time.isoformat()}"
-        if a.time != b.time or a.side != b.side:
-            return f"{where}, backtrader {b.side} {b.quantity} at {b.time.isoformat()}"
-        if abs(a.quantity - b.quantity) > qty_tol:
-            return f"{where}, backtrader quantity {b.quantity} (tolerance {qty_tol})"
-        if abs(a.price - b.price) > price_tol * a.price:
-            return f"{where}: price {a.price}, backtrader {b.price}"
-    if len(race.trades) != len(other.trades):
-        shorter, longer = sorted((race.trades, other.trades), key=len)
-        who = "race" if longer is race.trades else "backtrader"
-        extra = longer[len(shorter)]
-        return (
-            f"{who} made {len(longer)} trades, the other {len(shorter)}; the first extra: "
-            f"{extra.side} {extra.quantity} at {extra.time.isoformat()}"
-        )
-    if abs(race.final_equity - other.final_equity) > equity_tol:
-        return (
-            f"final equity: race {race.final_equity}, backtrader "
-            f"{quantize(other.final_equity)} (tolerance {equity_tol} USD)"
-        )
-    return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each (best of)")
@@ -334,6 +293,9 @@ def main() -> int:
     parser.add_argument("--qty-tol", type=Decimal, default=Decimal("0.0000001"))
     parser.add_argument("--price-tol", type=Decimal, default=Decimal("1e-9"))
     parser.add_argument("--equity-tol", type=Decimal, default=Decimal("0.01"))
+    parser.add_argument(
+        "--floor", action="store_true", help="also time bench/floor.py's hand-written loop"
+    )
     args = parser.parse_args()
     if args.runs < 1 or args.days < 2:
         parser.error("--runs must be at least 1 and --days at least 2")
@@ -357,10 +319,12 @@ def main() -> int:
         )
         best: dict[str, Outcome] = {}
         for i in range(args.runs):
-            order = ("race", "backtrader") if i % 2 == 0 else ("backtrader", "race")
-            for name in order:
+            order = ["race", "backtrader"] + (["floor"] if args.floor else [])
+            for name in order if i % 2 == 0 else order[::-1]:
                 if name == "race":
                     outcome = run_race(template, workdir, start, end)
+                elif name == "floor":
+                    outcome = run_floor_copy(template, workdir, start, end, costs)
                 else:
                     outcome = run_backtrader(rows, start, end, costs)
                 print(
@@ -377,10 +341,20 @@ def main() -> int:
         f"backtrader {bt_rate:,.0f} bars/s (in memory); ratio race/backtrader "
         f"{race_rate / bt_rate:.2f} (target >= 2); load {os.getloadavg()[0]:.2f}"
     )
-    difference = first_difference(race, other, args.qty_tol, args.price_tol, args.equity_tol)
-    if difference is not None:
-        print(f"DIVERGED: {difference}", file=sys.stderr)
-        return 1
+    if "floor" in best:
+        floor = best["floor"]
+        floor_rate = floor.bars / floor.seconds
+        print(
+            f"floor (bench/floor.py, the same rows by a hand-written loop) {floor_rate:,.0f} "
+            f"bars/s: floor/backtrader {floor_rate / bt_rate:.2f}, race/floor "
+            f"{race_rate / floor_rate:.2f}"
+        )
+    for name, outcome in best.items():
+        tolerances = (args.qty_tol, args.price_tol, args.equity_tol)
+        difference = None if name == "race" else first_difference(race, outcome, *tolerances)
+        if difference is not None:
+            print(f"DIVERGED from {name}: {difference}", file=sys.stderr)
+            return 1
     largest = max(
         (abs(a.quantity - b.quantity) for a, b in zip(race.trades, other.trades, strict=True)),
         default=Decimal(0),
