@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     context_candles: int = _env("RACE_CONTEXT_CANDLES", default=50)
     candle_interval: Interval = _env("RACE_CANDLE_INTERVAL", default=timedelta(hours=1))
     max_price_age: Interval = _env("RACE_MAX_PRICE_AGE", default=timedelta(hours=6))
-    backfill_chunk_cycles: int = _env("RACE_BACKFILL_CHUNK_CYCLES", default=500)
+    backfill_chunk_cycles: int = _env("RACE_BACKFILL_CHUNK_CYCLES", default=2000)
     """A backfill commits after this many cycles (or the seconds below), cursor included."""
     backfill_chunk_seconds: float = _env("RACE_BACKFILL_CHUNK_SECONDS", default=5.0)
     backfill_wait_seconds: float = _env("RACE_BACKFILL_WAIT_SECONDS", default=30.0)

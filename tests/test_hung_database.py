@@ -34,9 +34,10 @@ of these tests."""
 
 
 @pytest.fixture
-def stalling(pg_url: str) -> Any:
+def stalling(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     from tests.conftest import _truncate_pg
 
+    monkeypatch.setenv("RACE_DB_READ_TIMEOUT_SECONDS", "3")  # the default these tests bound
     _truncate_pg(pg_url)
     with tcp_proxy("127.0.0.1", 5432) as proxy:
         yield proxy, proxied_url(pg_url, proxy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 BULLISH = "BULLISH"
 BEARISH = "BEARISH"
@@ -46,8 +47,10 @@ def detect_regime(
         return UNKNOWN
     if returns is None:
         kept = [closes[i] / closes[i - 1] - 1.0 for i in range(1, n) if closes[i - 1] > 0]
-    else:
+    elif None in returns:
         kept = [r for r in returns if r is not None]
+    else:  # a replay's window rarely holds a gap: the slice itself
+        kept = cast("list[float]", returns)
     if len(kept) >= 2:
         mean = sum(kept) / len(kept)
         std = math.sqrt(sum([(r - mean) ** 2 for r in kept]) / (len(kept) - 1))

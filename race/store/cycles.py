@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from race.store import races
-from race.store.bulk import bulk_insert
+from race.store.bulk import bulk_insert, select_values
 from race.store.repository import ViewPin
 from race.store.tables import CycleRow, DecisionRow, TradeRow
 
@@ -290,14 +290,15 @@ def _insert_new(
         return set()
     # The slots between the first and the last (a range, not thousands of bound values),
     # kept when they are among ``rows``.
-    in_range = session.scalars(
+    in_range = select_values(
+        session,
         select(CycleRow.cycle_time).where(
             CycleRow.race_id == race,
             CycleRow.cycle_time >= min(rows),
             CycleRow.cycle_time <= max(rows),
-        )
+        ),
     )
-    existing = {t for t in in_range if t in rows}
+    existing = {t for (t,) in in_range if t in rows}
     new_rows = [
         {"race_id": race, "cycle_time": t, "trigger": "backfill", "started_at": now,
          "finished_at": now, "error": None, **values}

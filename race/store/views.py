@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from race.domain.model import Candle, MarketView
 from race.domain.regime import candle_returns
 from race.domain.step import ViewSummary
+from race.store.bulk import select_values
 from race.store.tables import (
     CandleRow,
 )
@@ -201,25 +202,26 @@ class CandleTape:
     ) -> CandleTape:
         tape = cls(depth=depth, max_price_age=max_price_age)
         for symbol, asset_id in symbols.items():
-            # Plain columns, not ORM entities: a year of candles loads several times faster
-            # (each value through its column's own type, as an entity's would be).
-            head = list(
-                session.execute(
-                    select(*_CANDLE_COLUMNS)
-                    .where(CandleRow.asset_id == asset_id, CandleRow.close_time < start)
-                    .order_by(CandleRow.close_time.desc())
-                    .limit(depth)
-                )
+            # Plain columns fetched by the driver, not ORM entities or result rows: a year of
+            # candles loads several times faster (each value through its column's own
+            # type, as an entity's would be).
+            head = select_values(
+                session,
+                select(*_CANDLE_COLUMNS)
+                .where(CandleRow.asset_id == asset_id, CandleRow.close_time < start)
+                .order_by(CandleRow.close_time.desc())
+                .limit(depth),
             )
             head.reverse()
-            body = session.execute(
+            body = select_values(
+                session,
                 select(*_CANDLE_COLUMNS)
                 .where(
                     CandleRow.asset_id == asset_id,
                     CandleRow.close_time >= start,
                     CandleRow.close_time <= end,
                 )
-                .order_by(CandleRow.close_time)
+                .order_by(CandleRow.close_time),
             )
             series = [Candle(symbol, *row) for row in head] + [Candle(symbol, *row) for row in body]
             tape.series[symbol] = series
