@@ -59,7 +59,7 @@ class Deciding:
     def agent_for(self, spec: AgentSpec) -> Agent | str:
         """The built agent, or why it could not be built (cached per spec)."""
         cached = self._agents.get(spec.id)
-        if cached is not None and cached[0] == spec:
+        if cached is not None and (cached[0] is spec or cached[0] == spec):
             return cached[1]
         self._learn_agent_key(spec)
         built: Agent | str

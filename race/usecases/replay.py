@@ -63,8 +63,11 @@ class Replay:
     semaphore: asyncio.Semaphore
     by_id: dict[int, AgentSpec] = field(init=False)
 
+    symbol_tuple: tuple[str, ...] = field(init=False)
+
     def __post_init__(self) -> None:
         self.by_id = {s.id: s for s in self.specs}
+        self.symbol_tuple = tuple(self.symbols)
 
 
 @dataclass
@@ -237,7 +240,7 @@ async def decide_all(
     pipeline: one after the other when every agent runs in process, else concurrently
     under the agent concurrency bound)."""
     deciding, states, spend = run.deps.deciding, run.states, run.spend
-    symbols = tuple(run.symbols)
+    symbols = run.symbol_tuple
     contexts = []
     for spec in due:
         steps_so_far = batches[spec.id].steps
@@ -269,7 +272,7 @@ async def decide_all(
             return await deciding.decide(spec, context, summary, semaphore, agent)
 
     triples = list(zip(due, agents, contexts, strict=True))
-    if all(getattr(a, "in_process", False) for a in agents):
+    if all([getattr(a, "in_process", False) for a in agents]):
         steps = [await decide(s, a, c) for s, a, c in triples]
     else:
         steps = list(await asyncio.gather(*(decide(s, a, c, run.semaphore) for s, a, c in triples)))
