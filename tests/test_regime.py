@@ -15,6 +15,7 @@ from race.domain.regime import (
     SIDEWAYS,
     UNKNOWN,
     VOLATILE,
+    candle_returns,
     detect_regime,
 )
 
@@ -140,3 +141,34 @@ def test_agrees_with_an_exact_model(ints, threshold):
 def test_twenty_closes_have_equal_means_so_never_stack():
     assert detect_regime([100.0] * 19 + [99.0], volatile_threshold=1.0) == SIDEWAYS
     assert detect_regime([100.0] * 19 + [101.0], volatile_threshold=1.0) == SIDEWAYS
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    closes=st.lists(
+        st.one_of(
+            st.floats(min_value=1.0, max_value=2.0, allow_nan=False),
+            st.sampled_from([0.0, 1.5]),  # a zero close: the return after it is a gap
+        ),
+        min_size=18,
+        max_size=60,
+    ),
+    threshold=st.sampled_from([0.02, 0.2, 10.0]),
+)
+def test_the_returns_a_replay_passes_give_the_same_label(closes, threshold):
+    """A replay passes each window's returns as ``candle_returns`` lays them out (None after
+    a close that is not positive): the label is the one computed from the closes, with and
+    without gaps in the window."""
+    returns = candle_returns(closes)[1:]
+    expected = detect_regime(closes, volatile_threshold=threshold)
+    assert detect_regime(closes, volatile_threshold=threshold, returns=returns) == expected
+    assert detect_regime(closes, volatile_threshold=threshold, returns=tuple(returns)) == expected
+
+
+def test_a_window_with_a_gap_skips_it():
+    closes = [1.0] * 10 + [0.0] + [1.0, 3.0] * 5
+    returns = candle_returns(closes)[1:]
+    assert None in returns
+    assert detect_regime(closes, returns=returns) == detect_regime(closes) == VOLATILE
+    flat = [1.0] * 10 + [0.0] + [1.0] * 10
+    assert detect_regime(flat, returns=candle_returns(flat)[1:]) == detect_regime(flat)

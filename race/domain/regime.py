@@ -50,7 +50,7 @@ def detect_regime(
     elif None in returns:
         kept = [r for r in returns if r is not None]
     else:  # a replay's window rarely holds a gap: the slice itself
-        kept = cast("list[float]", returns)
+        kept = cast(list[float], returns)
     if len(kept) >= 2:
         mean = sum(kept) / len(kept)
         std = math.sqrt(sum([(r - mean) ** 2 for r in kept]) / (len(kept) - 1))
