@@ -172,3 +172,11 @@ def test_a_window_with_a_gap_skips_it():
     assert detect_regime(closes, returns=returns) == detect_regime(closes) == VOLATILE
     flat = [1.0] * 10 + [0.0] + [1.0] * 10
     assert detect_regime(flat, returns=candle_returns(flat)[1:]) == detect_regime(flat)
+
+
+def test_candle_returns_are_each_close_over_the_one_before():
+    """Aligned with the closes: None first and after a close that is not positive."""
+    assert candle_returns([2.0, 4.0, 1.0, 0.0, 5.0, 10.0]) == [None, 1.0, -0.75, -1.0, None, 1.0]
+    assert candle_returns([3.0]) == [None]
+    assert candle_returns([]) == []
+    assert candle_returns([-1.0, 2.0]) == [None, None]
