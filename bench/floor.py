@@ -12,7 +12,9 @@ maximum order notional at the slipped price, fee on the notional), and the same 
 the race's storage encoding — a decision with its audit columns, an equity snapshot, a
 trade per fill, the portfolio and its position — written with ``sqlite3.executemany`` in
 chunks of 500 cycles, one transaction each, into the same schema (its indexes and foreign
-keys). The trades it makes are checked against the race's and backtrader's.
+keys). The trades it makes are checked against the race's and backtrader's. It replays the
+stored candles: the hour missing from the bundled year is no cycle for it (8,759 cycles,
+the race's 8,760: the race decides that hour on the previous close).
 
 It is the bound no design of the race's replay can beat in CPython on SQLite: the
 measured ratio floor/backtrader is what the target "race ≥ 2× backtrader" asks of a
