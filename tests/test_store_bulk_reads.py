@@ -66,12 +66,17 @@ def test_select_values_equals_result_rows_on_both_engines(app):
         .order_by(CandleRow.close_time.desc())
         .limit(2),
         select(CandleRow.id, CandleRow.source).where(CandleRow.asset_id == -1),
+        # an IN list is rendered at execution: SQLAlchemy runs it
+        select(CandleRow.close_time, CandleRow.close)
+        .where(CandleRow.close.in_([D("1"), D("-3.5"), D("7")]))
+        .order_by(CandleRow.close_time),
     ]
     with app.db.read() as session:
         for query in queries:
             _same(select_values(session, query), [tuple(r) for r in session.execute(query)])
         assert select_values(session, queries[0])[0][1] == D("42000.12345678")
         assert select_values(session, queries[0])[0][0].tzinfo is UTC
+        assert [close for _, close in select_values(session, queries[3])] == [D("-3.5"), D("1")]
 
 
 def test_the_tape_holds_the_views_candles(app):

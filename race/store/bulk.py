@@ -152,9 +152,10 @@ def select_values(session: Session, statement: Any) -> list[tuple[Any, ...]]:
     driver's column types decide its processing there)."""
     connection = session.connection()
     dialect = connection.dialect
-    if dialect.name != "sqlite":
+    compiled = statement.compile(dialect=dialect) if dialect.name == "sqlite" else None
+    if compiled is None or compiled.post_compile_params or compiled.literal_execute_params:
+        # Other databases, and statements rendered at execution (``IN`` lists): SQLAlchemy.
         return [tuple(row) for row in connection.execute(statement)]
-    compiled = statement.compile(dialect=dialect)
     values = compiled.construct_params()
     for name, value in values.items():
         bind = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
