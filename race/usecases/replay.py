@@ -58,16 +58,13 @@ class Replay:
     states: dict[int, repo.PortfolioState]
     tape: repo.CandleTape
     all_ids: dict[str, int]
-    symbols: list[str]
+    symbols: tuple[str, ...]
     spend: SpendTracker
     semaphore: asyncio.Semaphore
     by_id: dict[int, AgentSpec] = field(init=False)
 
-    symbol_tuple: tuple[str, ...] = field(init=False)
-
     def __post_init__(self) -> None:
         self.by_id = {s.id: s for s in self.specs}
-        self.symbol_tuple = tuple(self.symbols)
 
 
 @dataclass
@@ -156,7 +153,7 @@ def _load(
         states=states,
         tape=tape,
         all_ids=all_ids,
-        symbols=list(assets),
+        symbols=tuple(assets),
         spend=SpendTracker(deps.uow, deps.race_id),
         semaphore=asyncio.Semaphore(max(1, deps.settings.agent_concurrency)),
     )
@@ -240,7 +237,7 @@ async def decide_all(
     pipeline: one after the other when every agent runs in process, else concurrently
     under the agent concurrency bound)."""
     deciding, states, spend = run.deps.deciding, run.states, run.spend
-    symbols = run.symbol_tuple
+    symbols = run.symbols
     contexts = []
     for spec in due:
         steps_so_far = batches[spec.id].steps
