@@ -104,8 +104,7 @@ def test_the_tape_holds_the_views_candles(app):
     )
 )
 def test_select_values_equals_result_rows_for_any_values(sqlite_app, prices):
-    ids = seed_assets(sqlite_app) if not hasattr(sqlite_app, "_ids") else sqlite_app._ids
-    sqlite_app._ids = ids
+    ids = seed_assets(sqlite_app)  # the same rows for every example (add_asset finds them)
     with sqlite_app.db.write() as session:
         session.query(CandleRow).delete()
     _rows(sqlite_app, ids["BTC"], prices)
